@@ -1,0 +1,60 @@
+"""Multi-coil Cartesian MRI: ``A = M F S``.
+
+``x (H, W) -> y (C, H, W)``: multiply by coil maps ``S``, centred orthonormal FFT ``F``, keep the
+sampled k-space locations ``M``. Adjoint ``A^H y = sum_c conj(S_c) F^H (M y_c)``. Single-coil data is
+``C = 1`` with ``S = 1``. Batches of slices with their own maps and masks use ``jax.vmap``.
+"""
+
+import jax.numpy as jnp
+from flax import struct
+
+from ..channels import channels_to_complex, complex_to_channels
+from .base import LinearOperatorMixin
+from .fft import fft2c, ifft2c
+
+
+@struct.dataclass
+class MultiCoilMRI(LinearOperatorMixin):
+    """Multi-coil MRI forward model with coil maps ``smaps (C, H, W)`` and ``mask (H, W)`` or ``(1, W)``."""
+
+    smaps: jnp.ndarray
+    mask: jnp.ndarray
+
+    @classmethod
+    def create(cls, smaps, mask):
+        """Validate shapes and cast to complex64 maps / float32 mask."""
+        smaps = jnp.asarray(smaps, jnp.complex64)
+        mask = jnp.asarray(mask, jnp.float32)
+        if smaps.ndim != 3:
+            raise ValueError(f"smaps: expected shape (C, H, W), got {tuple(smaps.shape)}")
+        h, w = smaps.shape[-2:]
+        if mask.ndim != 2 or mask.shape[-1] != w or mask.shape[0] not in (1, h):
+            raise ValueError(
+                f"mask: expected shape ({h}, {w}) or (1, {w}) to match smaps {tuple(smaps.shape)}, "
+                f"got {tuple(mask.shape)}"
+            )
+        return cls(smaps=smaps, mask=mask)
+
+    @property
+    def image_shape(self):
+        return self.smaps.shape[-2:]
+
+    @property
+    def image_dtype(self):
+        return jnp.complex64
+
+    @property
+    def n_channels(self):
+        return 2
+
+    def __call__(self, x):
+        return self.mask * fft2c(self.smaps * x[..., None, :, :])
+
+    def adjoint(self, y):
+        return jnp.sum(jnp.conj(self.smaps) * ifft2c(self.mask * y), axis=-3)
+
+    def to_channels(self, x):
+        return complex_to_channels(x)
+
+    def from_channels(self, t):
+        return channels_to_complex(t)
