@@ -1,0 +1,154 @@
+"""Metrics against scikit-image, SciPy and closed forms."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
+from scipy.ndimage import gaussian_laplace
+from skimage.data import astronaut, camera
+from skimage.metrics import normalized_root_mse, peak_signal_noise_ratio, structural_similarity
+
+from sgdip_jax.metrics import evaluate, hfen, log_kernel, nrmse, psnr, ssim
+
+
+def _pair(ref, noise, seed):
+    """float32 reference and noisy copy; skimage gets the same values in float64."""
+    rng = np.random.default_rng(seed)
+    ref = np.asarray(ref, np.float32)
+    x = (ref + noise * ref.max() * rng.standard_normal(ref.shape)).astype(np.float32)
+    return x, ref
+
+
+def _skimage(x, ref, channel_axis=None):
+    x64, r64 = x.astype(np.float64), ref.astype(np.float64)
+    kw = dict(data_range=r64.max())
+    return (
+        peak_signal_noise_ratio(r64, x64, **kw),
+        structural_similarity(r64, x64, channel_axis=channel_axis, **kw),
+        normalized_root_mse(r64, x64),
+    )
+
+
+def _check(x, ref, channel_axis=None):
+    p, s, n = _skimage(x, ref, channel_axis)
+    assert float(psnr(x, ref)) == pytest.approx(p, abs=1e-3)
+    assert float(ssim(x, ref)) == pytest.approx(s, abs=1e-4)
+    assert float(nrmse(x, ref)) == pytest.approx(n, rel=1e-5)
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    h=st.integers(7, 40),
+    w=st.integers(7, 40),
+    scale=st.floats(1e-3, 1e4),
+    offset=st.floats(0.0, 2.0),
+    noise=st.floats(1e-3, 0.5),
+    seed=st.integers(0, 2**31),
+)
+def test_random_images_match_skimage(h, w, scale, offset, noise, seed):
+    rng = np.random.default_rng(seed)
+    ref = scale * (offset + rng.uniform(size=(h, w)))
+    _check(*_pair(ref, noise, seed + 1))
+
+
+def test_real_mr_image_matches_skimage():
+    ref = dcmread(get_testdata_file("MR_small.dcm")).pixel_array
+    for noise in (0.01, 0.1):
+        _check(*_pair(ref, noise, 0))
+
+
+def test_natural_grey_and_colour_match_skimage():
+    _check(*_pair(camera()[::4, ::4] / 255.0, 0.05, 1))
+    _check(*_pair(astronaut()[::4, ::4] / 255.0, 0.05, 2), channel_axis=-1)
+
+
+def test_complex_inputs_use_magnitude():
+    rng = np.random.default_rng(3)
+    x, ref = _pair(rng.uniform(size=(24, 20)), 0.1, 4)
+    phase_x, phase_r = np.exp(1j * rng.uniform(0, 6, x.shape)), np.exp(1j * rng.uniform(0, 6, x.shape))
+    got = evaluate(x * phase_x, ref * phase_r)
+    want = evaluate(np.abs(x), ref)
+    assert got == pytest.approx(want, rel=1e-5)
+
+
+def test_explicit_data_range():
+    x, ref = _pair(np.random.default_rng(5).uniform(size=(16, 16)), 0.1, 6)
+    want = peak_signal_noise_ratio(ref.astype(float), x.astype(float), data_range=2.0)
+    assert float(psnr(x, ref, data_range=2.0)) == pytest.approx(want, abs=1e-3)
+    want = structural_similarity(ref.astype(float), x.astype(float), data_range=2.0)
+    assert float(ssim(x, ref, data_range=2.0)) == pytest.approx(want, abs=1e-4)
+
+
+def test_crop_is_fastmri_centre_crop():
+    x, ref = _pair(np.random.default_rng(7).uniform(size=(31, 26)), 0.1, 8)
+    # fastMRI center_crop: start (n - size) // 2
+    xc, rc = x[5:25, 3:23], ref[5:25, 3:23]
+    p, s, n = _skimage(xc, rc)
+    assert float(psnr(x, ref, crop=(20, 20))) == pytest.approx(p, abs=1e-3)
+    assert float(ssim(x, ref, crop=20)) == pytest.approx(s, abs=1e-4)
+    assert float(nrmse(x, ref, crop=20)) == pytest.approx(n, rel=1e-5)
+
+
+def test_support_restricts_the_mean():
+    rng = np.random.default_rng(9)
+    x, ref = _pair(rng.uniform(size=(30, 28)), 0.1, 10)
+    support = rng.uniform(size=x.shape) < 0.6
+    r64, x64 = ref.astype(float), x.astype(float)
+    want = peak_signal_noise_ratio(r64[support], x64[support], data_range=r64.max())
+    assert float(psnr(x, ref, support=support)) == pytest.approx(want, abs=1e-3)
+    assert float(nrmse(x, ref, support=support)) == pytest.approx(
+        normalized_root_mse(r64[support], x64[support]), rel=1e-5
+    )
+    _, smap = structural_similarity(r64, x64, data_range=r64.max(), full=True)
+    valid = np.s_[3:-3, 3:-3]
+    want = smap[valid][support[valid]].mean()
+    assert float(ssim(x, ref, support=support)) == pytest.approx(want, abs=1e-4)
+
+
+def test_hfen_matches_scipy_laplacian_of_gaussian():
+    ref = dcmread(get_testdata_file("MR_small.dcm")).pixel_array.astype(np.float64)
+    x, ref32 = _pair(ref, 0.05, 11)
+    log = lambda a: gaussian_laplace(a, 1.5, mode="constant", truncate=7 / 1.5)  # 15x15 support
+    want = np.linalg.norm(log(x.astype(float) - ref)) / np.linalg.norm(log(ref))
+    assert float(hfen(x, ref32)) == pytest.approx(want, rel=1e-3)
+    assert float(hfen(ref32, ref32)) == 0.0
+    assert abs(log_kernel().sum()) < 1e-6
+    colour, noisy = astronaut()[:40, :40] / 255.0, _pair(astronaut()[:40, :40] / 255.0, 0.05, 12)[0]
+    want = np.sqrt(
+        sum(np.linalg.norm(log(noisy[..., c] - colour[..., c])) ** 2 for c in range(3))
+        / sum(np.linalg.norm(log(colour[..., c])) ** 2 for c in range(3))
+    )
+    assert float(hfen(noisy, colour.astype(np.float32))) == pytest.approx(want, rel=1e-3)
+
+
+def test_jit_and_vmap_over_a_batch():
+    rng = np.random.default_rng(13)
+    refs = rng.uniform(size=(3, 16, 16)).astype(np.float32)
+    xs = (refs + 0.1 * rng.standard_normal(refs.shape)).astype(np.float32)
+    batched = jax.jit(jax.vmap(lambda a, b: jnp.stack([psnr(a, b), ssim(a, b), hfen(a, b)])))(xs, refs)
+    for i in range(3):
+        assert np.allclose(batched[i], [psnr(xs[i], refs[i]), ssim(xs[i], refs[i]), hfen(xs[i], refs[i])], rtol=1e-5)
+
+
+def test_evaluate_returns_floats_and_perfect_scores():
+    ref = np.random.default_rng(14).uniform(size=(12, 12)).astype(np.float32)
+    scores = evaluate(ref, ref)
+    assert all(type(v) is float for v in scores.values())
+    assert scores["psnr"] == np.inf and scores["ssim"] == pytest.approx(1.0)
+    assert scores["nrmse"] == 0.0 and scores["hfen"] == 0.0
+
+
+def test_bad_inputs():
+    a = np.zeros((8, 8), np.float32)
+    with pytest.raises(ValueError, match="shape"):
+        psnr(a, np.zeros((8, 9)))
+    with pytest.raises(ValueError, match="at least 7x7"):
+        ssim(np.ones((6, 9)), np.ones((6, 9)))
+    with pytest.raises(ValueError, match="support"):
+        psnr(a, a, support=np.ones((4, 4), bool))
+    with pytest.raises(ValueError, match="crop"):
+        psnr(a, a, crop=9)
