@@ -5,6 +5,7 @@ sampled k-space locations ``M``. Adjoint ``A^H y = sum_c conj(S_c) F^H (M y_c)``
 ``C = 1`` with ``S = 1``. Batches of slices with their own maps and masks use ``jax.vmap``.
 """
 
+import jax
 import jax.numpy as jnp
 from flax import struct
 
@@ -22,7 +23,10 @@ class MultiCoilMRI(LinearOperatorMixin):
 
     @classmethod
     def create(cls, smaps, mask):
-        """Validate shapes and cast to complex64 maps / float32 mask."""
+        """Validate shapes and values (finite maps, non-empty mask); cast to complex64 maps / float32 mask.
+
+        Value checks are skipped for traced arrays (``create`` called under ``jit`` / ``vmap``).
+        """
         smaps = jnp.asarray(smaps, jnp.complex64)
         mask = jnp.asarray(mask, jnp.float32)
         if smaps.ndim != 3:
@@ -32,6 +36,12 @@ class MultiCoilMRI(LinearOperatorMixin):
             raise ValueError(
                 f"mask: expected shape ({h}, {w}) or (1, {w}) to match smaps {tuple(smaps.shape)}, "
                 f"got {tuple(mask.shape)}"
+            )
+        if not isinstance(smaps, jax.core.Tracer) and not bool(jnp.isfinite(smaps).all()):
+            raise ValueError(f"smaps: contains NaN or Inf values (shape {tuple(smaps.shape)})")
+        if not isinstance(mask, jax.core.Tracer) and not bool((mask != 0).any()):
+            raise ValueError(
+                f"mask: is empty (all zeros, shape {tuple(mask.shape)}); no k-space sample is kept"
             )
         return cls(smaps=smaps, mask=mask)
 

@@ -1,0 +1,168 @@
+"""Forward operators: adjointness, agreement with SigPy and closed-form DFTs, norms, jit/vmap, errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import sigpy.mri
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sgdip_jax.operators import Inpainting, MultiCoilMRI, fft2c, ifft2c
+
+
+def _crandn(rng, shape):
+    return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
+
+
+def _mri_problem(seed, coils, height, width, line_mask):
+    rng = np.random.default_rng(seed)
+    smaps = _crandn(rng, (coils, height, width))
+    mask_shape = (1, width) if line_mask else (height, width)
+    mask = (rng.uniform(size=mask_shape) < 0.6).astype(np.float32)
+    mask.flat[0] = 1.0  # never empty
+    return rng, smaps, mask
+
+
+def _dot_error(x, y, ax, ahy):
+    """|<A x, y> - <x, A^H y>| / (|A x| |y|) from ``A x`` and ``A^H y``, in float64 on the host."""
+    ax, ahy = np.asarray(ax, np.complex128), np.asarray(ahy, np.complex128)
+    x, y = np.asarray(x, np.complex128), np.asarray(y, np.complex128)
+    lhs, rhs = np.vdot(y.ravel(), ax.ravel()), np.vdot(ahy.ravel(), x.ravel())
+    return abs(lhs - rhs) / (np.linalg.norm(ax) * np.linalg.norm(y))
+
+
+# A few (C, H, W), odd and even, so compiled kernels are reused across hypothesis examples.
+mri_cases = dict(
+    seed=st.integers(0, 2**31),
+    shape=st.sampled_from([(1, 8, 8), (3, 7, 5), (4, 9, 12), (2, 16, 11)]),
+    line_mask=st.booleans(),
+)
+_forward_adjoint = jax.jit(lambda op, x, y: (op(x), op.adjoint(y)))
+
+
+@settings(max_examples=25, deadline=None)
+@given(**mri_cases)
+def test_mri_dot_test(seed, shape, line_mask):
+    rng, smaps, mask = _mri_problem(seed, *shape, line_mask)
+    op = MultiCoilMRI.create(smaps, mask)
+    x, y = _crandn(rng, shape[1:]), _crandn(rng, shape)
+    assert _dot_error(x, y, *_forward_adjoint(op, x, y)) < 1e-5
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**31), shape=st.sampled_from([(5, 7), (16, 16)]), colour=st.booleans())
+def test_inpainting_dot_test(seed, shape, colour):
+    height, width = shape
+    rng = np.random.default_rng(seed)
+    mask = (rng.uniform(size=(height, width)) < 0.5).astype(np.float32)
+    mask.flat[0] = 1.0
+    op = Inpainting.create(mask, channels=3 if colour else None)
+    shape = (height, width, 3) if colour else (height, width)
+    assert op.image_shape == shape
+    x, y = rng.standard_normal(shape).astype(np.float32), rng.standard_normal(shape).astype(np.float32)
+    assert _dot_error(x, y, *_forward_adjoint(op, x, y)) < 1e-5
+
+
+@settings(max_examples=12, deadline=None)
+@given(**mri_cases)
+def test_mri_matches_sigpy_sense(seed, shape, line_mask):
+    """Same maps, mask as SigPy weights (0/1, so its sqrt is itself), same centred orthonormal FFT."""
+    rng, smaps, mask = _mri_problem(seed, *shape, line_mask)
+    op = MultiCoilMRI.create(smaps, mask)
+    ref = sigpy.mri.linop.Sense(smaps.astype(np.complex128), weights=np.broadcast_to(mask, shape[1:]))
+    x, y = _crandn(rng, shape[1:]), _crandn(rng, shape)
+    fwd, adj = map(np.asarray, _forward_adjoint(op, x, y))
+    fwd_ref, adj_ref = ref(x.astype(np.complex128)), ref.H(y.astype(np.complex128))
+    assert np.linalg.norm(fwd - fwd_ref) <= 1e-5 * np.linalg.norm(fwd_ref)
+    assert np.linalg.norm(adj - adj_ref) <= 1e-5 * np.linalg.norm(adj_ref)
+
+
+def _centred_dft(n):
+    """Unitary DFT with indices centred at n // 2:
+    F[k, j] = exp(-2 pi i (k - n//2)(j - n//2) / n) / sqrt(n)."""
+    idx = np.arange(n) - n // 2
+    return np.exp(-2j * np.pi * np.outer(idx, idx) / n) / np.sqrt(n)
+
+
+@pytest.mark.parametrize("shape", [(8, 8), (7, 5), (2, 6, 9)])
+def test_fft2c_is_the_centred_unitary_dft(shape):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
+    fh, fw = _centred_dft(shape[-2]), _centred_dft(shape[-1])
+    expected = np.einsum("ka,...ab,lb->...kl", fh, x, fw)
+    assert np.allclose(fft2c(jnp.asarray(x, jnp.complex64)), expected, atol=1e-5)
+    assert np.allclose(ifft2c(jnp.asarray(expected, jnp.complex64)), x, atol=1e-5)
+    # and numpy's fftshift(fft2(ifftshift(x), norm="ortho"))
+    ref = np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(x, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
+    assert np.allclose(expected, ref)
+
+
+def _dense(op):
+    """The matrix of ``op`` acting on the flattened image (columns = images of basis vectors)."""
+    n = int(np.prod(op.image_shape))
+    basis = jnp.eye(n, dtype=op.image_dtype).reshape((n, *op.image_shape))
+    return np.asarray(jax.vmap(op)(basis)).reshape(n, -1).T
+
+
+def test_norm_matches_largest_singular_value():
+    _, smaps, mask = _mri_problem(3, coils=2, height=6, width=5, line_mask=False)
+    op = MultiCoilMRI.create(smaps, mask)
+    sigma = np.linalg.svd(_dense(op), compute_uv=False)[0]
+    assert float(jax.jit(lambda op: op.norm(iters=300))(op)) == pytest.approx(sigma, rel=1e-4)
+    inpaint = Inpainting.create(np.array([[1, 0], [0, 1]], np.float32), channels=3)
+    sigma = np.linalg.svd(_dense(inpaint), compute_uv=False)[0]
+    assert sigma == pytest.approx(1.0) and float(inpaint.norm()) == pytest.approx(1.0, rel=1e-5)
+
+
+def _apply_all(op, x, y):
+    return op(x), op.adjoint(y), op.normal(x), op.norm()
+
+
+def test_jit_and_vmap_over_operators():
+    """A batch of slices, each with its own maps and mask (one (H, W), stacked as a pytree)."""
+    ops = [MultiCoilMRI.create(*_mri_problem(s, 3, 8, 6, line_mask=False)[1:]) for s in range(3)]
+    batch = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *ops)
+    rng = np.random.default_rng(1)
+    xs, ys = _crandn(rng, (3, 8, 6)), _crandn(rng, (3, 3, 8, 6))
+    batched = jax.jit(jax.vmap(_apply_all))(batch, xs, ys)
+    single = jax.jit(_apply_all)
+    for i, op in enumerate(ops):
+        for got, want in zip(batched, single(op, xs[i], ys[i])):
+            np.testing.assert_allclose(got[i], want, rtol=1e-5, atol=1e-5)
+    fwd, adj, normal, norms = batched
+    np.testing.assert_allclose(normal, jax.vmap(lambda op, y: op.adjoint(y))(batch, fwd), atol=1e-5)
+    assert not np.allclose(norms[0], norms[1])
+    # create() works on traced arrays too (value checks are skipped there)
+    traced = jax.jit(lambda s, m, x: MultiCoilMRI.create(s, m)(x))(ops[0].smaps, ops[0].mask, xs[0])
+    np.testing.assert_allclose(traced, fwd[0], atol=1e-5)
+
+
+def test_channels_round_trip():
+    _, smaps, mask = _mri_problem(0, 2, 4, 5, line_mask=True)
+    op = MultiCoilMRI.create(smaps, mask)
+    x = _crandn(np.random.default_rng(0), (4, 5))
+    assert op.to_channels(x).shape == (4, 5, 2)
+    np.testing.assert_array_equal(op.from_channels(op.to_channels(x)), x)
+    grey, colour = Inpainting.create(np.ones((4, 5))), Inpainting.create(np.ones((4, 5)), channels=3)
+    assert grey.to_channels(jnp.ones((4, 5))).shape == (4, 5, 1) and grey.n_channels == 1
+    assert colour.to_channels(jnp.ones((4, 5, 3))).shape == (4, 5, 3) and colour.n_channels == 3
+
+
+def test_create_errors():
+    smaps = np.ones((2, 6, 5), np.complex64)
+    with pytest.raises(ValueError, match=r"smaps: expected shape \(C, H, W\)"):
+        MultiCoilMRI.create(smaps[0], np.ones((6, 5)))
+    with pytest.raises(ValueError, match=r"mask: expected shape \(6, 5\) or \(1, 5\).*got \(5, 6\)"):
+        MultiCoilMRI.create(smaps, np.ones((5, 6)))
+    with pytest.raises(ValueError, match=r"mask: expected shape .*got \(2, 5\)"):
+        MultiCoilMRI.create(smaps, np.ones((2, 5)))
+    with pytest.raises(ValueError, match="mask.*empty"):
+        MultiCoilMRI.create(smaps, np.zeros((1, 5)))
+    for bad in (np.nan, np.inf):
+        broken = smaps.copy()
+        broken[1, 2, 3] = bad
+        with pytest.raises(ValueError, match="smaps.*NaN or Inf"):
+            MultiCoilMRI.create(broken, np.ones((6, 5)))
+    with pytest.raises(ValueError, match=r"mask: expected shape \(H, W\)"):
+        Inpainting.create(np.ones((4, 5, 3)))
