@@ -1,0 +1,314 @@
+"""The one jit-compiled optimisation loop every DIP method plugs into.
+
+A method supplies a loss function
+
+    loss_fn(params, net_state, z, key, data) -> (loss, aux),
+    aux = {"image": x (H, W, C) real channels, "net_state": new mutable variables, "terms": {name: scalar}}
+
+where ``net_state`` holds the network's non-trainable variables (e.g. ``{"batch_stats": ...}``),
+``z`` the network input, ``key`` the step's random key and ``data`` any arrays the loss needs
+(operator, measurements; passed as an argument so they are not baked into the program as
+constants). ``aux["image"]`` is the step's reconstruction estimate.
+
+One step (``TrainState -> TrainState``) computes the loss and gradients, updates the weights with
+their Optax chain and - when the method optimises the input - ``z`` with its own chain, then the
+debiased exponential moving average of the estimates (as Adam's moment estimates),
+
+    ema_t = sum_{i<=t} (1 - beta) beta^(t-i) x_i / (1 - beta^(t+1))
+          = ema_{t-1} + w_t (x_t - ema_{t-1}),   w_t = (1 - beta) / (1 - beta^(t+1))   (ema_0 = x_0),
+
+so the random initial outputs fade as fast as any later iterate, then the ES-WMV
+statistic (:mod:`sgdip_jax.early_stopping`) and, when a target is given, PSNR (and every
+``ssim_every`` steps SSIM) of the EMA image. ``lax.scan`` runs ``chunk`` steps per call, so the host
+is touched once per chunk (progress bar, history, early-stopping check, callback). The chunk
+program is traced and compiled once per run; its state argument is donated.
+
+Chunking: a run of ``T`` iterations uses ``n = ceil(T / chunk)`` calls of ``L = ceil(T / n)`` steps
+(``L <= chunk``). Steps past ``T`` in the last call (fewer than ``n``) are computed and discarded by
+a select on ``step < T``, which keeps one compiled program without a device-side branch.
+
+Step ``t`` (0-based) uses the key ``fold_in(key, t)``; its estimate ``x_t`` is the network output
+computed *before* the ``t``-th update; ``history[name][t]`` belongs to that step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+from .early_stopping import ESConfig, ESState, es_init, es_update
+
+TRACE_COUNT = 0
+"""Number of times a chunk program has been traced (incremented at trace time; for tests)."""
+
+
+@struct.dataclass
+class TrainState:
+    """Everything that changes during a run; a pytree donated to each compiled chunk."""
+
+    params: Any
+    net_state: Any
+    z: jnp.ndarray
+    opt_state: Any
+    z_opt_state: Any
+    image: jnp.ndarray
+    ema: jnp.ndarray
+    step: jnp.ndarray
+    es: ESState | None
+
+
+@dataclasses.dataclass
+class ChunkInfo:
+    """What a callback sees after each chunk: iterations done, the state, and the chunk's metrics."""
+
+    iteration: int
+    state: TrainState
+    metrics: dict[str, np.ndarray]
+
+
+@dataclasses.dataclass
+class RunOutput:
+    """Final state, per-iteration ``history``, iterations run, the ES-WMV detection (``stop_iteration``
+    and the channels image ``stop_image``, ``None`` unless detection triggered), timings."""
+
+    state: TrainState
+    history: dict[str, np.ndarray]
+    iterations: int
+    stop_iteration: int | None
+    stop_image: jnp.ndarray | None
+    wall_time: float
+    compile_time: float
+    chunks: int
+
+
+def adam(lr: float, clip_norm: float | None = None) -> optax.GradientTransformation:
+    """Adam with learning rate ``lr``, after clipping the group's global gradient norm at ``clip_norm``."""
+    tx = optax.adam(lr)
+    return tx if clip_norm is None else optax.chain(optax.clip_by_global_norm(clip_norm), tx)
+
+
+def chunk_plan(iterations: int, chunk: int) -> tuple[int, int]:
+    """``(n_calls, steps_per_call)`` with ``n = ceil(T / chunk)`` and ``L = ceil(T / n)``."""
+    if iterations < 1:
+        raise ValueError(f"iterations must be >= 1, got {iterations}")
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    n = math.ceil(iterations / chunk)
+    return n, math.ceil(iterations / n)
+
+
+def _make_step(loss_fn, optimizer, z_optimizer, ema_decay, es_config, metric_image, ssim_every):
+    train_z = z_optimizer is not None
+    grad_fn = jax.value_and_grad(loss_fn, argnums=(0, 2) if train_z else 0, has_aux=True)
+
+    def step(state: TrainState, key, data, target):
+        t = state.step
+        (loss, aux), grads = grad_fn(state.params, state.net_state, state.z, jax.random.fold_in(key, t), data)
+        g_params, g_z = grads if train_z else (grads, None)
+        updates, opt_state = optimizer.update(g_params, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        z, z_opt_state = state.z, state.z_opt_state
+        if train_z:
+            z_updates, z_opt_state = z_optimizer.update(g_z, z_opt_state, z)
+            z = optax.apply_updates(z, z_updates)
+
+        image = aux["image"].astype(jnp.float32)
+        weight = (1.0 - ema_decay) / (1.0 - jnp.asarray(ema_decay, jnp.float32) ** (t + 1).astype(jnp.float32))
+        ema = state.ema + weight * (image - state.ema)
+        metrics = {"loss": loss, **aux["terms"]}
+        es = state.es
+        if es is not None:
+            es, metrics["es_stat"] = es_update(es, image, t, es_config)
+        if target is not None:
+            from . import metrics as M
+
+            shown = metric_image(ema)
+            metrics["psnr"] = M.psnr(shown, target)
+            if ssim_every:
+                metrics["ssim"] = jax.lax.cond(
+                    t % ssim_every == 0, lambda: M.ssim(shown, target).astype(jnp.float32), lambda: jnp.float32(jnp.nan)
+                )
+        new = TrainState(params, aux["net_state"], z, opt_state, z_opt_state, image, ema, t + 1, es)
+        return new, {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
+
+    return step
+
+
+def _scan_driver(step, length, state, key, n_total, data, target):
+    """One compiled ``lax.scan`` of ``length`` steps per call; steps with ``step >= n_total`` are
+    computed and discarded by a select (no device-side branch)."""
+
+    def chunk(state, key, n_total, data, target):
+        global TRACE_COUNT
+        TRACE_COUNT += 1
+
+        def body(s, _):
+            new, metrics = step(s, key, data, target)
+            active = s.step < n_total
+            return jax.tree.map(lambda a, b: jnp.where(active, a, b), new, s), metrics
+
+        return jax.lax.scan(body, state, None, length=length)
+
+    compiled = jax.jit(chunk, donate_argnums=0).lower(state, key, n_total, data, target).compile()
+
+    def advance(state, n):
+        state, metrics = compiled(state, key, n_total, data, target)
+        return state, {k: v[:n] for k, v in jax.device_get(metrics).items()}
+
+    return advance
+
+
+def _python_driver(step, length, state, key, n_total, data, target):
+    """One compiled step dispatched ``n`` times per chunk from Python. Dispatch is asynchronous, so
+    the host still waits for the device once per chunk (when it fetches the chunk's metrics)."""
+
+    def one(state, key, data, target):
+        global TRACE_COUNT
+        TRACE_COUNT += 1
+        return step(state, key, data, target)
+
+    compiled = jax.jit(one, donate_argnums=0).lower(state, key, data, target).compile()
+
+    def advance(state, n):
+        parts = []
+        for _ in range(n):
+            state, metrics = compiled(state, key, data, target)
+            parts.append(metrics)
+        parts = jax.device_get(parts)
+        return state, {k: np.stack([m[k] for m in parts]) for k in parts[0]}
+
+    return advance
+
+
+DRIVERS = {"scan": _scan_driver, "python": _python_driver}
+
+
+def resolve_loop(loop: str) -> str:
+    """``"auto"`` -> ``"python"`` on CPU, ``"scan"`` elsewhere (see :func:`run`)."""
+    if loop == "auto":
+        return "python" if jax.default_backend() == "cpu" else "scan"
+    if loop not in DRIVERS:
+        raise ValueError(f"loop must be one of {['auto', *DRIVERS]}, got {loop!r}")
+    return loop
+
+
+def init_state(loss_fn, params, net_state, z, key, data, optimizer, z_optimizer=None, early_stopping=None):
+    """Initial :class:`TrainState`; image shapes come from ``jax.eval_shape`` of ``loss_fn``."""
+    _, aux = jax.eval_shape(loss_fn, params, net_state, z, key, data)
+    shape = aux["image"].shape
+    es = es_init(early_stopping, shape) if early_stopping is not None and early_stopping.enabled else None
+    return TrainState(
+        params=params,
+        net_state=net_state,
+        z=z,
+        opt_state=optimizer.init(params),
+        z_opt_state=None if z_optimizer is None else z_optimizer.init(z),
+        image=jnp.zeros(shape, jnp.float32),
+        ema=jnp.zeros(shape, jnp.float32),
+        step=jnp.zeros((), jnp.int32),
+        es=es,
+    )
+
+
+def run(
+    loss_fn: Callable,
+    params,
+    net_state,
+    z,
+    key,
+    data=None,
+    *,
+    iterations: int,
+    optimizer: optax.GradientTransformation,
+    z_optimizer: optax.GradientTransformation | None = None,
+    chunk: int = 50,
+    ema: float = 0.99,
+    early_stopping: ESConfig | None = None,
+    metric_image: Callable | None = None,
+    target=None,
+    ssim_every: int = 0,
+    progress: bool = True,
+    callback: Callable[[ChunkInfo], bool | None] | None = None,
+    desc: str = "",
+    loop: str = "auto",
+) -> RunOutput:
+    """Optimise ``loss_fn`` for ``iterations`` steps from ``(params, net_state, z)``.
+
+    ``optimizer`` updates ``params``; ``z`` is optimised by ``z_optimizer`` when given and is fixed
+    otherwise (it receives no gradient computation at all). ``target`` (with ``metric_image``, the map
+    from a channels image to what is compared with it, e.g. the magnitude image) turns on per-step
+    PSNR of the EMA image (and SSIM every ``ssim_every`` steps when > 0). ``callback(info)`` runs after
+    each chunk; returning ``True`` ends the run. With ``early_stopping.stop`` the run ends after the
+    chunk in which ES-WMV detection triggers.
+
+    ``loop``: ``"scan"`` runs each chunk as one compiled ``lax.scan``; ``"python"`` dispatches one
+    compiled step per iteration (asynchronously; the host syncs once per chunk as well). ``"auto"``
+    picks ``"python"`` on CPU because XLA:CPU leaves the gradient convolutions inside a while loop in
+    a non-canonical layout that runs about 4x slower than the same step outside a loop (jax issue
+    #12868), and ``"scan"`` on accelerators. Both trace the step once per run and give the same
+    iterates.
+    """
+    if not 0.0 <= ema < 1.0:
+        raise ValueError(f"ema must be in [0, 1), got {ema}")
+    if ssim_every < 0:
+        raise ValueError(f"ssim_every must be >= 0, got {ssim_every}")
+    if target is not None:
+        target = jnp.asarray(target, jnp.float32)
+        metric_image = metric_image or (lambda x: x)
+    n_calls, length = chunk_plan(iterations, chunk)
+    t0 = time.perf_counter()
+    k_init, key = jax.random.split(key)
+    state = init_state(loss_fn, params, net_state, z, k_init, data, optimizer, z_optimizer, early_stopping)
+    step = _make_step(loss_fn, optimizer, z_optimizer, ema, early_stopping, metric_image, ssim_every)
+    n_total = jnp.asarray(iterations, jnp.int32)
+    advance = DRIVERS[resolve_loop(loop)](step, length, state, key, n_total, data, target)
+    compile_time = time.perf_counter() - t0
+
+    history: dict[str, list[np.ndarray]] = {}
+    done, calls = 0, 0
+    bar = _progress(iterations, desc, progress)
+    try:
+        while done < iterations:
+            state, metrics = advance(state, min(length, iterations - done))
+            calls += 1
+            done += len(metrics["loss"])
+            for k, v in metrics.items():
+                history.setdefault(k, []).append(v)
+            if bar is not None:
+                bar.update(len(metrics["loss"]))
+                bar.set_postfix({k: f"{v[-1]:.4g}" for k, v in metrics.items()}, refresh=False)
+            stop = callback(ChunkInfo(done, state, metrics)) if callback is not None else False
+            es_stop = early_stopping is not None and early_stopping.stop and state.es is not None and bool(state.es.triggered)
+            if stop or es_stop:
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    history = {k: np.concatenate(v) for k, v in history.items()}
+    triggered = state.es is not None and bool(state.es.triggered)
+    return RunOutput(
+        state=state,
+        history=history,
+        iterations=done,
+        stop_iteration=int(state.es.best_step) if triggered else None,
+        stop_image=state.es.best_image if triggered else None,
+        wall_time=time.perf_counter() - t0,
+        compile_time=compile_time,
+        chunks=calls,
+    )
+
+
+def _progress(total, desc, enabled):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc or None, unit="it", dynamic_ncols=True)
