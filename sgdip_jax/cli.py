@@ -1,0 +1,818 @@
+"""The ``sgdip`` command: ``sgdip reconstruct``, ``sgdip demo`` and ``sgdip info``.
+
+Input files become problems in :mod:`sgdip_jax.inputs`, methods run through
+:func:`sgdip_jax.methods.run_method`, results are written by :mod:`sgdip_jax.outputs` and
+:mod:`sgdip_jax.figures`; this module only wires options to those pieces. Bad input ends with one
+line ``sgdip: error: ...`` and exit status 2. Ctrl-C during a DIP run ends it after the current
+chunk of iterations, saves what has been computed (EMA image, history) and exits with status 130;
+a second Ctrl-C aborts at once without saving.
+
+Settings come from, in increasing priority: the methods' defaults, a ``--config`` file (TOML / YAML /
+JSON; top-level keys are the option names with ``_`` for ``-``, tables named after methods hold that
+method's config fields, e.g. ``[sgdip]`` with ``alpha = 0.01`` and ``[sgdip.network]``), and the
+command line (``--set KEY=VALUE`` for single method-config fields).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+import json
+import logging
+import platform
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+
+PROG = "sgdip"
+log = logging.getLogger("sgdip")
+
+INTERRUPTED = 130
+USAGE = 2
+
+
+class UsageError(Exception):
+    """A command-line or config-file mistake reported as ``sgdip: error: ...`` (exit status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Argument parser that raises :class:`UsageError` instead of printing usage and exiting."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends ``(default: X)`` unless the help text already states its default."""
+
+    def _get_help_string(self, action):
+        if "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def _positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _nonnegative_int(text):
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"expected an integer >= 0, got {text}")
+    return value
+
+
+_positive_int.__name__ = "positive integer"
+_nonnegative_int.__name__ = "non-negative integer"
+
+
+def _add_reconstruct(sub):
+    from .inputs import InputOptions, SMAPS_CHOICES
+    from .methods import METHODS
+    from .methods.common import DIPBaseConfig
+    from .networks import NETWORKS
+    from .data.samples import MASK_TYPES
+
+    d = InputOptions()
+    p = sub.add_parser(
+        "reconstruct",
+        help="reconstruct an image from a fastMRI .h5, a case .npz, a DICOM or an image file",
+        description=(
+            "Reconstruct INPUT with a training-free method and write the reconstruction, metrics, "
+            "the resolved config, the iteration history and figures into --out. INPUT kinds: a fastMRI "
+            "HDF5 file (fully sampled data are undersampled retrospectively, coil maps estimated from the "
+            "centre lines), a case .npz (y, smaps, mask[, x]), a DICOM magnitude image (multi-coil "
+            "acquisition simulated, reported as 'simulated'), or a PNG/JPEG/TIFF/BMP image (inpainting)."
+        ),
+        epilog=(
+            "examples:\n"
+            "  sgdip reconstruct case.npz --method sgdip --iters 2000 --out run1\n"
+            "  sgdip reconstruct file_brain.h5 --slices all --acceleration 8 --method dip --out brain8x\n"
+            "  sgdip reconstruct photo.png --mask bernoulli:0.5 --method sgdip --out inpaint\n"
+            "  sgdip reconstruct case.npz --config settings.toml --set alpha=0.02 --out run2"
+        ),
+        formatter_class=_HelpFormatter,
+    )
+    p.add_argument("input", metavar="INPUT", help="input file (.h5, .npz, DICOM, or image)")
+    g = p.add_argument_group("input and sampling")
+    g.add_argument("--slice", type=int, default=d.slice,
+                   help="fastMRI slice (DICOM: frame) to reconstruct (default: the middle one)")
+    g.add_argument("--slices", default=d.slices,
+                   help="fastMRI volume: 'all', 'A:B' or 'i,j,k'; slices are reconstructed one after the "
+                        "other (default: only --slice)")
+    g.add_argument("--acceleration", type=float, default=d.acceleration,
+                   help="undersampling factor of the retrospective line mask for fully sampled MRI data")
+    g.add_argument("--center-fraction", type=float, default=d.center_fraction,
+                   help="fraction of fully sampled centre lines (default: 0.32 / acceleration, i.e. 0.08 at 4x)")
+    g.add_argument("--mask-type", default=d.mask_type,
+                   help=f"retrospective line mask: {', '.join(MASK_TYPES)}")
+    g.add_argument("--mask", default=d.mask,
+                   help="mask file (.npy, .npz with 'mask', or image; non-zero = sampled/known) or spec "
+                        "(bernoulli:MISSING, box:SIZE, vdrs|random|equispaced:ACC[:CF]); for MRI it replaces "
+                        "the line mask (default: the line mask for MRI, bernoulli:0.5 for images)")
+    g.add_argument("--smaps", default=d.smaps,
+                   help=f"coil maps: {', '.join(SMAPS_CHOICES)}; auto = the input's own maps (case, simulated "
+                        "DICOM), ESPIRiT from the centre lines for fastMRI, ones for single-coil")
+    g.add_argument("--crop", type=_nonnegative_int, default=d.crop,
+                   help="fastMRI: crop readout oversampling to this many rows and compute metrics on the "
+                        "central CROPxCROP (or reconstruction_rss's size); 0 = no crop")
+    g.add_argument("--size", type=_positive_int, default=d.size,
+                   help="DICOM: resample the image to SIZExSIZE by spectral cropping (default: native size)")
+    g.add_argument("--coils", type=_positive_int, default=d.coils, help="DICOM: number of simulated coils")
+    g.add_argument("--snr-db", type=float, default=d.snr_db, help="DICOM: simulated k-space SNR in dB")
+    m = p.add_argument_group("method")
+    m.add_argument("--method", default="sgdip", help=f"reconstruction method: {', '.join(METHODS)}")
+    m.add_argument("--network", default=None,
+                   help=f"network of the DIP methods: {', '.join(NETWORKS)} (default: {DIPBaseConfig().network.name})")
+    m.add_argument("--width", type=_positive_int, default=None,
+                   help="base channel width of the network (default: the network's own)")
+    m.add_argument("--iters", type=_positive_int, default=None,
+                   help=f"iterations (default: the method's own; {DIPBaseConfig().iterations} for DIP methods)")
+    m.add_argument("--seed", type=int, default=d.seed, help="random seed (network, input, masks, simulation)")
+    m.add_argument("--reference", default=None,
+                   help="ref-dip: reference image used as network input (.npy, .npz with 'x' or 'image', "
+                        "image or DICOM; default: none, required for ref-dip)")
+    m.add_argument("--early-stopping", action="store_true",
+                   help="stop DIP methods when ES-WMV detects the best iterate and report that image "
+                        "instead of the moving average")
+    m.add_argument("--set", dest="set", action="append", default=[], metavar="KEY=VALUE",
+                   help="set a field of the method's config, e.g. lr=3e-4, alpha=0.02, network.norm=group "
+                        "(repeatable; default: none)")
+    m.add_argument("--config", default=None,
+                   help="TOML/YAML/JSON file with option keys (e.g. iters = 200) and per-method tables "
+                        "(e.g. [sgdip]); command-line options override it (default: none)")
+    o = p.add_argument_group("output")
+    o.add_argument("--out", default=None,
+                   help="output directory, refused if it exists and is not empty (default: INPUTSTEM_METHOD)")
+    o.add_argument("--force", action="store_true", help="replace an existing output directory")
+    o.add_argument("--quiet", action="store_true", help="no progress bar and no log messages")
+    p.set_defaults(func=cmd_reconstruct)
+    return p
+
+
+def _add_demo(sub):
+    p = sub.add_parser(
+        "demo",
+        help="zero-filled vs vanilla DIP vs self-guided DIP on the bundled shoulder case",
+        description=(
+            "Run zero-filled, vanilla DIP and self-guided DIP on the bundled shoulder MR case (a real "
+            "magnitude image from pydicom-data with simulated coils, 4x VDRS undersampling and 30 dB "
+            "noise), print a table and write figures. The default is sized for a CPU (a few minutes); "
+            "--full runs the paper configuration (320x320, depth-5 U-Net, 4000 iterations) for a GPU."
+        ),
+        formatter_class=_HelpFormatter,
+    )
+    p.add_argument("--full", action="store_true",
+                   help="paper configuration: 320x320, depth-5 U-Net, 4000 iterations (GPU)")
+    p.add_argument("--size", type=_positive_int, default=None,
+                   help=f"image size (default: {DEMO['cpu']['size']}, or {DEMO['full']['size']} with --full)")
+    p.add_argument("--iters", type=_positive_int, default=None,
+                   help=f"DIP iterations (default: {DEMO['cpu']['iterations']}, or {DEMO['full']['iterations']} with --full)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (simulation and networks)")
+    p.add_argument("--out", default="sgdip_demo", help="output directory (refused if it exists and is not empty)")
+    p.add_argument("--force", action="store_true", help="replace an existing output directory")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no log messages")
+    p.set_defaults(func=cmd_demo)
+    return p
+
+
+def _add_info(sub):
+    p = sub.add_parser(
+        "info",
+        help="versions, devices and where the sample data come from",
+        description="Print package versions, the JAX devices and the sources of the bundled sample data.",
+        formatter_class=_HelpFormatter,
+    )
+    p.set_defaults(func=cmd_info, quiet=False)
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``sgdip`` parser with its ``reconstruct``, ``demo`` and ``info`` subcommands."""
+    parser = _Parser(
+        prog=PROG,
+        description="Training-data-free image reconstruction with (self-guided) deep image priors, in JAX.",
+        formatter_class=_HelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_reconstruct(sub)
+    _add_demo(sub)
+    _add_info(sub)
+    return parser
+
+
+def _subparser(parser, name):
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
+
+
+def _config_actions(p) -> dict[str, argparse.Action]:
+    """Options of ``p`` that may appear as top-level config-file keys (by dest)."""
+    return {a.dest: a for a in p._actions if a.option_strings and a.dest not in ("help", "config")}
+
+
+def _check_value(action, value, where):
+    """Config-file ``value`` converted as the command line would convert it."""
+    name = f"{where}: {action.dest}"
+    if isinstance(action, argparse._StoreTrueAction):
+        if not isinstance(value, bool):
+            raise UsageError(f"{name}: expected true or false, got {value!r}")
+        return value
+    if isinstance(action, argparse._AppendAction):
+        values = value if isinstance(value, list) else [value]
+        return [str(v) for v in values]
+    if value is None or action.type is None:
+        return value if value is None or isinstance(value, str) else str(value)
+    try:
+        return action.type(str(value))
+    except ValueError:
+        raise UsageError(f"{name}: invalid value {value!r}") from None
+
+
+def parse_args(argv) -> argparse.Namespace:
+    """Parse ``argv``; for ``reconstruct`` the ``--config`` file supplies defaults the command line overrides."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.method_tables = {}
+    if args.command == "reconstruct" and args.config:
+        from .config import load_config
+        from .methods import METHODS
+
+        data = load_config(args.config)
+        sub = _subparser(parser, "reconstruct")
+        actions = _config_actions(sub)
+        defaults = {}
+        for key, value in data.items():
+            key = str(key) if str(key) in METHODS else str(key).replace("-", "_")
+            if key in METHODS:
+                if not isinstance(value, dict):
+                    raise UsageError(f"{args.config}: [{key}] must be a table of {key} settings")
+                args.method_tables[key] = value
+            elif key in actions:
+                defaults[key] = _check_value(actions[key], value, args.config)
+            else:
+                raise UsageError(
+                    f"{args.config}: unknown key {key!r}; valid keys: {sorted(actions)} "
+                    f"and method tables {sorted(METHODS)}"
+                )
+        sub.set_defaults(**defaults)
+        tables = args.method_tables
+        args = parser.parse_args(argv)
+        args.method_tables = tables
+    return args
+
+
+# --------------------------------------------------------------------------- method configs
+
+
+def _parse_value(text: str):
+    """A ``--set`` value: JSON (numbers, true/false, null, lists, quoted strings) or a bare string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _set_dotted(table: dict, key: str, value) -> None:
+    *parents, last = key.split(".")
+    for name in parents:
+        child = table.get(name)
+        table[name] = child = dict(child) if isinstance(child, dict) else {}
+        table = child
+    table[last] = value
+
+
+def _fields(cls) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def method_config(method: str, *, table=None, network=None, width=None, iters=None, early_stopping=False, sets=()):
+    """The frozen config of ``method``: its defaults, then ``table`` (a config-file table), then the
+    shortcut options, then ``sets`` (``"key=value"`` strings, dotted keys for nested fields).
+
+    Shortcuts that do not apply to the method (e.g. ``network`` for CG-SENSE) are logged and ignored.
+    """
+    from .config import from_dict
+    from .methods import get_method
+    from .networks import NETWORKS
+
+    _, cls = get_method(method)
+    fields = _fields(cls)
+    data = json.loads(json.dumps(table or {}))
+    for name, value in (("network", network), ("width", width)):
+        if value is None:
+            continue
+        if "network" not in fields:
+            log.warning("--%s does not apply to method %s; ignored", name, method)
+            continue
+        _set_dotted(data, "network.name" if name == "network" else "network.base", value)
+    if iters is not None:
+        key = next((k for k in ("iterations", "iters") if k in fields), None)
+        if key is None:
+            log.warning("--iters does not apply to method %s; ignored", method)
+        else:
+            data[key] = iters
+    if early_stopping:
+        if "early_stopping" not in fields:
+            log.warning("--early-stopping does not apply to method %s; ignored", method)
+        else:
+            _set_dotted(data, "early_stopping.enabled", True)
+            _set_dotted(data, "early_stopping.stop", True)
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set {item!r}: expected KEY=VALUE")
+        _set_dotted(data, key.strip(), _parse_value(value.strip()))
+    config = from_dict(cls, data, where=method)
+    if "network" in fields and config.network.name not in NETWORKS:
+        raise ValueError(f"unknown network {config.network.name!r}; valid networks: {', '.join(NETWORKS)}")
+    return config
+
+
+# --------------------------------------------------------------------------- running
+
+
+class _InterruptFlag:
+    """While active, the first SIGINT only sets ``requested`` (the run ends after its chunk); a second
+    one raises ``KeyboardInterrupt``. Outside the main thread signals cannot be caught: no-op."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def _handler(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning("interrupted: stopping after the current chunk and saving (Ctrl-C again to abort)")
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        except ValueError:
+            self._previous = None
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+@dataclasses.dataclass
+class Outcome:
+    """A finished (or interrupted) reconstruction of one problem.
+
+    ``image``: the reported reconstruction (the ES-WMV detection with ``--early-stopping`` when it
+    triggered, else the moving average), in the units of the input. ``metrics`` /
+    ``zero_filled_metrics``: against the problem's reference, ``None`` without one.
+    """
+
+    problem: Any
+    result: Any
+    image: np.ndarray
+    zero_filled: np.ndarray
+    metrics: dict | None
+    zero_filled_metrics: dict | None
+    data_scale: float
+    interrupted: bool
+
+
+def evaluate_problem(problem, image):
+    """Metrics of ``image`` against ``problem.reference`` (centre-cropped to ``problem.crop``), or ``None``."""
+    from .data.fastmri import center_crop
+    from .metrics import evaluate
+
+    if problem.reference is None:
+        return None
+    x = center_crop(np.asarray(image), problem.crop, axes=(0, 1)) if problem.crop else image
+    return evaluate(x, problem.reference)
+
+
+def reconstruct_problem(problem, method, config, seed=0, *, prior_image=None, progress=True, interrupt=None) -> Outcome:
+    """Run ``method`` on one problem and evaluate it.
+
+    The measurements are scaled by ``s = 1 / max|A^H y|`` before the run (so regularisation weights
+    of the classical methods refer to a zero-filled image of peak 1) and the images scaled back.
+    DIP methods poll ``interrupt.requested`` after every chunk and stop early when it is set.
+    """
+    import jax.numpy as jnp
+
+    from .methods import get_method, run_method
+
+    operator = problem.operator
+    y = jnp.asarray(problem.y)
+    zero_filled = np.asarray(operator.adjoint(y))
+    peak = float(np.max(np.abs(zero_filled)))
+    if not peak > 0:
+        raise ValueError("the measurements are all zero (nothing was sampled where the data is non-zero)")
+    scale = 1.0 / peak
+    kwargs: dict[str, Any] = {"progress": progress}
+    if problem.target is not None:
+        kwargs["target"] = jnp.asarray(problem.target) * scale
+    if prior_image is not None:
+        kwargs["prior_image"] = prior_image
+    fn, _ = get_method(method)
+    if interrupt is not None and "callback" in inspect.signature(fn).parameters:
+        kwargs["callback"] = lambda info: interrupt.requested
+    result = run_method(method, operator, y * scale, config, seed, **kwargs)
+    unscale = {k: None if getattr(result, k) is None else np.asarray(getattr(result, k)) / scale
+               for k in ("image", "ema_image", "stop_image")}
+    result = dataclasses.replace(result, **unscale)
+    use_stop = result.stop_image is not None and getattr(getattr(config, "early_stopping", None), "stop", False)
+    image = result.stop_image if use_stop else result.ema_image
+    return Outcome(
+        problem=problem,
+        result=result,
+        image=image,
+        zero_filled=zero_filled,
+        metrics=evaluate_problem(problem, image),
+        zero_filled_metrics=evaluate_problem(problem, zero_filled),
+        data_scale=scale,
+        interrupted=bool(interrupt is not None and interrupt.requested),
+    )
+
+
+def _device() -> dict[str, str]:
+    import jax
+
+    dev = jax.devices()[0]
+    return {"platform": dev.platform, "device": getattr(dev, "device_kind", str(dev)), "count": jax.device_count()}
+
+
+def _environment() -> dict[str, Any]:
+    import jax
+
+    return {"sgdip_jax": __version__, "jax": jax.__version__, "python": platform.python_version(), **_device()}
+
+
+def _figure_views(outcome: Outcome, label: str):
+    """``(images, reference)`` for the comparison panel, centre-cropped like the metrics."""
+    from .data.fastmri import center_crop
+
+    problem = outcome.problem
+    images = {"zero-filled": outcome.zero_filled, label: outcome.image}
+    if problem.crop:
+        images = {k: center_crop(np.asarray(v), problem.crop, axes=(0, 1)) for k, v in images.items()}
+    return images, problem.reference
+
+
+def write_run_figures(out, prefix: str, outcome: Outcome, label: str, title: str) -> None:
+    """``panel.png``, ``psnr.png`` and ``loss.png`` of one reconstruction under ``prefix``."""
+    from .figures import comparison_figure
+
+    images, reference = _figure_views(outcome, label)
+    metrics = {"zero-filled": outcome.zero_filled_metrics, label: outcome.metrics}
+    out.write_bytes(f"{prefix}panel.png", comparison_figure(images, reference, {k: v for k, v in metrics.items() if v}, title))
+    write_curves(out, prefix, {label: outcome.result.history}, outcome.zero_filled_metrics, title)
+
+
+def write_curves(out, prefix: str, histories, zero_filled_metrics, title: str) -> None:
+    """``psnr.png`` (with the zero-filled PSNR as a baseline) and ``loss.png``, when recorded."""
+    from .figures import curves_figure
+
+    zf = {"zero-filled": zero_filled_metrics["psnr"]} if zero_filled_metrics else None
+    curves = (
+        ("psnr.png", "psnr", "PSNR (dB)", False, zf),
+        ("loss.png", ("loss", "data", "reg", "objective"), "loss", True, None),
+    )
+    for name, keys, ylabel, log_axis, baselines in curves:
+        png = curves_figure(histories, keys, ylabel, log=log_axis, title=title, baselines=baselines)
+        if png is not None:
+            out.write_bytes(f"{prefix}{name}", png)
+
+
+def _slice_summary(outcome: Outcome) -> dict[str, Any]:
+    r = outcome.result
+    return {
+        "metrics": outcome.metrics,
+        "zero_filled_metrics": outcome.zero_filled_metrics,
+        "iterations": r.iterations,
+        "stop_iteration": r.stop_iteration,
+        "wall_time": r.wall_time,
+        "data_scale": outcome.data_scale,
+        "interrupted": outcome.interrupted,
+        "problem": outcome.problem.meta,
+    }
+
+
+def _stack(outcomes, get):
+    return np.stack([np.asarray(get(o)) for o in outcomes])
+
+
+def write_reconstruction(out, outcomes: list[Outcome], h5: bool, method: str) -> None:
+    """``recon.h5`` (fastMRI inputs, slices stacked; ``reconstruction`` = centre-cropped magnitude as in
+    fastMRI submissions) or ``recon.npz`` with the reported image, its magnitude, the moving average,
+    the last iterate, the ES-WMV image (when detected), the zero-filled image and the reference."""
+    from .data.fastmri import center_crop
+
+    arrays: dict[str, np.ndarray] = {
+        "image": _stack(outcomes, lambda o: o.image),
+        "ema_image": _stack(outcomes, lambda o: o.result.ema_image),
+        "last_image": _stack(outcomes, lambda o: o.result.image),
+        "zero_filled": _stack(outcomes, lambda o: o.zero_filled),
+    }
+    if np.iscomplexobj(arrays["image"]):
+        arrays["magnitude"] = np.abs(arrays["image"])
+    if all(o.result.stop_image is not None for o in outcomes):
+        arrays["stop_image"] = _stack(outcomes, lambda o: o.result.stop_image)
+    if all(o.problem.reference is not None for o in outcomes):
+        arrays["reference"] = _stack(outcomes, lambda o: o.problem.reference)
+    crop = outcomes[0].problem.crop
+    if h5:
+        magnitude = np.abs(arrays["image"])
+        arrays["reconstruction"] = center_crop(magnitude, crop) if crop else magnitude
+        slices = [o.problem.meta.get("slice") for o in outcomes]
+        out.write_h5("recon.h5", arrays, {"method": method, "slices": slices})
+    else:
+        out.write_npz("recon.npz", {k: v[0] for k, v in arrays.items()})
+
+
+def _volume_metrics(outcomes: list[Outcome]):
+    """fastMRI volume metrics (PSNR/NRMSE/HFEN pooled, SSIM averaged, data range = volume maximum)."""
+    from .data.fastmri import center_crop
+    from .metrics import evaluate
+
+    if len(outcomes) < 2 or any(o.problem.reference is None for o in outcomes):
+        return None
+    crop = outcomes[0].problem.crop
+    x = np.stack([center_crop(np.abs(o.image), crop) if crop else np.abs(o.image) for o in outcomes], -1)
+    ref = np.stack([np.abs(o.problem.reference) for o in outcomes], -1)
+    return evaluate(x, ref)
+
+
+# --------------------------------------------------------------------------- reconstruct
+
+
+def _input_options(args):
+    from .inputs import InputOptions
+
+    names = [f.name for f in dataclasses.fields(InputOptions)]
+    return InputOptions(**{n: getattr(args, n) for n in names})
+
+
+def _resolved_config(args, method, config) -> dict[str, Any]:
+    """The config file that reproduces this run with ``--config`` (run-location options left out)."""
+    from .config import to_dict
+
+    keys = [a for a in _config_actions(_subparser(build_parser(), "reconstruct")) if a not in ("out", "force", "quiet", "set")]
+    options = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
+    options.update({"method": method, "early_stopping": bool(args.early_stopping)})
+    for shortcut in ("network", "width", "iters"):
+        options.pop(shortcut, None)
+    return {**options, method: to_dict(config)}
+
+
+def cmd_reconstruct(args) -> int:
+    """``sgdip reconstruct``: see the subcommand's ``--help``."""
+    from .config import save_config
+    from .inputs import detect_kind, load_problems, load_reference_image
+    from .methods import METHODS
+    from .outputs import OutputDir
+
+    if args.method not in METHODS:
+        raise ValueError(f"unknown method {args.method!r}; valid methods: {', '.join(METHODS)}")
+    if args.method == "ref-dip" and not args.reference:
+        raise ValueError("method ref-dip needs --reference FILE (the image used as network input)")
+    config = method_config(
+        args.method,
+        table=args.method_tables.get(args.method),
+        network=args.network,
+        width=args.width,
+        iters=args.iters,
+        early_stopping=args.early_stopping,
+        sets=args.set,
+    )
+    kind = detect_kind(args.input)
+    out_path = Path(args.out or f"{Path(args.input).stem}_{args.method}")
+    options = _input_options(args)
+    outcomes: list[Outcome] = []
+    with OutputDir(out_path, force=args.force) as out, _InterruptFlag() as interrupt:
+        for problem in load_problems(args.input, options):
+            prior = None
+            if args.method == "ref-dip":
+                op = problem.operator
+                complex_image = np.issubdtype(np.dtype(op.image_dtype), np.complexfloating)
+                prior = load_reference_image(args.reference, tuple(op.image_shape), complex_image)
+            where = f" slice {problem.meta['slice']}" if "slice" in problem.meta else ""
+            log.info("%s%s: %s, image %s", Path(args.input).name, where, args.method, tuple(problem.operator.image_shape))
+            outcome = reconstruct_problem(problem, args.method, config, args.seed, prior_image=prior,
+                                          progress=not args.quiet, interrupt=interrupt)
+            outcomes.append(outcome)
+            _log_outcome(outcome, args.method)
+            if interrupt.requested:
+                break
+        _write_reconstruct_outputs(out, args, kind, config, outcomes)
+        save_config(out.file("config.toml"), _resolved_config(args, args.method, config), overwrite=True)
+        out.commit()
+    log.info("wrote %s", out_path)
+    if interrupt.requested:
+        log.warning("run was interrupted; partial results saved in %s", out_path)
+        return INTERRUPTED
+    return 0
+
+
+def _log_outcome(outcome: Outcome, method: str) -> None:
+    r = outcome.result
+    text = f"{method}: {r.iterations} iterations in {r.wall_time:.1f} s"
+    if outcome.metrics:
+        m, z = outcome.metrics, outcome.zero_filled_metrics
+        text += f", PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f} (zero-filled {z['psnr']:.2f} dB, {z['ssim']:.4f})"
+    log.info(text)
+
+
+def _write_reconstruct_outputs(out, args, kind: str, config, outcomes: list[Outcome]) -> None:
+    several = len(outcomes) > 1
+    for outcome in outcomes:
+        prefix = f"slice_{outcome.problem.meta['slice']:03d}/" if several else ""
+        where = f" slice {outcome.problem.meta['slice']}" if "slice" in outcome.problem.meta else ""
+        title = f"{Path(args.input).name}{where}: {args.method}"
+        out.write_history(f"{prefix}history.csv", outcome.result.history)
+        write_run_figures(out, prefix, outcome, args.method, title)
+    write_reconstruction(out, outcomes, kind == "fastmri", args.method)
+    first = outcomes[0]
+    summary: dict[str, Any] = {
+        "input": str(args.input),
+        "input_kind": kind,
+        "simulated": bool(first.problem.meta.get("simulated", False)),
+        "method": args.method,
+        "seed": args.seed,
+        "interrupted": any(o.interrupted for o in outcomes),
+        "metric_conventions": "magnitude images; data range = maximum of the reference; centre crop to "
+                              "problem.metric_crop when set (fastMRI)",
+        **_environment(),
+    }
+    if several:
+        summary["slices"] = [_slice_summary(o) for o in outcomes]
+        summary["metrics"] = _volume_metrics(outcomes)
+        summary["wall_time"] = sum(o.result.wall_time for o in outcomes)
+    else:
+        summary.update(_slice_summary(first))
+    out.write_json("metrics.json", summary)
+
+
+# --------------------------------------------------------------------------- demo
+
+DEMO = {
+    "cpu": {"size": 128, "network": "unet4", "base": 16, "iterations": 500},
+    "full": {"size": 320, "network": "unet5", "base": None, "iterations": 4000},
+}
+DEMO_METHODS = ("zero-filled", "dip", "sgdip")
+
+
+def cmd_demo(args) -> int:
+    """``sgdip demo``: see the subcommand's ``--help``."""
+    from .data.samples import sample_mri
+    from .figures import comparison_figure
+    from .inputs import problem_from_case
+    from .outputs import OutputDir
+
+    setup = dict(DEMO["full" if args.full else "cpu"])
+    setup["size"] = args.size or setup["size"]
+    setup["iterations"] = args.iters or setup["iterations"]
+    out_path = Path(args.out)
+    describe = (
+        f"{setup['size']}x{setup['size']} shoulder (real magnitude image, 8 simulated coils, 4x VDRS, 30 dB), "
+        f"{setup['network']} U-Net" + (f" (base {setup['base']})" if setup["base"] else "")
+        + f", {setup['iterations']} iterations"
+    )
+    with OutputDir(out_path, force=args.force) as out, _InterruptFlag() as interrupt:
+        log.info("demo: %s", describe)
+        case = sample_mri("shoulder", size=setup["size"], coils=8, acceleration=4.0, snr_db=30.0, seed=args.seed)
+        problem = problem_from_case(case, source="shoulder sample")
+        outcomes: dict[str, Outcome] = {}
+        configs = {}
+        for method in DEMO_METHODS:
+            configs[method] = method_config(method, network=setup["network"], width=setup["base"],
+                                            iters=setup["iterations"]) if method != "zero-filled" else method_config(method)
+            outcomes[method] = reconstruct_problem(problem, method, configs[method], args.seed,
+                                                   progress=not args.quiet, interrupt=interrupt)
+            if interrupt.requested:
+                break
+        rows = _demo_table(outcomes)
+        images = {m: o.image for m, o in outcomes.items()}
+        metrics = {m: o.metrics for m, o in outcomes.items()}
+        out.write_bytes("panel.png", comparison_figure(images, problem.reference, metrics, f"demo: {describe}"))
+        histories = {m: o.result.history for m, o in outcomes.items() if m != "zero-filled"}
+        write_curves(out, "", histories, outcomes["zero-filled"].metrics, "shoulder, 4x")
+        for m, o in outcomes.items():
+            if m != "zero-filled":
+                out.write_history(f"history_{m}.csv", o.result.history)
+        out.write_npz("recon.npz", {**{m.replace("-", "_"): o.image for m, o in outcomes.items()}, "reference": problem.reference})
+        out.write_json("metrics.json", {
+            "setup": describe, "simulated": True, "interrupted": interrupt.requested,
+            "methods": {m: _slice_summary(o) for m, o in outcomes.items()}, **_environment(),
+        })
+        from .config import save_config, to_dict
+
+        save_config(out.file("config.toml"), {m: to_dict(c) for m, c in configs.items()}, overwrite=True)
+        out.commit()
+    print(f"\nsgdip demo: {describe}")
+    print(rows)
+    print(f"\nfigures and metrics written to {out_path}/")
+    if not args.full:
+        print("This is the CPU-sized demo. On a GPU, run the full paper configuration "
+              "(320x320, depth-5 U-Net, 4000 iterations) with: sgdip demo --full")
+    return INTERRUPTED if interrupt.requested else 0
+
+
+def _demo_table(outcomes: dict[str, Outcome]) -> str:
+    lines = [f"{'method':<12} {'PSNR (dB)':>9} {'SSIM':>7} {'time (s)':>9}"]
+    for method, o in outcomes.items():
+        m = o.metrics
+        lines.append(f"{method:<12} {m['psnr']:>9.2f} {m['ssim']:>7.4f} {o.result.wall_time:>9.1f}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- info
+
+
+def _version(module: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(module)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def cmd_info(args) -> int:
+    """``sgdip info``: versions, devices, sample data."""
+    import jax
+
+    from .data.samples import IMAGE_SAMPLES, MRI_SAMPLES
+
+    print(f"sgdip-jax {__version__} (python {platform.python_version()}, {platform.platform()})")
+    for package in ("jax", "jaxlib", "flax", "optax", "numpy", "h5py", "matplotlib", "tqdm",
+                    "pydicom", "pydicom-data", "scikit-image", "Pillow", "PyWavelets"):
+        print(f"  {package:<13} {_version(package)}")
+    print(f"devices (default backend {jax.default_backend()}):")
+    for dev in jax.devices():
+        print(f"  {dev.id}: {dev.platform} {getattr(dev, 'device_kind', '')}")
+    print("sample data (offline; multi-coil k-space is simulated from real magnitude images):")
+    for name, (file, description) in MRI_SAMPLES.items():
+        print(f"  MR '{name}': {file}, {description}; {_sample_path(file)}")
+    for name, (package, function) in IMAGE_SAMPLES.items():
+        print(f"  image '{name}': {package} data.{function}()")
+    return 0
+
+
+def _sample_path(file: str) -> str:
+    try:
+        from pydicom.data import get_testdata_file
+
+        path = get_testdata_file(file)
+    except ImportError:
+        return "pydicom not installed (pip install 'sgdip-jax[data]')"
+    return str(path) if path else "not found (pip install pydicom-data)"
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def _message(err: BaseException) -> str:
+    if isinstance(err, KeyError):
+        text = f"missing key {err.args[0]!r}" if err.args else "missing key"
+    elif isinstance(err, OSError) and err.strerror and err.filename:
+        text = f"{err.filename}: {err.strerror}"
+    else:
+        text = str(err) or type(err).__name__
+    return " ".join(text.split())
+
+
+def main(argv=None) -> int:
+    """Run ``sgdip`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("sgdip: %(message)s"))
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        args = parse_args(sys.argv[1:] if argv is None else argv)
+        log.setLevel(logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
+        return args.func(args)
+    except UsageError as err:
+        print(f"{PROG}: error: {_message(err)}", file=sys.stderr)
+        return USAGE
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return INTERRUPTED
+    except (ValueError, FileNotFoundError, KeyError, OSError) as err:
+        print(f"{PROG}: error: {_message(err)}", file=sys.stderr)
+        return USAGE
+    finally:
+        log.removeHandler(handler)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

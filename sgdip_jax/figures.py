@@ -1,0 +1,131 @@
+"""PNG figures of a reconstruction run, drawn with matplotlib's Agg canvas (no display needed).
+
+* :func:`comparison_figure`: reference, zero-filled and reconstructions side by side on one grey
+  scale ``[0, max|reference|]``, with absolute-error maps ``|x - x_ref|`` underneath.
+* :func:`curves_figure`: one history entry (PSNR, loss, ...) against iteration for one or more runs.
+
+Both return PNG bytes, so callers decide where and how (atomically) to write them.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Mapping
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+
+def display_image(x: np.ndarray) -> np.ndarray:
+    """What is shown of an image: ``|x|`` for complex ``(H, W)``, the image itself for real grey/RGB."""
+    x = np.asarray(x)
+    return np.abs(x) if np.iscomplexobj(x) else x.astype(np.float32)
+
+
+def _png(fig: Figure) -> bytes:
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=fig.dpi)
+    return buf.getvalue()
+
+
+def comparison_figure(
+    images: Mapping[str, np.ndarray],
+    reference: np.ndarray | None = None,
+    metrics: Mapping[str, Mapping[str, float]] | None = None,
+    title: str | None = None,
+) -> bytes:
+    """PNG of ``[reference] + images`` in one row and, when a reference exists, their error maps below.
+
+    ``images`` maps a label (``"zero-filled"``, ``"sgdip"`` ...) to an image of the reference's shape;
+    ``metrics`` optionally maps the same labels to ``{"psnr": .., "ssim": ..}`` shown in the titles.
+    Colour images ``(H, W, 3)`` are shown in colour, clipped to ``[0, 1]`` with error maps averaged
+    over channels.
+    """
+    shown = {label: display_image(x) for label, x in images.items()}
+    ref = None if reference is None else display_image(reference)
+    columns = ([("reference", ref)] if ref is not None else []) + list(shown.items())
+    rows = 2 if ref is not None else 1
+    scale = ref if ref is not None else next(iter(shown.values()))
+    vmax = float(np.max(scale)) if scale.size and np.max(scale) > 0 else 1.0
+    err_max = None
+    if ref is not None:
+        errors = {label: np.abs(x - ref) for label, x in shown.items()}
+        errors = {k: (e.mean(axis=-1) if e.ndim == 3 else e) for k, e in errors.items()}
+        err_max = max(float(np.max(e)) for e in errors.values()) or 1.0
+
+    fig = Figure(figsize=(2.6 * len(columns) + 0.6, 2.8 * rows + (0.4 if title else 0.0)), dpi=100, layout="constrained")
+    axes = fig.subplots(rows, len(columns), squeeze=False)
+    for j, (label, x) in enumerate(columns):
+        ax = axes[0, j]
+        if x.ndim == 3:
+            ax.imshow(np.clip(x, 0.0, 1.0))
+        else:
+            ax.imshow(x, cmap="gray", vmin=0.0, vmax=vmax)
+        m = (metrics or {}).get(label, {})
+        parts = [label]
+        if m.get("psnr") is not None:
+            parts.append(f"{m['psnr']:.2f} dB" + (f", SSIM {m['ssim']:.3f}" if m.get("ssim") is not None else ""))
+        ax.set_title("\n".join(parts), fontsize=9)
+        if rows == 2:
+            bottom = axes[1, j]
+            if label == "reference":
+                bottom.axis("off")
+                bottom.text(0.5, 0.5, f"|error|\nscale 0 to {err_max:.3g}", ha="center", va="center", fontsize=9)
+            else:
+                im = bottom.imshow(errors[label], cmap="inferno", vmin=0.0, vmax=err_max)
+                bottom.set_title(f"|{label} - reference|", fontsize=8)
+    if rows == 2:
+        fig.colorbar(im, ax=list(axes[1, 1:]), shrink=0.8)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _png(fig)
+
+
+def curves_figure(
+    histories: Mapping[str, Mapping[str, np.ndarray]],
+    keys: tuple[str, ...] | str,
+    ylabel: str,
+    log: bool = False,
+    title: str | None = None,
+    baselines: Mapping[str, float] | None = None,
+) -> bytes | None:
+    """PNG of ``history[key]`` against iteration for every run and key present, or ``None`` if none is.
+
+    ``histories`` maps a run label to its history dict; the line label is the run label (and the key,
+    when several keys are drawn). ``log`` draws a logarithmic y axis (positive values only).
+    ``baselines`` (label -> value, e.g. the zero-filled PSNR) are drawn as dashed horizontal lines.
+    """
+    keys = (keys,) if isinstance(keys, str) else tuple(keys)
+    lines = []
+    for run, history in histories.items():
+        for key in keys:
+            values = np.asarray(history.get(key, ()), dtype=np.float64).ravel()
+            if values.size and np.isfinite(values).any():
+                label = run if len(keys) == 1 else (key if len(histories) == 1 else f"{run}: {key}")
+                lines.append((label, values))
+    if not lines:
+        return None
+    fig = Figure(figsize=(5.5, 3.6), dpi=100)
+    ax = fig.subplots()
+    for label, values in lines:
+        y = np.where(values > 0, values, np.nan) if log else values
+        ax.plot(np.arange(1, len(values) + 1), y, label=label, linewidth=1.2)
+    for label, value in (baselines or {}).items():
+        if value is not None and np.isfinite(value):
+            ax.axhline(value, linestyle="--", color="grey", linewidth=1.0, label=label)
+    if log:
+        ax.set_yscale("log")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    if len(lines) > 1 or len(histories) > 1 or baselines:
+        ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return _png(fig)

@@ -1,0 +1,176 @@
+"""Result directories written safely: staged beside the target, swapped in whole, never silently replaced.
+
+An :class:`OutputDir` collects every file of one run in a hidden staging directory next to the
+requested path. :meth:`OutputDir.commit` moves it into place in one rename (when the path is free),
+or, with ``force``, renames the old directory aside, renames the new one in and only then deletes the
+old one, so a crash leaves either the old or the new result, never a mixture. An existing non-empty
+directory is refused unless ``force`` is given, both when the run starts and again at commit time.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from .methods.result import atomic_write
+
+
+def _is_occupied(path: Path) -> bool:
+    return path.exists() and (not path.is_dir() or any(path.iterdir()))
+
+
+def check_output_dir(path: str | os.PathLike, force: bool = False) -> Path:
+    """Raise ``FileExistsError`` if ``path`` exists and is not an empty directory (unless ``force``).
+
+    With ``force`` a path that is a regular file is still refused: only a directory is replaced.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"output path {str(path)!r} exists and is not a directory")
+    if _is_occupied(path) and not force:
+        raise FileExistsError(
+            f"output directory {str(path)!r} already exists and is not empty (use --force to replace it)"
+        )
+    return path
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Plain-JSON version of ``obj``: numpy scalars/arrays to Python numbers/lists, NaN/Inf to ``None``."""
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, (np.bool_, bool)):
+        return bool(obj)
+    if isinstance(obj, (np.integer, int)):
+        return int(obj)
+    if isinstance(obj, (np.floating, float)):
+        value = float(obj)
+        return value if math.isfinite(value) else None
+    if isinstance(obj, (np.complexfloating, complex)):
+        return {"real": to_jsonable(obj.real), "imag": to_jsonable(obj.imag)}
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    return obj
+
+
+def history_csv(history: Mapping[str, np.ndarray]) -> str:
+    """CSV text with an ``iteration`` column (1-based) and one column per history entry.
+
+    Entries shorter than the longest one (e.g. recorded only until early stopping) leave empty cells.
+    """
+    columns = {k: np.asarray(v).ravel() for k, v in history.items() if np.asarray(v).size}
+    n = max((len(v) for v in columns.values()), default=0)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["iteration", *columns])
+    for i in range(n):
+        row = [i + 1]
+        for values in columns.values():
+            row.append(repr(float(values[i])) if i < len(values) else "")
+        writer.writerow(row)
+    return buf.getvalue()
+
+
+class OutputDir:
+    """A run's output directory, staged in ``.NAME.tmp-*`` beside ``path`` until :meth:`commit`.
+
+    Use as a context manager: leaving the block normally commits; leaving it by any exception
+    (``KeyboardInterrupt`` included) before a commit removes the staging directory and leaves
+    ``path`` untouched. A caller that wants to keep a partial result commits explicitly first.
+    """
+
+    def __init__(self, path: str | os.PathLike, force: bool = False):
+        self.path = check_output_dir(path, force).absolute()
+        self.force = force
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.staging = Path(tempfile.mkdtemp(dir=self.path.parent, prefix=f".{self.path.name}.tmp-"))
+        self.committed = False
+
+    def file(self, name: str) -> Path:
+        """Path of ``name`` inside the staging directory (parents created)."""
+        target = self.staging / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return target
+
+    def write_bytes(self, name: str, data: bytes) -> Path:
+        target = self.file(name)
+        atomic_write(target, lambda f: f.write(data))
+        return target
+
+    def write_text(self, name: str, text: str) -> Path:
+        return self.write_bytes(name, text.encode())
+
+    def write_json(self, name: str, obj: Any) -> Path:
+        return self.write_text(name, json.dumps(to_jsonable(obj), indent=2, allow_nan=False) + "\n")
+
+    def write_history(self, name: str, history: Mapping[str, np.ndarray]) -> Path:
+        return self.write_text(name, history_csv(history))
+
+    def write_npz(self, name: str, arrays: Mapping[str, np.ndarray]) -> Path:
+        target = self.file(name)
+        atomic_write(target, lambda f: np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()}))
+        return target
+
+    def write_h5(self, name: str, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any] = ()) -> Path:
+        """HDF5 file with one dataset per array and JSON-encoded file attributes."""
+        import h5py
+
+        def write(f):
+            with h5py.File(f, "w") as h5:
+                for key, value in arrays.items():
+                    h5.create_dataset(key, data=np.asarray(value))
+                for key, value in dict(attrs).items():
+                    h5.attrs[key] = json.dumps(to_jsonable(value))
+
+        target = self.file(name)
+        atomic_write(target, write)
+        return target
+
+    def _apply_umask(self) -> None:
+        """Give the staged tree the permissions of ordinary new files (temp files start private)."""
+        umask = os.umask(0)
+        os.umask(umask)
+        for root, dirs, files in os.walk(self.staging):
+            os.chmod(root, 0o777 & ~umask)
+            for name in files:
+                os.chmod(os.path.join(root, name), 0o666 & ~umask)
+
+    def commit(self) -> Path:
+        """Move the staged directory to ``path`` (replacing an existing one only with ``force``)."""
+        check_output_dir(self.path, self.force)
+        self._apply_umask()
+        if self.path.exists():
+            old = Path(tempfile.mkdtemp(dir=self.path.parent, prefix=f".{self.path.name}.old-"))
+            os.replace(self.path, old / "previous")
+            os.replace(self.staging, self.path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(self.staging, self.path)
+        self.committed = True
+        return self.path
+
+    def discard(self) -> None:
+        """Remove the staging directory without touching ``path``."""
+        if not self.committed:
+            shutil.rmtree(self.staging, ignore_errors=True)
+
+    def __enter__(self) -> "OutputDir":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.discard()
+        elif not self.committed:
+            self.commit()
