@@ -49,8 +49,15 @@ def get_network(name: str, **overrides: Any) -> nn.Module:
 
 
 def init_network(module: nn.Module, key: jax.Array, sample_input: jnp.ndarray) -> Variables:
-    """Initial variables of ``module`` for inputs shaped like ``sample_input`` (deterministic in ``key``)."""
-    return dict(module.init(key, sample_input, train=False))
+    """Initial variables of ``module`` for inputs shaped like ``sample_input`` (deterministic in ``key``).
+
+    Compiled as one program (an eager ``init`` dispatches one small compilation per layer)."""
+    return dict(_jit_init(module, key, sample_input))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _jit_init(module, key, sample_input):
+    return module.init(key, sample_input, train=False)
 
 
 def apply_network(

@@ -1,0 +1,195 @@
+"""Smoke tests of the benchmark scripts: ``--quick`` runs end to end in a subprocess within a time
+bound, prints its markdown tables and writes its JSON. The numbers of the classical anchors are
+recomputed here with NumPy FFTs and scikit-image (not the library) from the same problems."""
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+import pytest
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+from skimage.restoration import inpaint_biharmonic
+
+ROOT = Path(__file__).resolve().parent.parent
+QUALITY = ROOT / "benchmarks" / "quality.py"
+SPEED = ROOT / "benchmarks" / "speed.py"
+TIME_BOUND = 300  # seconds per script run: a hang guard, far above a quick run
+
+
+def load_quality():
+    spec = importlib.util.spec_from_file_location("benchmark_quality", QUALITY)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the script executes
+    spec.loader.exec_module(module)
+    return module
+
+
+q = load_quality()
+
+
+def run_script(script, *args):
+    proc = subprocess.run([sys.executable, str(script), *map(str, args)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=TIME_BOUND)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """One JAX compilation cache for the module, so the sweep's default variant reuses the quick run's programs."""
+    return tmp_path_factory.mktemp("jax_cache")
+
+
+def png_ok(path):
+    image = matplotlib.image.imread(path)
+    return image.ndim == 3 and min(image.shape[:2]) > 50
+
+
+def zero_filled_numpy(y, smaps):
+    """``sum_c conj(S_c) F^H y_c`` with NumPy's centred orthonormal inverse FFT."""
+    coil_images = np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(y, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
+    return np.sum(np.conj(smaps) * coil_images, axis=0)
+
+
+@pytest.mark.slow
+def test_quality_quick(tmp_path, cache):
+    out = tmp_path / "quality"
+    stdout = run_script(QUALITY, "--quick", "--overfit", "--out", out, "--cache", cache)
+    for title in ("## mri", "## inpainting", "## overfitting"):
+        assert title in stdout
+    data = json.loads((out / "quality.json").read_text())
+    assert "--quick" in data["meta"]["command"] and data["meta"]["date"]
+    mri = {r["method"]: r for r in data["mri"]}
+    inpainting = {r["method"]: r for r in data["inpainting"]}
+    assert list(mri) == list(q.MRI_METHODS) and list(inpainting) == list(q.INPAINT_METHODS)
+    for section, rows in (("mri", mri), ("inpainting", inpainting)):
+        for method, r in rows.items():
+            assert f"| {r['problem']} | {method} | {r['psnr']:.2f} | {r['ssim']:.4f} |" in stdout
+            assert math.isfinite(r["psnr"]) and -1.0 <= r["ssim"] <= 1.0
+            if method in q.DIP_METHODS:
+                history = r["psnr_history"]
+                assert r["iterations"] == len(history) == q.QUICK["iters"]
+                # The reported image is the EMA after the last step, whose PSNR the engine recorded last.
+                assert r["psnr"] == pytest.approx(history[-1], abs=0.01)
+                assert r["oracle_psnr"] == max(history) >= r["psnr"] - 1e-6
+                assert history[r["oracle_iteration"] - 1] == r["oracle_psnr"]
+            if method in q.CLASSICAL[section]:
+                best = max(r["lam_table"], key=lambda e: e["psnr"])
+                assert r["lam"] == best["lam"] and r["psnr"] == pytest.approx(best["psnr"], abs=1e-3)
+
+    # Zero-filled MRI and the inpainting anchors, recomputed with NumPy / scikit-image.
+    size = q.QUICK["size"]
+    problem = q.mri_problem("4x30", size, "motion", 0)
+    reference = np.abs(problem.target)
+    zf = np.abs(zero_filled_numpy(problem.y, np.asarray(problem.operator.smaps)))
+    assert mri["zero-filled"]["psnr"] == pytest.approx(
+        peak_signal_noise_ratio(reference, zf, data_range=reference.max()), abs=1e-3)
+    assert mri["zero-filled"]["ssim"] == pytest.approx(
+        structural_similarity(reference, zf, data_range=reference.max()), abs=1e-4)
+    problem = q.inpainting_problem("camera", "p50", size, 0)
+    assert abs(data["problems"][problem.label]["missing_fraction"] - 0.5) < 0.15
+    image, mask = problem.target, np.asarray(problem.operator.mask)
+    for method, estimate in (("masked", image * mask), ("biharmonic", inpaint_biharmonic(image * mask, mask == 0))):
+        assert inpainting[method]["psnr"] == pytest.approx(
+            peak_signal_noise_ratio(image, estimate, data_range=image.max()), abs=1e-3)
+
+    # Overfitting runs: 3x the iterations, and the first 1x iterates are those of the table's run.
+    overfit = {r["method"]: r for r in data["overfit"]}
+    assert set(overfit) == {"dip", "sgdip"}
+    for method, r in overfit.items():
+        n = q.QUICK["iters"]
+        assert len(r["psnr_history"]) == 3 * n and r["iterations_1x"] == n
+        assert r["psnr_at_3x"] == r["psnr_history"][-1] and r["psnr_at_1x"] == r["psnr_history"][n - 1]
+        np.testing.assert_allclose(r["psnr_history"][:n], mri[method]["psnr_history"], atol=1e-3)
+    for name in ("images_4x30", "psnr_4x30", "overfit_4x30", "images_camera_p50", "psnr_camera_p50"):
+        assert png_ok(out / f"{name}.png"), name
+
+
+@pytest.mark.slow
+def test_quality_sweep_and_no_overwrite(tmp_path, cache):
+    out = tmp_path / "sweep"
+    stdout = run_script(QUALITY, "--quick", "--sweep", "--variants", "default", "K1", "--out", out, "--cache", cache)
+    rows = json.loads((out / "quality.json").read_text())["sweep"]
+    assert [r["variant"] for r in rows] == ["default", "K1"]
+    assert rows[1]["overrides"] == {"draws": 1} and rows[1]["config"]["draws"] == 1 and rows[0]["config"]["draws"] == 4
+    table = stdout.split("## self-guided DIP sweep")[1]
+    ordered = sorted(rows, key=lambda r: -r["psnr"])
+    positions = [table.index(f"| {r['variant']} |") for r in ordered]
+    assert positions == sorted(positions)  # printed best first
+    assert png_ok(out / "sweep_4x30.png")
+
+    again = subprocess.run([sys.executable, str(QUALITY), "--quick", "--sweep", "--out", str(out)], cwd=ROOT,
+                           capture_output=True, text=True, timeout=TIME_BOUND)
+    assert again.returncode == 2 and "exists" in again.stderr
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--sweep", "--cases", "8x30"], "4x cases only"),
+        (["--cases", "9x30"], "unknown"),
+        (["--methods", "magic"], "unknown"),
+        (["--images", "lena"], "unknown"),
+        (["--variants", "nonsense"], "neither a sweep variant"),
+    ],
+)
+def test_quality_rejects_bad_arguments(argv, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        q.parse_args(argv)
+    assert info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_motion_reference_is_a_moved_copy():
+    """The ref-dip reference is the true magnitude moved by the stated rotation and shift (checked
+    against scikit-image's warp), with fresh phase and noise at the case's level."""
+    from skimage.transform import AffineTransform, warp
+
+    rows, cols = np.mgrid[:48, :48]
+    x = (np.exp(-((rows - 14) ** 2 + (cols - 34) ** 2) / 18.0) + np.exp(-((rows - 30) ** 2 + (cols - 12) ** 2) / 32.0))
+    x = x.astype(np.complex64)
+    ref = q.motion_reference(x, 0.0, 0)
+    h, w = x.shape
+    centre = np.array([(w - 1) / 2, (h - 1) / 2])
+    # (col, row) coordinates with rows downward: rotate about the centre by -angle, then shift.
+    motion = AffineTransform(translation=-centre) + AffineTransform(rotation=-np.deg2rad(q.REF_ROTATION_DEG)) \
+        + AffineTransform(translation=centre + [q.REF_SHIFT[1] * w, q.REF_SHIFT[0] * h])
+    expected = warp(np.abs(x), motion.inverse, order=3, mode="constant")
+    assert np.max(np.abs(np.abs(ref) - expected)) < 0.01
+    assert np.max(np.abs(np.abs(ref) - np.abs(x))) > 0.1  # the motion is visible at this tolerance
+    assert np.std(np.angle(ref[np.abs(ref) > 0.5])) > 0.01  # its own phase
+    noisy = q.motion_reference(x, 0.1, 0)
+    assert np.std(noisy - ref) == pytest.approx(0.1, rel=0.1)
+
+
+def test_lowres_reference_uses_only_the_centre_block():
+    """Lines 14-17 are the contiguous sampled block around column 16; lines 2, 7 and 25 are not in it."""
+    from sgdip_jax.data.case import Case
+
+    rng = np.random.default_rng(1)
+    shape, coils = (24, 32), 3
+    x = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
+    smaps = (rng.standard_normal((coils, *shape)) + 1j * rng.standard_normal((coils, *shape))).astype(np.complex64)
+    smaps /= np.sqrt(np.sum(np.abs(smaps) ** 2, axis=0))
+    lines = np.zeros(shape[1], np.float32)
+    lines[[2, 7, 14, 15, 16, 17, 25]] = 1
+    mask = np.broadcast_to(lines, shape).astype(np.float32)
+    kspace = np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(smaps * x, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
+    case = Case(y=(mask * kspace).astype(np.complex64), smaps=smaps, mask=mask)
+    centre = np.zeros_like(lines)
+    centre[14:18] = 1
+    expected = zero_filled_numpy(centre * kspace, smaps)
+    np.testing.assert_allclose(q.lowres_reference(case), expected, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_speed_quick(tmp_path):
+    stdout = run_script(SPEED, "--quick", "--json", tmp_path / "speed.json")
+    rows = json.loads((tmp_path / "speed.json").read_text())
+    assert len(rows) == 1 and rows[0]["setting"].startswith("32x32")
+    assert rows[0]["jax_s_per_it"] > 0 and rows[0]["params"] > 0
+    assert rows[0]["setting"] in stdout and "it/s" in stdout
