@@ -201,7 +201,9 @@ def resolve_loop(loop: str) -> str:
 
 
 def init_state(loss_fn, params, net_state, z, key, data, optimizer, z_optimizer=None, early_stopping=None):
-    """Initial :class:`TrainState`; image shapes come from ``jax.eval_shape`` of ``loss_fn``."""
+    """Initial :class:`TrainState` (copies of the caller's arrays, since each chunk donates its state);
+    image shapes come from ``jax.eval_shape`` of ``loss_fn``."""
+    params, net_state, z = jax.tree.map(jnp.array, (params, net_state, z))
     _, aux = jax.eval_shape(loss_fn, params, net_state, z, key, data)
     shape = aux["image"].shape
     es = es_init(early_stopping, shape) if early_stopping is not None and early_stopping.enabled else None
@@ -246,7 +248,8 @@ def run(
     otherwise (it receives no gradient computation at all). ``target`` (with ``metric_image``, the map
     from a channels image to what is compared with it, e.g. the magnitude image) turns on per-step
     PSNR of the EMA image (and SSIM every ``ssim_every`` steps when > 0). ``callback(info)`` runs after
-    each chunk; returning ``True`` ends the run. With ``early_stopping.stop`` the run ends after the
+    each chunk; returning ``True`` ends the run (``info.state`` is donated to the next chunk: copy
+    what you keep, e.g. ``jax.device_get(info.state.ema)``). With ``early_stopping.stop`` the run ends after the
     chunk in which ES-WMV detection triggers.
 
     ``loop``: ``"scan"`` runs each chunk as one compiled ``lax.scan``; ``"python"`` dispatches one
@@ -263,10 +266,9 @@ def run(
     if target is not None:
         target = jnp.asarray(target, jnp.float32)
         metric_image = metric_image or (lambda x: x)
-    n_calls, length = chunk_plan(iterations, chunk)
+    _, length = chunk_plan(iterations, chunk)
     t0 = time.perf_counter()
-    k_init, key = jax.random.split(key)
-    state = init_state(loss_fn, params, net_state, z, k_init, data, optimizer, z_optimizer, early_stopping)
+    state = init_state(loss_fn, params, net_state, z, key, data, optimizer, z_optimizer, early_stopping)
     step = _make_step(loss_fn, optimizer, z_optimizer, ema, early_stopping, metric_image, ssim_every)
     n_total = jnp.asarray(iterations, jnp.int32)
     advance = DRIVERS[resolve_loop(loop)](step, length, state, key, n_total, data, target)

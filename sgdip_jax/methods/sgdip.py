@@ -42,18 +42,40 @@ class SGDIPConfig(DIPBaseConfig):
     ``noise``: ``"uniform"`` or ``"gaussian"``; ``noise_scale``: ``c`` (relative to ``max|z|``).
     ``z_init``: ``"zero_filled"`` (``A^H y_s``) or ``"uniform"`` (``U[0, 1)``, operator channels).
     ``lr_z`` / ``clip_norm_z``: Adam learning rate and gradient-norm clip of the input.
+
+    Defaults (MRI): squared-L2 terms, per-draw regulariser, ``alpha = 0.001``, ``K = 4``, uniform
+    noise ``c = 0.01``, ``z`` from the zero-filled image, ``lr_z = 0.01`` (weights: Adam 1e-3).
+    Measured on the bundled shoulder case at 96x96 (8 coils, 4x, 30 dB), U-Net depth 3 / width 8,
+    EMA PSNR after 500 iterations (zero-filled 20.96 dB, vanilla DIP 26.26 dB): these defaults
+    25.90 dB; ``alpha = 0`` 26.35; ``alpha = 0.01`` 23.31 (``lr_z = 1e-3``) / 24.41 (``lr_z = 0.1``);
+    ``alpha = 0.1`` 21.44; L1 terms with ``alpha = 0.1`` 22.61; ``reg_on="mean"`` 25.40; ``c = 0.1``
+    with ``alpha = 0.01`` 20.51 (still rising). Within short runs the regulariser slows convergence;
+    its benefit is expected in long runs (less overfitting), which benchmarks must confirm.
+
+    Inpainting needs other settings (:meth:`inpainting`): the zero-filled input (the masked image)
+    is a fixed point of the objective for an identity-like network, and sgdip stays near the masked
+    image (8.8 dB on the 128x128 camera crop with 50 % missing pixels, 1000 iterations).
     """
 
     data_loss: str = "l2"
     reg_loss: str = "l2"
     reg_on: str = "per_draw"
-    alpha: float = 0.01
+    alpha: float = 0.001
     draws: int = 4
     noise: str = "uniform"
     noise_scale: float = 0.01
     z_init: str = "zero_filled"
-    lr_z: float = 1e-3
+    lr_z: float = 0.01
     clip_norm_z: float | None = None
+
+    @classmethod
+    def inpainting(cls, **overrides):
+        """Settings measured for inpainting: ``z ~ U[0, 1)``, ``c = 0.1``, ``alpha = 0.01``.
+
+        128x128 camera crop, 50 % missing pixels, U-Net depth 3 / width 8, 1000 iterations: 27.27 dB
+        (vanilla DIP 26.35 dB; ``z_init="uniform"`` with the MRI defaults 23.51 dB).
+        """
+        return cls(**{"z_init": "uniform", "noise_scale": 0.1, "alpha": 0.01, **overrides})
 
     def __post_init__(self):
         super().__post_init__()

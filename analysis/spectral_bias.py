@@ -1,0 +1,268 @@
+# %% [markdown]
+# # Spectral bias, overfitting, and NTK spectra from kernel-vector products
+#
+# Claims: (1) in the kernel regime the residual decays along the eigenvectors of `A K A^T` at rates
+# set by their eigenvalues, and the large-eigenvalue directions are low spatial frequencies (spectral
+# bias), so low-frequency k-space is fitted first; (2) with noisy `y`, vanilla DIP eventually fits the
+# noise (PSNR peaks and then falls), while self-guided DIP is meant to plateau; (3) top eigenpairs of
+# `K` and `A K A^T` can be computed from NTK-vector products (Lanczos) without forming `K`, so
+# 128 x 128 outputs are feasible.
+#
+# Experiment: the bundled shoulder image, 4 simulated coils, VDRS 4x, 20 dB SNR, at a small size;
+# a depth-3 U-Net (base 8, GroupNorm). (1) eigen-decomposition of the dense `A K A^T` and `K`; the
+# energy-weighted mean k-space radius of each eigenvector; the kernel-regime gradient-descent
+# prediction of the error per radial k-space band over iterations. (2) `sgdip_jax.methods` vanilla DIP
+# and self-guided DIP (library defaults, same network): PSNR of the EMA image per iteration and the
+# error per band. (3) Lanczos top-k of `K` and `A K A^T` from `ntk_vp_fn`, compared with the dense
+# eigen-decomposition when the size allows (<= 64); above that only Lanczos runs, e.g. `--size 128`.
+#
+# Run: `python analysis/spectral_bias.py` (writes to analysis/outputs/spectral_bias; `--help` for options)
+
+# %%
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+from sgdip_jax.config import NetworkConfig  # noqa: E402
+from sgdip_jax.methods import DIPConfig, SGDIPConfig  # noqa: E402
+from sgdip_jax.ntk import KernelRegime, dense_matrix, lanczos_eigh, ntk_vp_fn, sandwich  # noqa: E402
+
+DENSE_MAX_SIZE = 64
+NETWORK, QUICK_NETWORK = "unet3", "unet1"  # zoo labels (base 8, GroupNorm)
+BAND_EDGES = (0.0, 0.125, 0.25, 0.5, 1.0)
+SNR_DB = 20.0
+
+
+# %%
+def location_energy(vectors: np.ndarray, keep: np.ndarray, shape: tuple) -> np.ndarray:
+    """Energy per k-space location ``(k, H, W)`` of measurement-space vectors ``(k, m)`` ([Re; Im] of
+    the measured entries ``keep`` of a ``(C, H, W)`` array), summed over coils."""
+    half = vectors.shape[1] // 2
+    energy = np.zeros((vectors.shape[0], int(np.prod(shape))))
+    energy[:, keep] = vectors[:, :half] ** 2 + vectors[:, half:] ** 2
+    return energy.reshape((vectors.shape[0],) + tuple(shape)).sum(axis=1)
+
+
+def mean_radius(energy: np.ndarray) -> np.ndarray:
+    """Energy-weighted mean normalised k-space radius of ``(k, H, W)`` energies."""
+    h, w = energy.shape[-2:]
+    ky, kx = np.meshgrid((np.arange(h) - h // 2) / (h / 2), (np.arange(w) - w // 2) / (w / 2), indexing="ij")
+    r = np.sqrt(kx**2 + ky**2)
+    return np.sum(energy * r, axis=(-2, -1)) / np.sum(energy, axis=(-2, -1))
+
+
+def band_errors(images: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Relative k-space error per radial band: ``(T, bands)`` for complex images ``(T, H, W)``."""
+    from sgdip_jax.operators import fft2c
+
+    diff = np.asarray(fft2c(jnp.asarray(images, jnp.complex64))) - np.asarray(fft2c(jnp.asarray(x, jnp.complex64)))
+    ref = np.asarray(fft2c(jnp.asarray(x, jnp.complex64)))
+    return np.stack([np.linalg.norm(diff[:, b], axis=-1) / np.linalg.norm(ref[b]) for b in common.radial_bands(x.shape, BAND_EDGES)], axis=1)
+
+
+def psnr(images: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """PSNR of each image of ``(T, H, W)`` against ``x`` (:func:`sgdip_jax.metrics.psnr`: magnitudes,
+    data range ``max |x|``)."""
+    from sgdip_jax.metrics import psnr as psnr_one
+
+    return np.asarray(jax.vmap(lambda im: psnr_one(im, jnp.asarray(x)))(jnp.asarray(images, jnp.complex64)))
+
+
+# %%
+def spectra(problem: common.Problem, net: common.DipNet, k: int, num_iter: int, dense: bool, cache=None) -> dict:
+    """Lanczos top-k of ``K`` and ``A K A^T`` from NTK-vector products (and dense references)."""
+    vp = ntk_vp_fn(net.apply, net.params, net.z)
+    n, m = 2 * problem.hw[0] * problem.hw[1], problem.A.shape[0]
+    out = {"n": n, "m": m, "k": k, "num_iter": num_iter,
+           "lanczos_basis_bytes": 4 * (num_iter + 1) * n, "dense_kernel_bytes": 4 * n * n}
+    vectors = {}
+    for name, matvec, dim in (("K", vp, n), ("AKAt", sandwich(vp, problem.A), m)):
+        t0 = time.perf_counter()
+        w, vectors[name] = lanczos_eigh(matvec, dim, k, num_iter=num_iter)
+        w = np.asarray(jax.block_until_ready(w), np.float64)
+        out[name] = {"lanczos_eigvals": w, "lanczos_seconds": time.perf_counter() - t0}
+    if dense:
+        K, t_kernel = common.timed(common.kernel, net, cache)
+        A = dense_matrix(problem.A)
+        out["seconds_dense_kernel"] = t_kernel
+        for name, M in (("K", K), ("AKAt", A @ K @ A.T)):
+            lam, vec = np.linalg.eigh(M)
+            lam, vec = lam[::-1], vec[:, ::-1]
+            out[name].update({
+                "dense_eigvals": lam,
+                "lanczos_rel_error": np.abs(out[name]["lanczos_eigvals"] - lam[:k]) / lam[:k],
+                "lanczos_vector_overlap": np.abs(np.sum(np.asarray(vectors[name]) * vec[:, :k], axis=0)),
+                "_dense_vectors": vec,
+            })
+        out["_K"], out["_A"] = K, A
+    return out
+
+
+# %%
+def dip_runs(problem: common.Problem, label: str, key, iterations: int) -> dict:
+    """Vanilla DIP and self-guided DIP (library defaults) with the analysed zoo network ``label``."""
+    name, overrides, _ = common.ZOO[label]
+    network = NetworkConfig(name=name, base=overrides["base"], norm="group")
+    chunk = max(1, iterations // 60)
+    configs = {"dip": DIPConfig(network=network, iterations=iterations, chunk=chunk),
+               "sgdip": SGDIPConfig(network=network, iterations=iterations, chunk=chunk)}
+    runs = {}
+    for method, config in configs.items():
+        (result, steps, images), seconds = common.timed(common.run_tracked, method, problem, config, key)
+        curve = np.asarray(result.history["psnr"])
+        runs[method] = {
+            "iterations": steps,
+            "psnr_history": curve,
+            "psnr_final": curve[-1],
+            "psnr_max": curve.max(),
+            "psnr_argmax_iteration": int(curve.argmax()),
+            "psnr_drop_after_peak": curve.max() - curve[-1],
+            "band_errors": band_errors(images, problem.x),
+            "seconds": seconds,
+        }
+    return runs
+
+
+# %%
+def figures(out: Path, spec: dict, radii: dict, predicted: dict | None, runs: dict) -> list[str]:
+    import matplotlib.pyplot as plt
+
+    names = []
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    for ax, name in zip(axes, ("K", "AKAt")):
+        s = spec[name]
+        if "dense_eigvals" in s:
+            lam = s["dense_eigvals"]
+            ax.semilogy(np.arange(1, lam.size + 1), np.clip(lam / lam[0], 1e-12, None), lw=1, label="dense eigh")
+            ref = lam[0]
+        else:
+            ref = s["lanczos_eigvals"][0]
+        ax.semilogy(np.arange(1, spec["k"] + 1), s["lanczos_eigvals"] / ref, "o", ms=3, label=f"Lanczos top-{spec['k']}")
+        ax.set(title=f"eigenvalues of {'K' if name == 'K' else 'A K A^T'} (normalised)", xlabel="index", ylim=(1e-8, 2))
+        ax.set_xscale("log")
+        ax.legend(fontsize=7)
+    names.append(common.save_figure(fig, out / "eigenvalues.png"))
+
+    if radii:
+        fig, ax = plt.subplots(figsize=(5, 3.4))
+        for name, r in radii.items():
+            ax.plot(np.arange(1, r.size + 1), r, lw=0.6, label=name)
+        ax.set(xscale="log", xlabel="eigenvector index (descending eigenvalue)", ylabel="mean |k| / k_max",
+               title="frequency content of eigenvectors")
+        ax.legend(fontsize=7)
+        names.append(common.save_figure(fig, out / "eigenvector_frequency.png"))
+
+    labels = [f"|k| in [{lo}, {hi})" for lo, hi in zip(BAND_EDGES[:-1], BAND_EDGES[1:])]
+    panels = ([("kernel regime (GD prediction)", predicted["iterations"], predicted["band_errors"])] if predicted else [])
+    panels += [(f"{m} (EMA)", r["iterations"], r["band_errors"]) for m, r in runs.items()]
+    if not panels:
+        return names
+    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(4.2 * (len(panels) + 1), 3.4))
+    for ax, (title, steps, err) in zip(axes, panels):
+        for b in range(err.shape[1]):
+            ax.plot(steps, err[:, b], label=labels[b])
+        ax.set(title=title, xlabel="iteration", ylabel="relative k-space error per band", yscale="log")
+        if title.startswith("kernel"):
+            ax.set_xscale("log")
+        ax.legend(fontsize=6)
+    ax = axes[-1]
+    for m, r in runs.items():
+        ax.plot(np.arange(1, r["psnr_history"].size + 1), r["psnr_history"], label=m)
+    if predicted:
+        ax.plot(predicted["iterations"], predicted["psnr"], "k--", lw=0.8, label="kernel regime (GD)")
+    ax.set(xlabel="iteration", ylabel="PSNR (dB)", title=f"PSNR vs iteration ({SNR_DB:g} dB SNR)", xscale="log")
+    ax.legend(fontsize=7)
+    names.append(common.save_figure(fig, out / "bands_and_psnr.png"))
+    return names
+
+
+# %%
+def kernel_analysis(problem: common.Problem, net: common.DipNet, spec: dict) -> tuple[dict, dict, dict]:
+    """Eigenvector frequency content and the kernel-regime band errors (needs the dense kernel)."""
+    keep = np.flatnonzero(np.broadcast_to(np.asarray(problem.operator.mask), problem.y_kspace.shape) > 0)
+    radii = {
+        "A K A^T": mean_radius(location_energy(spec["AKAt"]["_dense_vectors"].T, keep, problem.y_kspace.shape)),
+        "K": mean_radius(np.abs(common.kspace(spec["K"]["_dense_vectors"].T, problem.hw)) ** 2),
+    }
+    f0 = np.asarray(jax.jit(net.flat)(net.params), np.float64)
+    x_s, y_s = common.rescaled(problem, f0)
+    regime = KernelRegime(spec["_K"], spec["_A"])
+    eta = 0.5 / regime.lambda_max
+    steps = np.unique(np.concatenate([[0], np.geomspace(1, 1e6, 40).astype(int)]))
+    outs = regime.outputs(f0, y_s, steps, eta, discrete=True)
+    scale = np.linalg.norm(x_s) / np.linalg.norm(problem.x_flat)
+    images = (outs[:, 0::2] + 1j * outs[:, 1::2]).reshape(-1, *problem.hw) / scale
+    errors = band_errors(images, problem.x)
+    predicted = {"iterations": steps, "band_errors": errors, "psnr": psnr(images, problem.x)}
+    halved = errors <= 0.5 * errors[:1]
+    summary = {f"mean_radius_{name}": {"top_10pct": r[: max(1, r.size // 10)].mean(),
+                                       "bottom_10pct": r[-max(1, r.size // 10):].mean()} for name, r in radii.items()}
+    summary["kernel_regime"] = {
+        "eta": eta,
+        "psnr_max": predicted["psnr"].max(),
+        "psnr_argmax_iteration": int(steps[predicted["psnr"].argmax()]),
+        "psnr_at_1e6": predicted["psnr"][-1],
+        "iterations_to_halve_band_error": {
+            f"[{lo},{hi})": int(steps[np.argmax(halved[:, b])]) if halved[:, b].any() else None
+            for b, (lo, hi) in enumerate(zip(BAND_EDGES[:-1], BAND_EDGES[1:]))
+        },
+    }
+    return radii, predicted, summary
+
+
+# %%
+def main(argv=None) -> dict:
+    p = common.parser("Spectral bias of DIP: NTK spectra, band errors, DIP vs self-guided DIP", size=32,
+                      name="spectral_bias")
+    p.add_argument("--no-dip", action="store_true", help="spectra only, no DIP / self-guided DIP runs")
+    args = p.parse_args(argv)
+    out = common.prepare_out(args.out)
+    size = 16 if args.quick else args.size
+    iterations = 20 if args.quick else 3000
+    k, num_iter = (3, 10) if args.quick else (10, 40)
+    key = jax.random.PRNGKey(args.seed)
+    problem = common.make_problem("multi-coil (4 coils), 20 dB", size, 4, snr_db=SNR_DB, seed=args.seed)
+    label = QUICK_NETWORK if args.quick else NETWORK
+    net = common.make_network(label, problem.hw, key)
+    spec = spectra(problem, net, k, num_iter, size <= DENSE_MAX_SIZE, args.cache)
+    print(f"Lanczos top-{k}: K {spec['K']['lanczos_seconds']:.1f}s, A K A^T {spec['AKAt']['lanczos_seconds']:.1f}s; "
+          f"basis {spec['lanczos_basis_bytes'] / 2**20:.1f} MiB vs dense K {spec['dense_kernel_bytes'] / 2**20:.1f} MiB",
+          flush=True)
+    radii, predicted, eigen_summary = kernel_analysis(problem, net, spec) if "_K" in spec else ({}, None, {})
+    runs = {} if args.no_dip else dip_runs(problem, label, key, iterations)
+    for method, r in runs.items():
+        print(f"{method:6s} PSNR final {r['psnr_final']:.2f} max {r['psnr_max']:.2f} at {r['psnr_argmax_iteration']} "
+              f"(drop {r['psnr_drop_after_peak']:.2f} dB) band errors final {np.round(r['band_errors'][-1], 3)} "
+              f"{r['seconds']:.0f}s", flush=True)
+    summary = {
+        "size": size,
+        "coils": 4,
+        "snr_db": SNR_DB,
+        "acceleration": 4.0,
+        "network": {"label": label, "zoo": common.ZOO[label], "norm": "group", "params": net.n_params},
+        "band_edges": BAND_EDGES,
+        "spectra": {name: {k2: v for k2, v in spec[name].items() if not k2.startswith("_") and k2 != "dense_eigvals"}
+                    for name in ("K", "AKAt")},
+        "memory": {k2: spec[k2] for k2 in ("n", "m", "k", "num_iter", "lanczos_basis_bytes", "dense_kernel_bytes")},
+        "eigenvectors": eigen_summary,
+        "dip": {m: {k2: v for k2, v in r.items() if k2 not in ("psnr_history", "band_errors", "iterations")}
+                | {"band_errors_final": r["band_errors"][-1], "band_errors_min": r["band_errors"].min(axis=0)}
+                for m, r in runs.items()},
+        "figures": figures(out, spec, radii, predicted, runs),
+    }
+    path = common.write_summary(out, summary)
+    print(f"wrote {path}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()

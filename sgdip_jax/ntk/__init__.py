@@ -1,0 +1,41 @@
+"""Empirical neural tangent kernels of DIP networks, kernel-regime predictions and NTK spectra.
+
+* :mod:`.empirical`: ``empirical_ntk_fn`` (neural-tangents' calling convention and layout),
+  ``ntk_vp_fn`` (kernel-vector products without the kernel), ``ntk_matrix`` (the flattened kernel,
+  evaluated block-wise).
+* :mod:`.kernel_regime`: linearised gradient-flow / gradient-descent trajectories, their limit and
+  the projector ``P = K A^H (A K A^H)^+ A``; real representations of forward operators.
+* :mod:`.spectra`: Lanczos and randomized top-k eigenpairs from kernel-vector products; the kernel in
+  the Fourier basis and the sampled/unsampled coupling.
+"""
+
+from .empirical import empirical_ntk_fn, ntk_matrix, ntk_vp_fn
+from .kernel_regime import KernelRegime, LinearMap, dense_matrix, gradient_descent, null_space_fraction, operator_map
+from .spectra import (
+    coupling,
+    fourier_kernel,
+    fourier_real,
+    frequency_block_norms,
+    lanczos_eigh,
+    randomized_eigh,
+    sandwich,
+)
+
+__all__ = [
+    "KernelRegime",
+    "LinearMap",
+    "coupling",
+    "dense_matrix",
+    "empirical_ntk_fn",
+    "fourier_kernel",
+    "fourier_real",
+    "frequency_block_norms",
+    "gradient_descent",
+    "lanczos_eigh",
+    "ntk_matrix",
+    "ntk_vp_fn",
+    "null_space_fraction",
+    "operator_map",
+    "randomized_eigh",
+    "sandwich",
+]

@@ -1,0 +1,59 @@
+"""Smoke test: each theory-validation script in analysis/ runs at its smallest configuration
+(``--quick``) and writes a parseable JSON summary and the PNG figures it lists."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+import pytest
+
+ANALYSIS = Path(__file__).resolve().parent.parent / "analysis"
+
+
+def load_script(name):
+    spec = importlib.util.spec_from_file_location(f"analysis_{name}", ANALYSIS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def check_outputs(out: Path, summary: dict):
+    written = json.loads((out / "summary.json").read_text())
+    assert written["figures"] == summary["figures"] and len(written["figures"]) >= 3
+    for name in written["figures"]:
+        image = matplotlib.image.imread(out / name)
+        assert image.ndim == 3 and min(image.shape[:2]) > 50
+    return written
+
+
+@pytest.mark.slow
+def test_ntk_error_subspace(tmp_path):
+    summary = load_script("ntk_error_subspace").main(["--quick", "--out", str(tmp_path)])
+    written = check_outputs(tmp_path, summary)
+    for per_net in written["results"].values():
+        for r in per_net.values():
+            # Noiseless data: the kernel limit fits y exactly, so its error lies in null(A).
+            assert r["null_fraction_kernel_limit"] == pytest.approx(1.0, abs=1e-6)
+            assert 0.0 <= r["null_fraction_trained"] <= 1.0
+            assert np.all(np.isfinite(r["gap"][1:]))
+
+
+@pytest.mark.slow
+def test_ntk_frequency_recovery(tmp_path):
+    summary = load_script("ntk_frequency_recovery").main(["--quick", "--out", str(tmp_path)])
+    written = check_outputs(tmp_path, summary)
+    for r in written["results"].values():
+        assert r["coupling"] > 0 and 0 < r["block_diagonal_energy"] <= 1
+        assert np.isfinite(r["unsampled_error_kernel_limit"]) and r["unsampled_error_kernel_limit"] >= 0
+        assert len(r["dip_unsampled_error"]) == len(r["dip_iterations"])
+
+
+@pytest.mark.slow
+def test_spectral_bias(tmp_path):
+    summary = load_script("spectral_bias").main(["--quick", "--out", str(tmp_path)])
+    written = check_outputs(tmp_path, summary)
+    for name in ("K", "AKAt"):
+        assert max(written["spectra"][name]["lanczos_rel_error"]) < 1e-2
+    assert set(written["dip"]) == {"dip", "sgdip"}

@@ -1,0 +1,302 @@
+"""DIP methods: quality on the bundled shoulder case, the self-guided objective against a NumPy
+evaluation for every variant switch, which variables are optimised, reproducibility, outputs,
+the method registry and config files."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sgdip_jax.config import NetworkConfig, from_dict, load_config, save_config, to_dict
+from sgdip_jax.data.samples import sample_image, sample_mri
+from sgdip_jax.early_stopping import ESConfig
+from sgdip_jax.methods import METHODS, DIPConfig, RefDIPConfig, Result, SGDIPConfig, run_method, zero_filled
+from sgdip_jax.methods.common import build_network, data_consistency, fast_key, network_forward
+from sgdip_jax.methods.sgdip import draw_noise, sgdip_loss
+from sgdip_jax.metrics import psnr
+from sgdip_jax.networks import init_network
+from sgdip_jax.operators import Inpainting, MultiCoilMRI
+from sgdip_jax.operators.masks import bernoulli_pixels
+
+TINY = NetworkConfig(name="unet1", base=4)
+SMALL = NetworkConfig(name="unet3", base=8)
+NO_ES = ESConfig(enabled=False)
+
+
+def np_fft2c(a):
+    return np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(a, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
+
+
+def np_ifft2c(a):
+    return np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(a, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
+
+
+def random_mri(h=16, w=16, coils=3, seed=0):
+    """Random RSS-normalised maps, a random line mask and random masked k-space (NumPy arrays too)."""
+    rng = np.random.default_rng(seed)
+    smaps = rng.normal(size=(coils, h, w)) + 1j * rng.normal(size=(coils, h, w))
+    smaps /= np.sqrt(np.sum(np.abs(smaps) ** 2, axis=0))
+    mask = np.broadcast_to((rng.uniform(size=w) < 0.5).astype(np.float32), (h, w)).copy()
+    y = mask * (rng.normal(size=(coils, h, w)) + 1j * rng.normal(size=(coils, h, w)))
+    op = MultiCoilMRI.create(smaps, mask)
+    return op, jnp.asarray(y, jnp.complex64), smaps, mask, y
+
+
+def np_discrepancy(r, kind):
+    r = np.stack([r.real, r.imag], -1) if np.iscomplexobj(r) else r
+    return np.mean(np.abs(r)) if kind == "l1" else np.mean(r**2)
+
+
+def sgdip_pieces(op, cfg, seed=0):
+    """Network forward, variables and an input ``z`` for evaluating the self-guided loss directly."""
+    module = build_network(cfg.network, op.n_channels)
+    z = jax.random.uniform(jax.random.PRNGKey(seed), (1, *op.image_shape[:2], op.n_channels))
+    variables = init_network(module, fast_key(jax.random.PRNGKey(1)), z)
+    net_state = {k: v for k, v in variables.items() if k != "params"}
+    return network_forward(module), variables["params"], net_state, z
+
+
+VARIANTS = [
+    dict(data_loss="l2", reg_loss="l2", reg_on="per_draw", noise="uniform", alpha=0.01, draws=4),
+    dict(data_loss="l1", reg_loss="l1", reg_on="per_draw", noise="uniform", alpha=2.0, draws=4),
+    dict(data_loss="l2", reg_loss="l1", reg_on="mean", noise="gaussian", alpha=0.5, draws=3),
+    dict(data_loss="l1", reg_loss="l2", reg_on="mean", noise="uniform", alpha=1.0, draws=2, noise_scale=0.5),
+]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_sgdip_loss_matches_numpy_objective(variant):
+    """D(A mean_k f(z + eta_k), y) + alpha R with R per draw or on the mean, L1 / squared L2."""
+    op, y, smaps, mask, y_np = random_mri()
+    cfg = SGDIPConfig(network=TINY, **variant)
+    forward, params, net_state, z = sgdip_pieces(op, cfg)
+    key = jax.random.PRNGKey(5)
+    loss, aux = sgdip_loss(forward, cfg)(params, net_state, z, key, {"operator": op, "y": y})
+
+    outs = np.asarray(forward(params, net_state, z + draw_noise(key, z, cfg))[0], np.float64)
+    zn = np.asarray(z, np.float64)
+    x_hat = outs.mean(0)
+    data = np_discrepancy(mask * np_fft2c(smaps * (x_hat[..., 0] + 1j * x_hat[..., 1])) - y_np, cfg.data_loss)
+    residual = outs - zn if cfg.reg_on == "per_draw" else x_hat - zn[0]
+    reg = np_discrepancy(residual, cfg.reg_loss)
+    np.testing.assert_allclose(float(aux["terms"]["data"]), data, rtol=1e-5)
+    np.testing.assert_allclose(float(aux["terms"]["reg"]), reg, rtol=1e-5)
+    np.testing.assert_allclose(float(loss), data + cfg.alpha * reg, rtol=1e-5)
+    np.testing.assert_allclose(aux["image"], x_hat, rtol=1e-5, atol=1e-6)
+
+
+def test_sgdip_loss_on_colour_inpainting():
+    rng = np.random.default_rng(1)
+    mask = (rng.uniform(size=(16, 16)) < 0.5).astype(np.float32)
+    op = Inpainting.create(mask, channels=3)
+    y_np = np.repeat(mask[..., None], 3, -1) * rng.uniform(size=(16, 16, 3))
+    cfg = SGDIPConfig(network=TINY, data_loss="l1", reg_loss="l2", alpha=0.3, draws=2)
+    forward, params, net_state, z = sgdip_pieces(op, cfg)
+    key = jax.random.PRNGKey(2)
+    loss, _ = sgdip_loss(forward, cfg)(params, net_state, z, key, {"operator": op, "y": jnp.asarray(y_np, jnp.float32)})
+    outs = np.asarray(forward(params, net_state, z + draw_noise(key, z, cfg))[0], np.float64)
+    x_hat = outs.mean(0)
+    expected = np.mean(np.abs(mask[..., None] * x_hat - y_np)) + 0.3 * np.mean((outs - np.asarray(z)) ** 2)
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
+
+
+def test_variant_switches_change_the_loss_as_the_math_says():
+    op, y, *_ = random_mri()
+    base = SGDIPConfig(network=TINY, alpha=0.7, draws=1)
+    forward, params, net_state, z = sgdip_pieces(op, base)
+    data = {"operator": op, "y": y}
+    key = jax.random.PRNGKey(0)
+
+    def value(**changes):
+        loss, aux = sgdip_loss(forward, dataclasses.replace(base, **changes))(params, net_state, z, key, data)
+        return float(loss), {k: float(v) for k, v in aux["terms"].items()}
+
+    # K = 1: the regulariser on the mean and per draw coincide.
+    assert np.isclose(value(reg_on="mean")[0], value(reg_on="per_draw")[0], rtol=1e-6)
+    # alpha scales only the regulariser; alpha = 0 leaves the data term.
+    loss0, terms = value(alpha=0.0)
+    assert np.isclose(loss0, terms["data"]) and np.isclose(value()[0], terms["data"] + 0.7 * terms["reg"], rtol=1e-6)
+    # L1 and squared L2 differ; with K = 4 the mean and per-draw regularisers differ (Jensen: mean <= per draw).
+    assert not np.isclose(value(data_loss="l1")[0], value(data_loss="l2")[0])
+    per_draw, mean = value(draws=4)[1]["reg"], value(draws=4, reg_on="mean")[1]["reg"]
+    assert mean < per_draw
+
+
+def test_noise_draws():
+    z = jnp.linspace(-2.0, 1.0, 16 * 16 * 2).reshape(1, 16, 16, 2)
+    key = jax.random.PRNGKey(0)
+    eta = np.asarray(draw_noise(key, z, SGDIPConfig(noise="uniform", noise_scale=0.1, draws=64)))
+    assert eta.shape == (64, 16, 16, 2) and eta.min() >= 0 and eta.max() < 0.2 and eta.max() > 0.19
+    eta = np.asarray(draw_noise(key, z, SGDIPConfig(noise="gaussian", noise_scale=0.1, draws=64)))
+    assert abs(eta.std() / 0.2 - 1) < 0.02 and abs(eta.mean()) < 0.005
+
+
+def test_gradient_reaches_z_only_in_sgdip():
+    """sgdip's loss depends on z (nonzero gradient) and the run moves z; dip and ref-dip keep z."""
+    op, y, *_ = random_mri()
+    cfg = SGDIPConfig(network=TINY)
+    forward, params, net_state, z = sgdip_pieces(op, cfg)
+    gz = jax.grad(lambda z: sgdip_loss(forward, cfg)(params, net_state, z, jax.random.PRNGKey(0), {"operator": op, "y": y})[0])(z)
+    assert float(jnp.abs(gz).max()) > 0
+
+    prior = np.asarray(jnp.abs(op.adjoint(y))) + 0.5
+    runs = {
+        "sgdip": SGDIPConfig(network=TINY, iterations=3, chunk=1, early_stopping=NO_ES),
+        "dip": DIPConfig(network=TINY, iterations=3, chunk=1, early_stopping=NO_ES),
+        "ref-dip": RefDIPConfig(network=TINY, iterations=3, chunk=1, early_stopping=NO_ES),
+    }
+    for name, cfg in runs.items():
+        seen = []
+        extra = {"prior_image": prior} if name == "ref-dip" else {}
+        run_method(name, op, y, cfg, 0, progress=False, **extra,
+                   callback=lambda info: seen.append((np.asarray(info.state.z), info.state.z_opt_state is None)))
+        moved = any(not np.array_equal(seen[0][0], s[0]) for s in seen[1:])
+        assert moved == (name == "sgdip"), name
+        assert all(s[1] == (name != "sgdip") for s in seen), name
+        if name == "ref-dip":
+            expected = np.stack([prior / prior.max(), np.zeros_like(prior)], -1)[None]
+            np.testing.assert_allclose(seen[0][0], expected, rtol=1e-6)
+
+
+def test_ref_dip_needs_a_prior_image():
+    op, y, *_ = random_mri()
+    with pytest.raises(ValueError, match="prior_image"):
+        run_method("ref-dip", op, y, RefDIPConfig(network=TINY, iterations=2), 0, progress=False)
+
+
+@pytest.fixture(scope="module")
+def small_case():
+    case = sample_mri(size=32)
+    return case.operator(), jnp.asarray(case.y), case.x
+
+
+def test_same_seed_same_image_different_seed_different(small_case):
+    op, y, _ = small_case
+    cfg = {"network": to_dict(TINY), "iterations": 10, "chunk": 5}
+    a, b, c = (run_method("sgdip", op, y, cfg, s, progress=False) for s in (1, 1, 2))
+    np.testing.assert_array_equal(a.ema_image, b.ema_image)
+    np.testing.assert_array_equal(a.image, b.image)
+    assert not np.allclose(a.ema_image, c.ema_image)
+    assert a.seed == 1 and c.seed == 2
+
+
+def test_bfloat16_compute_keeps_float32_outputs(small_case):
+    op, y, x = small_case
+    r = run_method("dip", op, y, DIPConfig(network=TINY, iterations=40, compute_dtype="bfloat16"), 0, progress=False)
+    assert r.ema_image.dtype == np.complex64 and np.isfinite(r.ema_image).all()
+    assert r.history["loss"].dtype == np.float32 and r.history["loss"][-1] < 0.8 * r.history["loss"][0]
+
+
+def test_data_consistency_is_kspace_replacement_then_sense_combine():
+    op, y, smaps, mask, y_np = random_mri()
+    x = np.random.default_rng(3).normal(size=(16, 16)) + 1j * np.random.default_rng(4).normal(size=(16, 16))
+    kspace = mask * y_np + (1 - mask) * np_fft2c(smaps * x)
+    expected = np.sum(np.conj(smaps) * np_ifft2c(kspace), axis=0)
+    np.testing.assert_allclose(data_consistency(op, jnp.asarray(x, jnp.complex64), y), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_inpainting_data_consistency_keeps_the_known_pixels():
+    img = sample_image("camera", 32)
+    mask, _ = bernoulli_pixels((32, 32), 0.5, seed=0)
+    op = Inpainting.create(mask)
+    y = op(jnp.asarray(img))
+    r = run_method("dip", op, y, DIPConfig(network=TINY, iterations=5, data_consistency=True), 0, progress=False)
+    known = mask > 0
+    np.testing.assert_allclose(r.image[known], img[known], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(r.ema_image[known], img[known], rtol=1e-5, atol=1e-6)
+    assert r.image.shape == (32, 32) and r.image.dtype == np.float32
+
+
+def test_result_round_trip_and_config_reuse(small_case, tmp_path):
+    op, y, x = small_case
+    cfg = SGDIPConfig(network=TINY, iterations=12, chunk=4, early_stopping=ESConfig(window=3, patience=2))
+    r = run_method("sgdip", op, y, cfg, 4, target=x, progress=False)
+    assert set(r.history) >= {"loss", "data", "reg", "psnr", "es_stat"}
+    assert all(len(v) == 12 for v in r.history.values())
+    r.save(tmp_path / "r.npz")
+    back = Result.load(tmp_path / "r.npz")
+    for k, v in r.history.items():
+        np.testing.assert_array_equal(back.history[k], v)
+    np.testing.assert_array_equal(back.ema_image, r.ema_image)
+    assert back.stop_iteration == r.stop_iteration and back.seed == 4 and back.iterations == 12
+    if r.stop_iteration is not None:
+        np.testing.assert_array_equal(back.stop_image, r.stop_image)
+    assert from_dict(SGDIPConfig, back.config) == cfg
+
+
+def test_registry():
+    assert set(METHODS) == {"sgdip", "dip", "ref-dip", "zero-filled", "cg-sense", "tv", "l1-wavelet"}
+    op, y, *_ = random_mri()
+    with pytest.raises(ValueError, match="valid methods.*sgdip"):
+        run_method("sgdip2", op, y)
+    with pytest.raises(ValueError, match="unknown config key 'alpha'"):
+        run_method("dip", op, y, {"alpha": 1.0})
+
+
+def test_shoulder_dip_and_sgdip_beat_zero_filled_by_3db():
+    """The acceptance case: 96x96 shoulder, 8 coils, 4x, 30 dB; a small U-Net; 500 iterations."""
+    case = sample_mri(size=96)
+    op, y, x = case.operator(), jnp.asarray(case.y), case.x
+    zf = float(psnr(zero_filled(op, y).image, x))
+    for name, cls in (("dip", DIPConfig), ("sgdip", SGDIPConfig)):
+        r = run_method(name, op, y, cls(network=SMALL, iterations=500), 0, target=x, progress=False)
+        final = float(psnr(r.ema_image, x))
+        assert np.isclose(final, r.history["psnr"][-1], atol=1e-3)
+        assert final > zf + 3.0, (name, final, zf)
+
+
+@pytest.mark.slow
+def test_sgdip_inpainting_camera():
+    """128x128 crop of scikit-image's camera, 50 % of the pixels missing (Bernoulli)."""
+    img = sample_image("camera", 128)
+    mask, _ = bernoulli_pixels((128, 128), 0.5, seed=0)
+    op = Inpainting.create(mask)
+    cfg = SGDIPConfig.inpainting(network=SMALL, iterations=1000)
+    r = run_method("sgdip", op, op(jnp.asarray(img)), cfg, 0, target=img, progress=False)
+    assert float(psnr(r.ema_image, img)) >= 22.0
+
+
+# --------------------------------------------------------------------------- config files
+
+
+def test_config_dict_round_trip_and_coercion():
+    cfg = SGDIPConfig(network=NetworkConfig("unet2", base=8, options=(("bilinear", False),)), alpha=0.5, clip_norm=1.0)
+    assert from_dict(SGDIPConfig, to_dict(cfg)) == cfg
+    coerced = from_dict(
+        SGDIPConfig,
+        {"lr": "1e-3", "iterations": "200", "draws": 2.0, "network": {"name": "unet2", "options": {"bilinear": False}}},
+    )
+    assert coerced.lr == 1e-3 and coerced.iterations == 200 and coerced.draws == 2
+    assert coerced.network.options == (("bilinear", False),)
+    hash(coerced)
+    with pytest.raises(ValueError, match=r"network\.bogus.*valid keys.*base"):
+        from_dict(SGDIPConfig, {"network": {"bogus": 1}})
+    with pytest.raises(ValueError, match="iterations.*integer"):
+        from_dict(DIPConfig, {"iterations": "many"})
+    with pytest.raises(ValueError, match="reg_on"):
+        SGDIPConfig(reg_on="sideways")
+
+
+@pytest.mark.parametrize("suffix", [".toml", ".yaml", ".json"])
+def test_config_files_round_trip(tmp_path, suffix):
+    cfg = SGDIPConfig(network=NetworkConfig("unet2", norm="group", options=(("bilinear", False),)), lr_z=0.1, clip_norm_z=1.0)
+    path = tmp_path / f"c{suffix}"
+    save_config(path, cfg)
+    assert load_config(path, SGDIPConfig) == cfg
+    with pytest.raises(FileExistsError):
+        save_config(path, cfg)
+    save_config(path, DIPConfig(), overwrite=True)
+    assert load_config(path, DIPConfig) == DIPConfig()
+
+
+def test_config_file_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.toml"):
+        load_config(tmp_path / "missing.toml")
+    with pytest.raises(ValueError, match="unsupported config format"):
+        load_config(tmp_path / "c.ini")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("lr: 1e-3\nwindow: 3\n")
+    with pytest.raises(ValueError, match="bad.yaml.*unknown config key 'window'"):
+        load_config(bad, DIPConfig)
