@@ -228,7 +228,7 @@ def main(argv=None) -> dict:
     out = common.prepare_out(args.out)
     size = 16 if args.quick else args.size
     iterations = 20 if args.quick else 3000
-    k, num_iter = (3, 10) if args.quick else (10, 40)
+    k, num_iter = (3, 24) if args.quick else (10, 40)
     key = jax.random.PRNGKey(args.seed)
     problem = common.make_problem("multi-coil (4 coils), 20 dB", size, 4, snr_db=SNR_DB, seed=args.seed)
     label = QUICK_NETWORK if args.quick else NETWORK
