@@ -188,7 +188,19 @@ def unsampled_error(flat: np.ndarray, x_flat: np.ndarray, mask: np.ndarray) -> n
     hw = mask.shape
     diff = kspace(flat, hw) - kspace(x_flat, hw)
     off = 1.0 - mask
-    return np.linalg.norm((diff * off).reshape(diff.shape[:-2] + (-1,)), axis=-1) / np.linalg.norm(kspace(x_flat, hw) * off)
+    num = np.linalg.norm((diff * off).reshape(diff.shape[:-2] + (-1,)), axis=-1)
+    return num / np.linalg.norm(kspace(x_flat, hw) * off)
+
+
+def unsampled_cosine(flat: np.ndarray, x_flat: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``Re <(1 - M) F f, (1 - M) F x> / (||(1 - M) F f|| ||(1 - M) F x||)`` over the last axis: whether
+    what was put into the missing k-space points the right way (1), is unrelated (0) or opposite (-1),
+    whatever its magnitude."""
+    hw = mask.shape
+    off = (1.0 - mask).reshape(-1)
+    a = (kspace(flat, hw).reshape(np.shape(flat)[:-1] + (-1,))) * off
+    b = kspace(x_flat, hw).reshape(-1) * off
+    return np.real(a @ b.conj()) / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b), 1e-30)
 
 
 def radial_bands(hw: tuple[int, int], edges=(0.0, 0.125, 0.25, 0.5, 1.0)) -> list[np.ndarray]:

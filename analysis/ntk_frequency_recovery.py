@@ -15,9 +15,12 @@
 # (a) the kernel-regime outputs started from a zero output (gradient flow at `t = 1e2 .. 1e5` in units of
 # `1 / lambda_max(A K A^T)`, and the limit `x_hat = P x`: what the kernel can put into the missing
 # lines) and (b) vanilla DIP (`sgdip_jax.methods.dip`, Adam) over iterations (EMA image).
-# An unsampled error of 1 means nothing was recovered there; below 1, some missing k-space was filled in.
+# An unsampled error of 1 is what zero-filling gives; below 1, some missing k-space was recovered. The
+# cosine between the filled-in and the true missing k-space tells whether what was added there points
+# the right way (1), is unrelated (0) or wrong (-1), independently of its magnitude.
 #
-# Run: `python analysis/ntk_frequency_recovery.py` (writes to analysis/outputs/ntk_frequency_recovery; `--help` for options)
+# Run: `python analysis/ntk_frequency_recovery.py` (writes analysis/outputs/ntk_frequency_recovery/;
+# `--help` lists options)
 
 # %%
 from __future__ import annotations
@@ -63,10 +66,12 @@ def analyse(problem: common.Problem, A_dense: np.ndarray, label: str, key, itera
     from_zero = regime.outputs(zero, problem.y, KERNEL_TIMES, 1.0 / regime.lambda_max)
     from_zero = np.concatenate([from_zero, regime.limit(zero, problem.y)[None]])
     kernel_unsampled = common.unsampled_error(from_zero, problem.x_flat, problem.mask)
+    kernel_cosine = common.unsampled_cosine(from_zero, problem.x_flat, problem.mask)
     (result, steps, images), t_dip = common.timed(
         common.run_tracked, "dip", problem, dip_config(label, problem.hw, iterations), key)
     images_flat = np.stack([np.stack([im.real, im.imag], -1).ravel() for im in images])
     dip_unsampled = common.unsampled_error(images_flat, problem.x_flat, problem.mask)
+    dip_cosine = common.unsampled_cosine(images_flat, problem.x_flat, problem.mask)
     return {
         "params": net.n_params,
         "coupling": coupling(K_hat, problem.mask),
@@ -75,10 +80,16 @@ def analyse(problem: common.Problem, A_dense: np.ndarray, label: str, key, itera
                                    "limit": kernel_unsampled[-1]},
         "unsampled_error_kernel_limit": kernel_unsampled[-1],
         "unsampled_error_kernel_t1e4": kernel_unsampled[list(KERNEL_TIMES).index(1e4)],
+        "unsampled_cosine_kernel": {**{f"t={t:g}": c for t, c in zip(KERNEL_TIMES, kernel_cosine)},
+                                    "limit": kernel_cosine[-1]},
+        "unsampled_cosine_kernel_limit": kernel_cosine[-1],
         "dip_iterations": steps,
         "dip_unsampled_error": dip_unsampled,
         "dip_unsampled_error_final": dip_unsampled[-1],
         "dip_unsampled_error_min": dip_unsampled.min(),
+        "dip_unsampled_cosine": dip_cosine,
+        "dip_unsampled_cosine_final": dip_cosine[-1],
+        "dip_psnr_max": float(np.max(result.history["psnr"])),
         "dip_psnr_final": float(result.history["psnr"][-1]),
         "seconds_kernel": t_kernel,
         "seconds_dip": t_dip,
@@ -121,31 +132,37 @@ def figures(out: Path, results: dict, mask: np.ndarray) -> list[str]:
     pos = np.arange(len(labels))
     axes[0].bar(pos, [results[k]["coupling"] for k in labels])
     axes[0].set_xticks(pos, labels, rotation=30, fontsize=7)
-    axes[0].set(title="coupling ||K_hat[unsampled, sampled]|| / ||K_hat[sampled, sampled]||")
-    axes[1].bar(pos - 0.27, [results[k]["unsampled_error_kernel_t1e4"] for k in labels], 0.27, label="kernel, t = 1e4 / lambda_max")
+    axes[0].set(title="coupling |K_hat[unsampl., sampl.]| / |K_hat[sampl., sampl.]|")
+    axes[1].bar(pos - 0.27, [results[k]["unsampled_error_kernel_t1e4"] for k in labels], 0.27,
+                label="kernel, t = 1e4 / lambda_max")
     axes[1].bar(pos, [results[k]["unsampled_error_kernel_limit"] for k in labels], 0.27, label="kernel limit (P x)")
     axes[1].bar(pos + 0.27, [results[k]["dip_unsampled_error_final"] for k in labels], 0.27, label="DIP (last EMA)")
     axes[1].set_yscale("log")
     axes[1].axhline(1.0, color="k", lw=0.5)
     axes[1].set_xticks(pos, labels, rotation=30, fontsize=7)
-    axes[1].set(title="unsampled k-space error (1 = nothing recovered)")
+    axes[1].set(title="unsampled k-space error (1 = zero-filled)")
     axes[1].legend(fontsize=7)
     names.append(common.save_figure(fig, out / "coupling_and_recovery.png"))
 
-    fig, ax = plt.subplots(figsize=(5, 3.4))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
     for label in labels:
         r = results[label]
-        ax.plot(r["dip_iterations"], r["dip_unsampled_error"], label=label)
-    ax.axhline(1.0, color="k", lw=0.5)
-    ax.set(xlabel="iteration", ylabel="unsampled k-space error", title="DIP: missing k-space over iterations")
-    ax.legend(fontsize=7)
+        axes[0].plot(r["dip_iterations"], r["dip_unsampled_error"], label=label)
+        axes[1].plot(r["dip_iterations"], r["dip_unsampled_cosine"], label=label)
+    axes[0].axhline(1.0, color="k", lw=0.5)
+    axes[0].set(xlabel="iteration", ylabel="unsampled k-space error", title="DIP: missing k-space error")
+    axes[1].axhline(0.0, color="k", lw=0.5)
+    axes[1].set(xlabel="iteration", ylabel="cosine with the true missing k-space",
+                title="DIP: direction of what fills the missing k-space")
+    axes[0].legend(fontsize=7)
     names.append(common.save_figure(fig, out / "unsampled_error_over_iterations.png"))
     return names
 
 
 # %%
 def main(argv=None) -> dict:
-    args = common.parser("Frequency recovery of DIP networks: NTK in the Fourier basis", size=32, name="ntk_frequency_recovery").parse_args(argv)
+    args = common.parser("Frequency recovery of DIP networks: NTK in the Fourier basis", 32,
+                         "ntk_frequency_recovery").parse_args(argv)
     out = common.prepare_out(args.out)
     size = 16 if args.quick else args.size
     iterations = 40 if args.quick else 1500
@@ -156,10 +173,13 @@ def main(argv=None) -> dict:
     results = {}
     for label in labels:
         r = results[label] = analyse(problem, A_dense, label, key, iterations, args.cache)
-        print(f"{label:13s} params {r['params']:7d} coupling {r['coupling']:.4f} block-diag {r['block_diagonal_energy']:.3f} "
-              f"unsampled error: kernel t=1e4 {r['unsampled_error_kernel_t1e4']:.3f} limit {r['unsampled_error_kernel_limit']:.3f} DIP final "
-              f"{r['dip_unsampled_error_final']:.3f} (min {r['dip_unsampled_error_min']:.3f}) "
-              f"PSNR {r['dip_psnr_final']:.2f}  kernel {r['seconds_kernel']:.0f}s DIP {r['seconds_dip']:.0f}s", flush=True)
+        print(f"{label:13s} params {r['params']:7d} coupling {r['coupling']:.4f} "
+              f"block-diag {r['block_diagonal_energy']:.3f} "
+              f"unsampled error: kernel t=1e4 {r['unsampled_error_kernel_t1e4']:.3f} "
+              f"limit {r['unsampled_error_kernel_limit']:.3f} DIP final {r['dip_unsampled_error_final']:.3f} "
+              f"(min {r['dip_unsampled_error_min']:.3f}) cosine: kernel limit {r['unsampled_cosine_kernel_limit']:.3f} "
+              f"DIP final {r['dip_unsampled_cosine_final']:.3f} PSNR {r['dip_psnr_final']:.2f}  "
+              f"kernel {r['seconds_kernel']:.0f}s DIP {r['seconds_dip']:.0f}s", flush=True)
     summary = {
         "size": size,
         "acceleration": 4.0,

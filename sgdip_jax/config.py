@@ -34,22 +34,27 @@ _SUFFIXES = (".toml", ".yaml", ".yml", ".json")
 class NetworkConfig:
     """Which network a DIP method builds: a registry ``name`` plus attribute overrides.
 
-    ``base`` (width of the first level), ``norm`` (``"batch"``, ``"group"``, ``"none"``) and
-    ``weight_init`` (``"default"`` or ``"normal002"``) are the common overrides; ``None`` keeps the
-    network's own default. ``options`` holds any other attribute as ``(name, value)`` pairs, e.g.
-    ``(("bilinear", False),)``. Input and output channels are set by the method from the operator.
+    ``base`` (width of the first level, U-Nets only) and ``norm`` (``"batch"``, ``"group"``,
+    ``"none"``) override the network's own default when not ``None``. ``weight_init``:
+    ``"normal002"`` (weights N(0, 0.02^2), the reference code's choice and the default) or
+    ``"default"`` (Flax's LeCun-normal). With Flax's init the first output of a small U-Net can
+    carry a large constant offset that Adam removes only slowly: on the 96x96 shoulder case
+    (U-Net depth 3 / width 8, 500 iterations) DIP reached 26.26 dB with ``"default"`` (20.23 dB
+    for an unlucky seed) and 28.25 / 27.17 dB (two seeds) with ``"normal002"``. ``options`` holds
+    any other attribute as ``(name, value)`` pairs, e.g. ``(("bilinear", False),)``. Input and
+    output channels are set by the method from the operator.
     """
 
     name: str = "unet4"
     base: int | None = None
     norm: str | None = None
-    weight_init: str | None = None
+    weight_init: str = "normal002"
     options: tuple[tuple[str, Any], ...] = ()
 
     def overrides(self) -> dict[str, Any]:
         """Keyword overrides for ``sgdip_jax.networks.get_network``."""
-        explicit = {k: getattr(self, k) for k in ("base", "norm", "weight_init") if getattr(self, k) is not None}
-        return {**explicit, **dict(self.options)}
+        explicit = {k: getattr(self, k) for k in ("base", "norm") if getattr(self, k) is not None}
+        return {**explicit, "weight_init": self.weight_init, **dict(self.options)}
 
 
 def to_dict(cfg) -> dict[str, Any]:

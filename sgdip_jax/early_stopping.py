@@ -12,16 +12,23 @@ iteration is the argmin and its reconstruction ``x_argmin`` has been kept on dev
 running minimum. After triggering the minimum is frozen, so the detection does not depend on how
 the loop is chunked.
 
-Everything here runs inside the compiled step: a ring buffer of the last ``W`` images, the exact
-two-pass variance over it (``O(W N)`` work per step, no catastrophic cancellation, negligible next
-to a network forward pass), and the running minimum with its image.
+Everything here runs inside the compiled step with ``O(N)`` work per step: a ring buffer of the
+last ``W`` images (to know which image leaves the window), the window mean ``m`` and the sum of
+squared deviations ``M2 = sum_i ||x_i - m||^2`` updated in Welford's form (no cancellation between
+large sums):
+
+    filling (n < W images):  m' = m + (x - m) / (n + 1),   M2' = M2 + <x - m, x - m'>
+    sliding (x replaces x_old):  m' = m + (x - x_old) / W,   M2' = M2 + <x - x_old, x - m' + x_old - m>
+
+and ``VAR_t = M2 / (W N)``; plus the running minimum with its image. In float32 the running updates
+drift slowly (about 1e-3 relative after 3000 steps of fluctuations 2e-4 the size of the mean),
+harmless for locating a minimum.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-import jax
 import jax.numpy as jnp
 from flax import struct
 
@@ -50,11 +57,14 @@ class ESConfig:
 
 @struct.dataclass
 class ESState:
-    """Device state: ring ``buffer (W, ...)`` of recent images, ``count`` of images seen, the running
-    minimum ``best_stat`` at iteration ``best_step`` with its image ``best_image``, and ``triggered``."""
+    """Device state: ring ``buffer (W, ...)`` of recent images, ``count`` of images seen, the window
+    ``mean`` and ``m2`` (sum of squared deviations), the running minimum ``best_stat`` at iteration
+    ``best_step`` with its image ``best_image``, and ``triggered``."""
 
     buffer: jnp.ndarray
     count: jnp.ndarray
+    mean: jnp.ndarray
+    m2: jnp.ndarray
     best_stat: jnp.ndarray
     best_step: jnp.ndarray
     best_image: jnp.ndarray
@@ -66,6 +76,8 @@ def es_init(config: ESConfig, image_shape, dtype=jnp.float32) -> ESState:
     return ESState(
         buffer=jnp.zeros((config.window, *image_shape), dtype),
         count=jnp.zeros((), jnp.int32),
+        mean=jnp.zeros(image_shape, jnp.float32),
+        m2=jnp.zeros((), jnp.float32),
         best_stat=jnp.full((), jnp.inf, jnp.float32),
         best_step=jnp.full((), -1, jnp.int32),
         best_image=jnp.zeros(image_shape, dtype),
@@ -73,24 +85,27 @@ def es_init(config: ESConfig, image_shape, dtype=jnp.float32) -> ESState:
     )
 
 
-def windowed_variance(buffer: jnp.ndarray) -> jnp.ndarray:
-    """``1/W sum_i ||x_i - mean_i x_i||^2 / N`` over the leading axis of ``buffer (W, ...)``."""
-    dev = buffer - jnp.mean(buffer, axis=0)
-    return jnp.mean(jnp.square(dev).astype(jnp.float32))
-
-
 def es_update(state: ESState, image: jnp.ndarray, step, config: ESConfig) -> tuple[ESState, jnp.ndarray]:
     """Push ``image`` (the reconstruction of iteration ``step``) and return ``(state, VAR_step)``.
 
     ``VAR_step`` is NaN until ``window`` images have been seen.
     """
-    buffer = state.buffer.at[state.count % config.window].set(image.astype(state.buffer.dtype))
+    w = config.window
+    x = image.astype(jnp.float32)
+    slot = state.count % w
+    old = state.buffer[slot].astype(jnp.float32)
+    sliding = state.count >= w
+    n = jnp.minimum(state.count + 1, w).astype(jnp.float32)
+    leaving = jnp.where(sliding, old, state.mean)
+    mean = state.mean + (x - leaving) / n
+    m2 = state.m2 + jnp.sum((x - leaving) * (x - mean + jnp.where(sliding, old - state.mean, 0.0)))
+    buffer = state.buffer.at[slot].set(x.astype(state.buffer.dtype))
     count = state.count + 1
-    full = count >= config.window
-    stat = jnp.where(full, windowed_variance(buffer), jnp.nan)
+    full = count >= w
+    stat = jnp.where(full, jnp.maximum(m2, 0.0) / (w * x.size), jnp.nan)
     improved = full & (stat < state.best_stat) & ~state.triggered
     best_stat = jnp.where(improved, stat, state.best_stat)
     best_step = jnp.where(improved, jnp.asarray(step, jnp.int32), state.best_step)
-    best_image = jnp.where(improved, image.astype(state.best_image.dtype), state.best_image)
+    best_image = jnp.where(improved, x.astype(state.best_image.dtype), state.best_image)
     triggered = state.triggered | ((best_step >= 0) & (step - best_step >= config.patience))
-    return ESState(buffer, count, best_stat, best_step, best_image, triggered), stat
+    return ESState(buffer, count, mean, m2, best_stat, best_step, best_image, triggered), stat

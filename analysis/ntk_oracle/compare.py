@@ -149,7 +149,8 @@ def check(path, tol):
                     rows.append((name, i, which, impl, tuple(np.shape(ref)), *err))
     print(f"{'network':12s} {'setting':40s} {'x2':5s} impl  {'shape':28s} max-rel    fro-rel")
     for name, i, which, impl, shape, e_max, e_fro in rows:
-        print(f"{name:12s} {json.dumps(SETTINGS[i]):40s} {which:5s} {impl:4d}  {str(shape):28s} {e_max:.2e}  {e_fro:.2e}")
+        setting = json.dumps(SETTINGS[i])
+        print(f"{name:12s} {setting:40s} {which:5s} {impl:4d}  {str(shape):28s} {e_max:.2e}  {e_fro:.2e}")
     summary = {f"implementation_{k}": {"max_rel": v[0], "fro_rel": v[1]} for k, v in worst.items()}
     print(json.dumps({"neural_tangents": nt.__version__, "jax": jax.__version__, "worst": summary}, indent=2))
     bad = [k for k, v in worst.items() if v[0] > tol]

@@ -64,7 +64,9 @@ def random_input(key, shape, kind: str, scale: float):
     return scale * jax.random.normal(key, (1, *shape), jnp.float32)
 
 
-def dip(operator, y, config: DIPConfig = DIPConfig(), key=None, *, target=None, progress=True, callback=None) -> Result:
+def dip(
+    operator, y, config: DIPConfig = DIPConfig(), key=None, *, target=None, progress=True, callback=None
+) -> Result:
     """Vanilla DIP reconstruction of ``y = A x + e`` (``key``: PRNG key or int seed)."""
     if not isinstance(config, DIPConfig):
         raise ValueError(f"config: expected DIPConfig, got {type(config).__name__}")

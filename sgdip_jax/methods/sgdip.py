@@ -115,7 +115,9 @@ def sgdip_loss(forward, config: SGDIPConfig):
     return loss_fn
 
 
-def sgdip(operator, y, config: SGDIPConfig = SGDIPConfig(), key=None, *, target=None, progress=True, callback=None) -> Result:
+def sgdip(
+    operator, y, config: SGDIPConfig = SGDIPConfig(), key=None, *, target=None, progress=True, callback=None
+) -> Result:
     """Self-guided DIP reconstruction of ``y = A x + e`` (``key``: PRNG key or int seed)."""
     if not isinstance(config, SGDIPConfig):
         raise ValueError(f"config: expected SGDIPConfig, got {type(config).__name__}")

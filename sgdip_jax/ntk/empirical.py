@@ -208,7 +208,8 @@ def _pair_columns(f1: Callable, f2: Callable, params, block_size):
     cols = _basis_map(
         lambda e: jax.jvp(f1, (params,), vjp2(e.reshape(out2.shape)))[1], out2.size, block_size, out2.dtype
     )
-    return jnp.moveaxis(cols.reshape(out2.shape + out1.shape), range(out2.ndim), range(out1.ndim, out1.ndim + out2.ndim))
+    cols = cols.reshape(out2.shape + out1.shape)
+    return jnp.moveaxis(cols, range(out2.ndim), range(out1.ndim, out1.ndim + out2.ndim))
 
 
 def _raw_kernel_vp(f, params, x1, x2, spec, ndim, block_size):

@@ -134,7 +134,8 @@ def fourier_kernel(K, image_hw: tuple[int, int], channels: int = 2) -> jnp.ndarr
     K = jnp.asarray(K, jnp.float32)
     h, w = image_hw
     if K.shape != (h * w * channels,) * 2:
-        raise ValueError(f"K: expected shape {(h * w * channels,) * 2} for image {image_hw} x {channels}, got {K.shape}")
+        expected = (h * w * channels,) * 2
+        raise ValueError(f"K: expected shape {expected} for image {image_hw} x {channels} channels, got {K.shape}")
     half = fourier_real(K, image_hw, channels)  # K F_r^T (rows transformed)
     return fourier_real(half.T, image_hw, channels).T
 
