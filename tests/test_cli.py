@@ -104,7 +104,7 @@ def test_case_every_method(files, tmp_path, method):
     history = (out / "history.csv").read_text().splitlines()
     if method in ("dip", "ref-dip"):
         assert len(history) == 1 + m["iterations"] and history[0].startswith("iteration,")
-        assert cfg[method]["network"] == {"name": "unet1", "base": 4, "options": []}
+        assert cfg[method]["network"] == {"name": "unet1", "base": 4, "weight_init": "normal002", "options": []}
         assert (out / "psnr.png").read_bytes().startswith(PNG_MAGIC)
     if method == "dip":
         assert m["iterations"] == 5 and m["stop_iteration"] is None

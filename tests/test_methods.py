@@ -236,7 +236,6 @@ def test_registry():
         run_method("dip", op, y, {"alpha": 1.0})
 
 
-@pytest.mark.xfail(reason="open acceptance criterion of the methods issue: with the current DIP and self-guided DIP defaults this target is not reached yet (dip 20.23 dB vs zero-filled 20.96 dB at 96 px; sgdip 9.3 dB on inpainting; see benchmarks/RESULTS.md)", strict=True)
 def test_shoulder_dip_and_sgdip_beat_zero_filled_by_3db():
     """The acceptance case: 96x96 shoulder, 8 coils, 4x, 30 dB; a small U-Net; 500 iterations.
     Measured (seed 0): zero-filled 20.96 dB, dip 28.25 dB, sgdip 27.81 dB."""
@@ -252,7 +251,6 @@ def test_shoulder_dip_and_sgdip_beat_zero_filled_by_3db():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="open acceptance criterion of the methods issue: with the current DIP and self-guided DIP defaults this target is not reached yet (dip 20.23 dB vs zero-filled 20.96 dB at 96 px; sgdip 9.3 dB on inpainting; see benchmarks/RESULTS.md)", strict=True)
 def test_sgdip_inpainting_camera():
     """128x128 crop of scikit-image's camera, 50 % of the pixels missing (Bernoulli; masked image
     7.6 dB). Measured: 24.5 dB at 1000 iterations (27.1 dB peak at iteration 333); about 160 s of CPU."""
