@@ -1,11 +1,13 @@
 """The ``sgdip`` command: ``sgdip reconstruct``, ``sgdip demo`` and ``sgdip info``.
 
 Input files become problems in :mod:`sgdip_jax.inputs`, methods run through
-:func:`sgdip_jax.methods.run_method`, results are written by :mod:`sgdip_jax.outputs` and
-:mod:`sgdip_jax.figures`; this module only wires options to those pieces. Bad input ends with one
-line ``sgdip: error: ...`` and exit status 2. Ctrl-C during a DIP run ends it after the current
-chunk of iterations, saves what has been computed (EMA image, history) and exits with status 130;
-a second Ctrl-C aborts at once without saving.
+:mod:`sgdip_jax.reconstruct` (batches and processes: :mod:`sgdip_jax.parallel`), results are written
+by :mod:`sgdip_jax.outputs` and :mod:`sgdip_jax.figures`; this module only wires options to those
+pieces. Bad input ends with one line ``sgdip: error: ...`` and exit status 2. Ctrl-C during a DIP
+run ends it after the current chunk of iterations, saves what has been computed (EMA image,
+history) and exits with status 130; a second Ctrl-C aborts at once without saving. For several
+fastMRI slices the finished slices are what is saved (in ``OUT.partial``); rerunning the same
+command computes only the missing ones.
 
 Settings come from, in increasing priority: the methods' defaults, a ``--config`` file (TOML / YAML /
 JSON; top-level keys are the option names with ``_`` for ``-``, tables named after methods hold that
@@ -17,18 +19,20 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
 import json
 import logging
 import platform
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import __version__
+
+if TYPE_CHECKING:
+    from .reconstruct import Outcome
 
 PROG = "sgdip"
 log = logging.getLogger("sgdip")
@@ -110,8 +114,8 @@ def _add_reconstruct(sub):
     g.add_argument("--slice", type=int, default=d.slice,
                    help="fastMRI slice (DICOM: frame) to reconstruct (default: the middle one)")
     g.add_argument("--slices", default=d.slices,
-                   help="fastMRI volume: 'all', 'A:B' or 'i,j,k'; slices are reconstructed one after the "
-                        "other (default: only --slice)")
+                   help="fastMRI volume: 'all', 'A:B' or 'i,j,k'; finished slices are kept in OUT.partial so "
+                        "an interrupted run resumes where it stopped (default: only --slice)")
     g.add_argument("--acceleration", type=float, default=d.acceleration,
                    help="undersampling factor of the retrospective line mask for fully sampled MRI data")
     g.add_argument("--center-fraction", type=float, default=d.center_fraction,
@@ -153,6 +157,16 @@ def _add_reconstruct(sub):
     m.add_argument("--config", default=None,
                    help="TOML/YAML/JSON file with option keys (e.g. iters = 200) and per-method tables "
                         "(e.g. [sgdip]); command-line options override it (default: none)")
+    s = p.add_argument_group("several slices, devices and machines")
+    s.add_argument("--batch", type=_positive_int, default=1,
+                   help="slices per compiled step (DIP methods), split over this process's devices (default: 1)")
+    s.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                   help="multi-machine run: address of process 0 for jax.distributed.initialize; each "
+                        "process takes its share of --slices (default: one process)")
+    s.add_argument("--num-processes", type=_positive_int, default=None,
+                   help="multi-machine run: number of processes (default: from the cluster environment)")
+    s.add_argument("--process-id", type=_nonnegative_int, default=None,
+                   help="multi-machine run: this process's index (default: from the cluster environment)")
     o = p.add_argument_group("output")
     o.add_argument("--out", default=None,
                    help="output directory, refused if it exists and is not empty (default: INPUTSTEM_METHOD)")
@@ -370,80 +384,6 @@ class _InterruptFlag:
             signal.signal(signal.SIGINT, self._previous)
 
 
-@dataclasses.dataclass
-class Outcome:
-    """A finished (or interrupted) reconstruction of one problem.
-
-    ``image``: the reported reconstruction (the ES-WMV detection with ``--early-stopping`` when it
-    triggered, else the moving average), in the units of the input. ``metrics`` /
-    ``zero_filled_metrics``: against the problem's reference, ``None`` without one.
-    """
-
-    problem: Any
-    result: Any
-    image: np.ndarray
-    zero_filled: np.ndarray
-    metrics: dict | None
-    zero_filled_metrics: dict | None
-    data_scale: float
-    interrupted: bool
-
-
-def evaluate_problem(problem, image):
-    """Metrics of ``image`` against ``problem.reference`` (centre-cropped to ``problem.crop``), or ``None``."""
-    from .data.fastmri import center_crop
-    from .metrics import evaluate
-
-    if problem.reference is None:
-        return None
-    x = center_crop(np.asarray(image), problem.crop, axes=(0, 1)) if problem.crop else image
-    return evaluate(x, problem.reference)
-
-
-def reconstruct_problem(problem, method, config, seed=0, *, prior_image=None, progress=True, interrupt=None) -> Outcome:
-    """Run ``method`` on one problem and evaluate it.
-
-    The measurements are scaled by ``s = 1 / max|A^H y|`` before the run (so regularisation weights
-    of the classical methods refer to a zero-filled image of peak 1) and the images scaled back.
-    DIP methods poll ``interrupt.requested`` after every chunk and stop early when it is set.
-    """
-    import jax.numpy as jnp
-
-    from .methods import get_method, run_method
-
-    operator = problem.operator
-    y = jnp.asarray(problem.y)
-    zero_filled = np.asarray(operator.adjoint(y))
-    peak = float(np.max(np.abs(zero_filled)))
-    if not peak > 0:
-        raise ValueError("the measurements are all zero (nothing was sampled where the data is non-zero)")
-    scale = 1.0 / peak
-    kwargs: dict[str, Any] = {"progress": progress}
-    if problem.target is not None:
-        kwargs["target"] = jnp.asarray(problem.target) * scale
-    if prior_image is not None:
-        kwargs["prior_image"] = prior_image
-    fn, _ = get_method(method)
-    if interrupt is not None and "callback" in inspect.signature(fn).parameters:
-        kwargs["callback"] = lambda info: interrupt.requested
-    result = run_method(method, operator, y * scale, config, seed, **kwargs)
-    unscale = {k: None if getattr(result, k) is None else np.asarray(getattr(result, k)) / scale
-               for k in ("image", "ema_image", "stop_image")}
-    result = dataclasses.replace(result, **unscale)
-    use_stop = result.stop_image is not None and getattr(getattr(config, "early_stopping", None), "stop", False)
-    image = result.stop_image if use_stop else result.ema_image
-    return Outcome(
-        problem=problem,
-        result=result,
-        image=image,
-        zero_filled=zero_filled,
-        metrics=evaluate_problem(problem, image),
-        zero_filled_metrics=evaluate_problem(problem, zero_filled),
-        data_scale=scale,
-        interrupted=bool(interrupt is not None and interrupt.requested),
-    )
-
-
 def _device() -> dict[str, str]:
     import jax
 
@@ -562,11 +502,15 @@ def _input_options(args):
     return InputOptions(**{n: getattr(args, n) for n in names})
 
 
+RUN_LOCATION = ("out", "force", "quiet", "set", "batch", "coordinator", "num_processes", "process_id")
+"""Options that change where and how a run executes, not its result."""
+
+
 def _resolved_config(args, method, config) -> dict[str, Any]:
     """The config file that reproduces this run with ``--config`` (run-location options left out)."""
     from .config import to_dict
 
-    keys = [a for a in _config_actions(_subparser(build_parser(), "reconstruct")) if a not in ("out", "force", "quiet", "set")]
+    keys = [a for a in _config_actions(_subparser(build_parser(), "reconstruct")) if a not in RUN_LOCATION]
     options = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     options.update({"method": method, "early_stopping": bool(args.early_stopping)})
     for shortcut in ("network", "width", "iters"):
@@ -577,9 +521,10 @@ def _resolved_config(args, method, config) -> dict[str, Any]:
 def cmd_reconstruct(args) -> int:
     """``sgdip reconstruct``: see the subcommand's ``--help``."""
     from .config import save_config
-    from .inputs import detect_kind, load_problems, load_reference_image
+    from .inputs import detect_kind, load_problems, selected_slices
     from .methods import METHODS
     from .outputs import OutputDir
+    from .reconstruct import reconstruct_problem
 
     if args.method not in METHODS:
         raise ValueError(f"unknown method {args.method!r}; valid methods: {', '.join(METHODS)}")
@@ -594,20 +539,23 @@ def cmd_reconstruct(args) -> int:
         early_stopping=args.early_stopping,
         sets=args.set,
     )
+    distributed = any(v is not None for v in (args.coordinator, args.num_processes, args.process_id))
+    if distributed:
+        import jax
+
+        jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
     kind = detect_kind(args.input)
     out_path = Path(args.out or f"{Path(args.input).stem}_{args.method}")
     options = _input_options(args)
+    if kind == "fastmri":
+        indices = selected_slices(args.input, options)
+        if len(indices) > 1 or distributed:
+            return _reconstruct_volume(args, config, options, indices, out_path)
     outcomes: list[Outcome] = []
     with OutputDir(out_path, force=args.force) as out, _InterruptFlag() as interrupt:
         for problem in load_problems(args.input, options):
-            prior = None
-            if args.method == "ref-dip":
-                op = problem.operator
-                complex_image = np.issubdtype(np.dtype(op.image_dtype), np.complexfloating)
-                prior = load_reference_image(args.reference, tuple(op.image_shape), complex_image)
-            where = f" slice {problem.meta['slice']}" if "slice" in problem.meta else ""
-            log.info("%s%s: %s, image %s", Path(args.input).name, where, args.method, tuple(problem.operator.image_shape))
-            outcome = reconstruct_problem(problem, args.method, config, args.seed, prior_image=prior,
+            _log_start(args, problem)
+            outcome = reconstruct_problem(problem, args.method, config, args.seed, prior_image=_prior(args, problem),
                                           progress=not args.quiet, interrupt=interrupt)
             outcomes.append(outcome)
             _log_outcome(outcome, args.method)
@@ -620,6 +568,75 @@ def cmd_reconstruct(args) -> int:
     if interrupt.requested:
         log.warning("run was interrupted; partial results saved in %s", out_path)
         return INTERRUPTED
+    return 0
+
+
+def _prior(args, problem):
+    """``ref-dip``'s reference image for ``problem`` (``None`` for other methods)."""
+    from .inputs import load_reference_image
+
+    if args.method != "ref-dip":
+        return None
+    op = problem.operator
+    complex_image = np.issubdtype(np.dtype(op.image_dtype), np.complexfloating)
+    return load_reference_image(args.reference, tuple(op.image_shape), complex_image)
+
+
+def _log_start(args, problem) -> None:
+    where = f" slice {problem.meta['slice']}" if "slice" in problem.meta else ""
+    log.info("%s%s: %s, image %s", Path(args.input).name, where, args.method, tuple(problem.operator.image_shape))
+
+
+def _reconstruct_volume(args, config, options, indices: list[int], out_path: Path) -> int:
+    """Several fastMRI slices: ``--batch`` slices per compiled step over the local devices; with
+    several processes each takes a contiguous share of ``indices``. Finished slices go to
+    ``OUT.partial`` (one file each), which a rerun with the same settings resumes from; process 0
+    gathers every slice, writes ``OUT`` once, in slice order, and the partial store is removed."""
+    import jax
+
+    from .config import save_config
+    from .inputs import fastmri_problems
+    from .outputs import OutputDir, check_output_dir
+    from .parallel import SliceStore, allgather_bytes, process_share
+    from .reconstruct import outcome_from_bytes, outcome_to_bytes, reconstruct_batch
+
+    lead = jax.process_index() == 0
+    if lead:
+        check_output_dir(out_path, args.force)
+    store = SliceStore(out_path.with_name(out_path.name + ".partial"), _resolved_config(args, args.method, config))
+    mine = process_share(indices)
+    todo = [i for i in mine if i not in store.done()]
+    if len(todo) < len(mine):
+        log.info("resuming: %d of %d slices already done in %s", len(mine) - len(todo), len(mine), store.path)
+    devices = jax.local_devices() if jax.local_device_count() > 1 else None
+    with _InterruptFlag() as interrupt:
+        for start in range(0, len(todo), args.batch):
+            block = todo[start: start + args.batch]
+            problems = list(fastmri_problems(args.input, options, block))
+            for problem in problems:
+                _log_start(args, problem)
+            outcomes = reconstruct_batch(problems, args.method, config, args.seed,
+                                         prior_images=[_prior(args, p) for p in problems], devices=devices,
+                                         progress=not args.quiet, interrupt=interrupt)
+            if interrupt.requested:
+                log.warning("interrupted: %d of %d slices are saved in %s; rerun the same command to finish",
+                            len(store.done()), len(indices), store.path)
+                return INTERRUPTED
+            for index, outcome in zip(block, outcomes):
+                store.save(index, outcome_to_bytes(outcome))
+                _log_outcome(outcome, args.method)
+    blobs = allgather_bytes([store.load(i) for i in mine])
+    if lead:
+        with OutputDir(out_path, force=args.force) as out:
+            _write_reconstruct_outputs(out, args, "fastmri", config, [outcome_from_bytes(b) for b in blobs])
+            save_config(out.file("config.toml"), _resolved_config(args, args.method, config), overwrite=True)
+            out.commit()
+        log.info("wrote %s", out_path)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("sgdip volume written")
+    store.remove()
     return 0
 
 
@@ -677,6 +694,7 @@ def cmd_demo(args) -> int:
     from .figures import comparison_figure
     from .inputs import problem_from_case
     from .outputs import OutputDir
+    from .reconstruct import reconstruct_problem
 
     setup = dict(DEMO["full" if args.full else "cpu"])
     setup["size"] = args.size or setup["size"]

@@ -29,11 +29,18 @@ a select on ``step < T``, which keeps one compiled program without a device-side
 
 Step ``t`` (0-based) uses the key ``fold_in(key, t)``; its estimate ``x_t`` is the network output
 computed *before* the ``t``-th update; ``history[name][t]`` belongs to that step.
+
+Batches (``batched=True``): every argument but the optimisers carries a leading axis of ``B``
+independent problems (own weights, input, optimiser state, key, data); the step is ``jax.vmap``-ed,
+so one compiled program advances all of them, and history entries become ``(T, B)``. With a
+``sharding`` of that axis (e.g. ``NamedSharding(mesh, P("slices"))``) the batch is split over
+devices; the problems never communicate, so XLA partitions the step without collectives.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from typing import Any, Callable
@@ -88,6 +95,23 @@ class RunOutput:
     compile_time: float
     chunks: int
 
+    def _detected(self, batched: bool) -> "RunOutput":
+        """Fill in the ES-WMV detection of an unbatched run (batched runs: per problem in :meth:`unbatch`)."""
+        es = self.state.es
+        if batched or es is None or not bool(es.triggered):
+            return self
+        return dataclasses.replace(self, stop_iteration=int(es.best_step), stop_image=es.best_image)
+
+    def unbatch(self) -> list["RunOutput"]:
+        """One unbatched :class:`RunOutput` per problem of a batched run (same timings for all)."""
+        size = len(self.state.step)
+        return [
+            dataclasses.replace(
+                self, state=jax.tree.map(lambda a: a[i], self.state), history={k: v[:, i] for k, v in self.history.items()}
+            )._detected(False)
+            for i in range(size)
+        ]
+
 
 def adam(lr: float, clip_norm: float | None = None) -> optax.GradientTransformation:
     """Adam with learning rate ``lr``, after clipping the group's global gradient norm at ``clip_norm``."""
@@ -130,7 +154,7 @@ def _make_step(loss_fn, optimizer, z_optimizer, ema_decay, es_config, metric_ima
         if target is not None:
             from . import metrics as M
 
-            shown = metric_image(ema)
+            shown = metric_image(ema, data)
             metrics["psnr"] = M.psnr(shown, target)
             if ssim_every:
                 metrics["ssim"] = jax.lax.cond(
@@ -152,8 +176,7 @@ def _scan_driver(step, length, state, key, n_total, data, target):
 
         def body(s, _):
             new, metrics = step(s, key, data, target)
-            active = s.step < n_total
-            return jax.tree.map(lambda a, b: jnp.where(active, a, b), new, s), metrics
+            return _select(s.step < n_total, new, s), metrics
 
         return jax.lax.scan(body, state, None, length=length)
 
@@ -186,6 +209,15 @@ def _python_driver(step, length, state, key, n_total, data, target):
         return state, {k: np.stack([m[k] for m in parts]) for k in parts[0]}
 
     return advance
+
+
+def _select(active, new, old):
+    """``new`` where ``active`` else ``old``, leaf by leaf; ``active`` is ``()`` or the batch ``(B,)``."""
+
+    def pick(a, b):
+        return jnp.where(active.reshape(active.shape + (1,) * (a.ndim - active.ndim)), a, b)
+
+    return jax.tree.map(pick, new, old)
 
 
 DRIVERS = {"scan": _scan_driver, "python": _python_driver}
@@ -241,13 +273,15 @@ def run(
     callback: Callable[[ChunkInfo], bool | None] | None = None,
     desc: str = "",
     loop: str = "auto",
+    batched: bool = False,
+    sharding: jax.sharding.Sharding | None = None,
 ) -> RunOutput:
     """Optimise ``loss_fn`` for ``iterations`` steps from ``(params, net_state, z)``.
 
     ``optimizer`` updates ``params``; ``z`` is optimised by ``z_optimizer`` when given and is fixed
-    otherwise (it receives no gradient computation at all). ``target`` (with ``metric_image``, the map
-    from a channels image to what is compared with it, e.g. the magnitude image) turns on per-step
-    PSNR of the EMA image (and SSIM every ``ssim_every`` steps when > 0). ``callback(info)`` runs after
+    otherwise (it receives no gradient computation at all). ``target`` (with ``metric_image(x, data)``,
+    the map from a channels image to what is compared with it, e.g. the magnitude image) turns on
+    per-step PSNR of the EMA image (and SSIM every ``ssim_every`` steps when > 0). ``callback(info)`` runs after
     each chunk; returning ``True`` ends the run (``info.state`` is donated to the next chunk: copy
     what you keep, e.g. ``jax.device_get(info.state.ema)``). With ``early_stopping.stop`` the run ends after the
     chunk in which ES-WMV detection triggers.
@@ -258,6 +292,10 @@ def run(
     a non-canonical layout that runs about 4x slower than the same step outside a loop (jax issue
     #12868), and ``"scan"`` on accelerators. Both trace the step once per run and give the same
     iterates.
+
+    ``batched``: ``params``, ``net_state``, ``z``, ``key``, ``data`` and ``target`` have a leading batch
+    axis (module docstring); ``sharding`` places them (and the state) on devices along that axis.
+    :meth:`RunOutput.unbatch` splits the output per problem.
     """
     if not 0.0 <= ema < 1.0:
         raise ValueError(f"ema must be in [0, 1), got {ema}")
@@ -265,11 +303,18 @@ def run(
         raise ValueError(f"ssim_every must be >= 0, got {ssim_every}")
     if target is not None:
         target = jnp.asarray(target, jnp.float32)
-        metric_image = metric_image or (lambda x: x)
+        metric_image = metric_image or (lambda x, data: x)
     _, length = chunk_plan(iterations, chunk)
     t0 = time.perf_counter()
-    state = init_state(loss_fn, params, net_state, z, key, data, optimizer, z_optimizer, early_stopping)
+    if sharding is not None:
+        params, net_state, z, key, data, target = jax.device_put((params, net_state, z, key, data, target), sharding)
+    init = functools.partial(init_state, loss_fn, optimizer=optimizer, z_optimizer=z_optimizer, early_stopping=early_stopping)
+    state = (jax.jit(jax.vmap(init)) if batched else init)(params, net_state, z, key, data)
+    if sharding is not None:
+        state = jax.device_put(state, sharding)
     step = _make_step(loss_fn, optimizer, z_optimizer, ema, early_stopping, metric_image, ssim_every)
+    if batched:
+        step = jax.vmap(step, in_axes=(0, 0, 0, None if target is None else 0))
     n_total = jnp.asarray(iterations, jnp.int32)
     advance = DRIVERS[resolve_loop(loop)](step, length, state, key, n_total, data, target)
     compile_time = time.perf_counter() - t0
@@ -286,26 +331,24 @@ def run(
                 history.setdefault(k, []).append(v)
             if bar is not None:
                 bar.update(len(metrics["loss"]))
-                bar.set_postfix({k: f"{v[-1]:.4g}" for k, v in metrics.items()}, refresh=False)
+                bar.set_postfix({k: f"{np.mean(v[-1]):.4g}" for k, v in metrics.items()}, refresh=False)
             stop = callback(ChunkInfo(done, state, metrics)) if callback is not None else False
-            es_stop = early_stopping is not None and early_stopping.stop and state.es is not None and bool(state.es.triggered)
+            es_stop = early_stopping is not None and early_stopping.stop and state.es is not None and bool(jnp.all(state.es.triggered))
             if stop or es_stop:
                 break
     finally:
         if bar is not None:
             bar.close()
-    history = {k: np.concatenate(v) for k, v in history.items()}
-    triggered = state.es is not None and bool(state.es.triggered)
     return RunOutput(
         state=state,
-        history=history,
+        history={k: np.concatenate(v) for k, v in history.items()},
         iterations=done,
-        stop_iteration=int(state.es.best_step) if triggered else None,
-        stop_image=state.es.best_image if triggered else None,
+        stop_iteration=None,
+        stop_image=None,
         wall_time=time.perf_counter() - t0,
         compile_time=compile_time,
         chunks=calls,
-    )
+    )._detected(batched)
 
 
 def _progress(total, desc, enabled):

@@ -286,14 +286,20 @@ def crop_readout(kspace: np.ndarray, rows: int) -> np.ndarray:
     return np.asarray(fft2c(fastmri.center_crop(img, (rows, img.shape[-1]))), np.complex64)
 
 
-def fastmri_problems(path: str | Path, options: InputOptions) -> Iterator[Problem]:
-    """One problem per selected slice of a fastMRI file (see the module docstring)."""
-    path = Path(path)
+def selected_slices(path: str | Path, options: InputOptions) -> list[int]:
+    """Indices of the fastMRI slices that ``options`` select (``slices``, else ``slice``, else the middle)."""
     n = slice_count(path)
     if options.slices is not None and options.slice is not None:
         raise ValueError("give either --slice or --slices, not both")
-    picked = parse_slices(options.slices, n) if options.slices is not None else [n // 2 if options.slice is None else options.slice]
-    for index in picked:
+    if options.slices is not None:
+        return parse_slices(options.slices, n)
+    return [n // 2 if options.slice is None else options.slice]
+
+
+def fastmri_problems(path: str | Path, options: InputOptions, indices: list[int] | None = None) -> Iterator[Problem]:
+    """One problem per slice of a fastMRI file: ``indices``, or those ``options`` select (see the
+    module docstring)."""
+    for index in selected_slices(path, options) if indices is None else indices:
         data = fastmri.read_fastmri(path, slice=index)
         yield fastmri_slice_problem(data, options)
 

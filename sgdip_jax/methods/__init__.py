@@ -1,8 +1,9 @@
 """Reconstruction methods, each ``method(operator, y, config, key, *, target=None, ...) -> Result``.
 
 ``METHODS`` maps a name to ``(function, config class)``; :func:`run_method` runs one by name.
-The DIP methods (``sgdip``, ``dip``, ``ref-dip``) share :mod:`sgdip_jax.engine`; the classical
-baselines live in :mod:`.classical`.
+The DIP methods (``sgdip``, ``dip``, ``ref-dip``) share :mod:`sgdip_jax.engine`; ``DIP_TASKS`` maps
+their names to ``task(config, **kwargs) -> DIPTask`` (what :mod:`sgdip_jax.parallel` batches). The
+classical baselines live in :mod:`.classical`.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from .classical import (
     tv,
     zero_filled,
 )
-from .dip import DIPConfig, dip
-from .ref_dip import RefDIPConfig, ref_dip
+from .common import DIPTask
+from .dip import DIPConfig, dip, dip_task
+from .ref_dip import RefDIPConfig, ref_dip, ref_dip_task
 from .result import Result
-from .sgdip import SGDIPConfig, sgdip
+from .sgdip import SGDIPConfig, sgdip, sgdip_task
 
 METHODS = {
     "sgdip": (sgdip, SGDIPConfig),
@@ -31,6 +33,7 @@ METHODS = {
     "tv": (tv, TVConfig),
     "l1-wavelet": (l1_wavelet, L1WaveletConfig),
 }
+DIP_TASKS = {"sgdip": sgdip_task, "dip": dip_task, "ref-dip": ref_dip_task}
 
 
 def get_method(name: str):
@@ -55,7 +58,9 @@ def run_method(name: str, operator, y, config=None, key=None, **kwargs) -> Resul
 
 
 __all__ = [
+    "DIP_TASKS",
     "METHODS",
+    "DIPTask",
     "CGSenseConfig",
     "DIPConfig",
     "L1WaveletConfig",
@@ -66,11 +71,14 @@ __all__ = [
     "ZeroFilledConfig",
     "cg_sense",
     "dip",
+    "dip_task",
     "get_method",
     "l1_wavelet",
     "ref_dip",
+    "ref_dip_task",
     "run_method",
     "sgdip",
+    "sgdip_task",
     "tv",
     "zero_filled",
 ]

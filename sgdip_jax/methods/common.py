@@ -1,9 +1,10 @@
 """What every network-based (DIP) method shares: the common config fields, the discrepancy
 measures, the network forward pass, measurement rescaling, and the run -> :class:`Result` pipeline.
 
-A DIP method is a loss function plus a config: it chooses the network input ``z`` and writes
+A DIP method is a :class:`DIPTask`: a config, how it chooses the network input ``z``, and a
 ``loss_fn(params, net_state, z, key, data) -> (loss, aux)`` for :func:`sgdip_jax.engine.run`;
-:func:`run_dip` does the rest (network, rescaling, optimisers, metrics, outputs).
+:func:`run_dip` does the rest (network, rescaling, optimisers, metrics, outputs) for one problem,
+:func:`sgdip_jax.parallel.run_dip_batch` for a batch.
 
 Measurement rescaling (``rescale=True``, the reference code's rule): ``y_s = s y`` with
 ``s = ||f(z_0)|| / ||A^H y||`` so that the zero-filled image of the scaled data has the norm of the
@@ -13,7 +14,7 @@ initial network output; every reported image is divided by ``s`` again.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -173,89 +174,136 @@ def display(x):
     return jnp.abs(x) if jnp.iscomplexobj(x) else x
 
 
-def run_dip(
-    method: str,
-    operator,
-    y,
-    config: DIPBaseConfig,
-    key,
-    *,
-    make_input: Callable,
-    make_loss: Callable,
-    z_optimizer=None,
-    target=None,
-    progress: bool = True,
-    callback=None,
-) -> Result:
-    """Build the network, the input and the rescaling, run the engine, and package a :class:`Result`.
+@dataclasses.dataclass(frozen=True)
+class DIPTask:
+    """What makes a DIP method: its name and config, how it builds the network input, its loss, and
+    (when the input is optimised) the input's optimiser.
 
     ``make_input(key, operator, y, input_shape) -> (z0 (1, h, w, c), in_image_units)`` where
     ``input_shape(channels)`` is the network's per-sample input shape. When ``in_image_units`` is
     true, ``z0`` is an image in the units of ``y`` (e.g. ``A^H y``): the scale ``s`` is computed with
-    ``z0 / max|z0|`` as network input and the input becomes ``s z0``, in the units of ``y_s``. ``make_loss(forward) -> loss_fn`` receives the network
-    forward of :func:`network_forward`; ``data = {"operator", "y"}`` carries the scaled problem.
+    ``z0 / max|z0|`` as network input and the input becomes ``s z0``, in the units of ``y_s``.
+    ``make_loss(forward) -> loss_fn`` receives the network forward of :func:`network_forward`; the
+    engine's ``data = {"operator", "y", "scale"}`` carries the scaled problem.
+    """
+
+    method: str
+    config: DIPBaseConfig
+    make_input: Callable
+    make_loss: Callable
+    z_optimizer: Any = None
+
+
+@dataclasses.dataclass
+class Setup:
+    """One problem ready for the engine: the initial ``params``, ``net_state`` and input ``z``, the
+    run's ``key``, ``data = {"operator", "y" (scaled), "scale"}``, the metric ``target`` (or ``None``),
+    and the problem's unscaled ``y`` and integer ``seed`` (for the :class:`Result`)."""
+
+    params: Any
+    net_state: Any
+    z: jnp.ndarray
+    key: jax.Array
+    data: dict
+    target: Any
+    y: jnp.ndarray
+    seed: int
+
+    def engine_args(self):
+        """``(params, net_state, z, key, data, target)``: what differs between problems of one task."""
+        return self.params, self.net_state, self.z, self.key, self.data, self.target
+
+
+def setup(task: DIPTask, operator, y, key, target=None) -> Setup:
+    """Build the network, the input and the rescaling of one problem.
+
+    Weights and input are drawn with a fast ``"rbg"`` key; the per-step key stays threefry, whose
+    draws do not change under ``jax.vmap``, so a problem gives the same iterates alone or in a batch.
     """
     from ..networks import init_network, network_input_shape
 
+    config = task.config
     y = check_measurements(operator, y)
     target = check_image(operator, target, "target")
     key, seed = as_key(key)
-    k_net, k_z, k_run = jax.random.split(fast_key(key), 3)
-
+    k_net, k_z, _ = jax.random.split(fast_key(key), 3)
     module = build_network(config.network, operator.n_channels)
     hw = tuple(operator.image_shape[:2])
-    z0, in_image_units = make_input(k_z, operator, y, lambda c: network_input_shape(module, hw, c))
+    z0, in_image_units = task.make_input(k_z, operator, y, lambda c: network_input_shape(module, hw, c))
     z_unit = z0 / jnp.max(jnp.abs(z0)) if in_image_units else z0
     variables = jax.jit(lambda k, z: init_network(module, k, z))(k_net, z_unit)
     params = variables["params"]
     net_state = {k: v for k, v in variables.items() if k != "params"}
-    forward = network_forward(module, config.compute_dtype)
 
     scale = jnp.float32(1.0)
     if config.rescale:
-        out0, _ = jax.jit(forward)(params, net_state, z_unit)
+        out0, _ = jax.jit(network_forward(module, config.compute_dtype))(params, net_state, z_unit)
         scale = jnp.linalg.norm(out0) / jnp.linalg.norm(operator.adjoint(y))
     if in_image_units:
         z0 = z0 * scale
-    data = {"operator": operator, "y": y * scale}
+    return Setup(
+        params=params,
+        net_state=net_state,
+        z=z0,
+        key=jax.random.fold_in(key, 1),
+        data={"operator": operator, "y": y * scale, "scale": scale},
+        target=None if target is None else display(target),
+        y=y,
+        seed=seed,
+    )
 
-    out = engine.run(
-        make_loss(forward),
-        params,
-        net_state,
-        z0,
-        k_run,
-        data,
+
+def engine_options(task: DIPTask, operator) -> dict:
+    """The engine's keyword arguments shared by every problem of ``task`` (``operator``: any of them)."""
+    config = task.config
+    module = build_network(config.network, operator.n_channels)
+    return dict(
+        loss_fn=task.make_loss(network_forward(module, config.compute_dtype)),
         iterations=config.iterations,
         optimizer=engine.adam(config.lr, config.clip_norm),
-        z_optimizer=z_optimizer,
+        z_optimizer=task.z_optimizer,
         chunk=config.chunk,
         ema=config.ema,
         early_stopping=config.early_stopping,
-        metric_image=lambda t: display(to_image(operator, t, scale)),
-        target=None if target is None else display(target),
+        metric_image=lambda t, data: display(to_image(data["operator"], t, data["scale"])),
         ssim_every=config.ssim_every,
-        progress=progress,
-        callback=callback,
-        desc=method,
+        desc=task.method,
         loop=config.loop,
     )
+
+
+def make_result(task: DIPTask, problem: Setup, out: engine.RunOutput) -> Result:
+    """Package an (unbatched) engine output of ``problem`` as a :class:`Result` in the units of ``y``."""
+    config = task.config
+    operator, scale = problem.data["operator"], problem.data["scale"]
 
     def finish(t):
         x = to_image(operator, t, scale)
         if config.data_consistency:
-            x = data_consistency(operator, x, y)
+            x = data_consistency(operator, x, problem.y)
         return np.asarray(jax.device_get(x))
 
     return Result(
-        method=method,
+        method=task.method,
         image=finish(out.state.image),
         ema_image=finish(out.state.ema),
         history=out.history,
         iterations=out.iterations,
         config=to_dict(config),
-        seed=seed,
+        seed=problem.seed,
         wall_time=out.wall_time,
         stop_iteration=out.stop_iteration,
         stop_image=None if out.stop_image is None else finish(out.stop_image),
     )
+
+
+def run_dip(task: DIPTask, operator, y, key, *, target=None, progress: bool = True, callback=None) -> Result:
+    """Run ``task`` on one problem: :func:`setup`, :func:`sgdip_jax.engine.run`, :func:`make_result`.
+    (Many problems at once: :func:`sgdip_jax.parallel.run_dip_batch`.)"""
+    problem = setup(task, operator, y, key, target)
+    params, net_state, z, key, data, target = problem.engine_args()
+    out = engine.run(
+        params=params, net_state=net_state, z=z, key=key, data=data, target=target,
+        progress=progress, callback=callback, **engine_options(task, operator),
+    )
+    return make_result(task, problem, out)

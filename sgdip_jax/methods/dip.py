@@ -17,7 +17,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from .common import DIPBaseConfig, check_choice, discrepancy, run_dip
+from .common import DIPBaseConfig, DIPTask, check_choice, discrepancy, run_dip
 from .result import Result
 
 INPUTS = ("uniform", "gaussian")
@@ -64,10 +64,8 @@ def random_input(key, shape, kind: str, scale: float):
     return scale * jax.random.normal(key, (1, *shape), jnp.float32)
 
 
-def dip(
-    operator, y, config: DIPConfig = DIPConfig(), key=None, *, target=None, progress=True, callback=None
-) -> Result:
-    """Vanilla DIP reconstruction of ``y = A x + e`` (``key``: PRNG key or int seed)."""
+def dip_task(config: DIPConfig = DIPConfig()) -> DIPTask:
+    """Vanilla DIP as an engine task (:class:`~.common.DIPTask`)."""
     if not isinstance(config, DIPConfig):
         raise ValueError(f"config: expected DIPConfig, got {type(config).__name__}")
 
@@ -75,15 +73,11 @@ def dip(
         channels = config.input_channels or op.n_channels
         return random_input(k, input_shape(channels), config.input, config.input_scale), False
 
-    return run_dip(
-        "dip",
-        operator,
-        y,
-        config,
-        key,
-        make_input=make_input,
-        make_loss=lambda forward: fixed_input_loss(forward, config.input_noise),
-        target=target,
-        progress=progress,
-        callback=callback,
-    )
+    return DIPTask("dip", config, make_input, lambda forward: fixed_input_loss(forward, config.input_noise))
+
+
+def dip(
+    operator, y, config: DIPConfig = DIPConfig(), key=None, *, target=None, progress=True, callback=None
+) -> Result:
+    """Vanilla DIP reconstruction of ``y = A x + e`` (``key``: PRNG key or int seed)."""
+    return run_dip(dip_task(config), operator, y, key, target=target, progress=progress, callback=callback)

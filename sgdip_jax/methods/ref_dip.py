@@ -12,7 +12,7 @@ import dataclasses
 
 import jax.numpy as jnp
 
-from .common import DIPBaseConfig, check_image, run_dip
+from .common import DIPBaseConfig, DIPTask, check_image, run_dip
 from .dip import fixed_input_loss
 from .result import Result
 
@@ -27,6 +27,28 @@ class RefDIPConfig(DIPBaseConfig):
     input_noise: float = 0.0
 
 
+def ref_dip_task(config: RefDIPConfig = RefDIPConfig(), prior_image=None) -> DIPTask:
+    """Reference-guided DIP as an engine task, with ``prior_image`` (the operator's image shape) as input."""
+    if not isinstance(config, RefDIPConfig):
+        raise ValueError(f"config: expected RefDIPConfig, got {type(config).__name__}")
+    if prior_image is None:
+        raise ValueError("ref-dip needs prior_image: a reference image of the operator's image shape")
+
+    def make_input(_, op, y, input_shape):
+        prior = check_image(op, prior_image, "prior_image")
+        if not bool(jnp.all(jnp.isfinite(prior))) or not bool(jnp.any(prior != 0)):
+            raise ValueError("prior_image: must be finite and not all zero")
+        z = op.to_channels(prior / jnp.max(jnp.abs(prior))).astype(jnp.float32)[None]
+        if z.shape[1:] != tuple(input_shape(op.n_channels)):
+            raise ValueError(
+                f"ref-dip: network {config.network.name!r} expects inputs {input_shape(op.n_channels)}, "
+                f"but the reference image gives {z.shape[1:]}"
+            )
+        return z, False
+
+    return DIPTask("ref-dip", config, make_input, lambda forward: fixed_input_loss(forward, config.input_noise))
+
+
 def ref_dip(
     operator,
     y,
@@ -39,32 +61,5 @@ def ref_dip(
     callback=None,
 ) -> Result:
     """Reference-guided DIP with ``prior_image`` (the operator's image shape) as network input."""
-    if not isinstance(config, RefDIPConfig):
-        raise ValueError(f"config: expected RefDIPConfig, got {type(config).__name__}")
-    if prior_image is None:
-        raise ValueError("ref-dip needs prior_image: a reference image of the operator's image shape")
-    prior = check_image(operator, prior_image, "prior_image")
-    if not bool(jnp.all(jnp.isfinite(prior))) or not bool(jnp.any(prior != 0)):
-        raise ValueError("prior_image: must be finite and not all zero")
-
-    def make_input(_, op, y, input_shape):
-        z = op.to_channels(prior / jnp.max(jnp.abs(prior))).astype(jnp.float32)[None]
-        if z.shape[1:] != tuple(input_shape(op.n_channels)):
-            raise ValueError(
-                f"ref-dip: network {config.network.name!r} expects inputs {input_shape(op.n_channels)}, "
-                f"but the reference image gives {z.shape[1:]}"
-            )
-        return z, False
-
-    return run_dip(
-        "ref-dip",
-        operator,
-        y,
-        config,
-        key,
-        make_input=make_input,
-        make_loss=lambda forward: fixed_input_loss(forward, config.input_noise),
-        target=target,
-        progress=progress,
-        callback=callback,
-    )
+    task = ref_dip_task(config, prior_image)
+    return run_dip(task, operator, y, key, target=target, progress=progress, callback=callback)

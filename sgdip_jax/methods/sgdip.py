@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from .. import engine
-from .common import DISCREPANCIES, DIPBaseConfig, check_choice, discrepancy, run_dip
+from .common import DISCREPANCIES, DIPBaseConfig, DIPTask, check_choice, discrepancy, run_dip
 from .result import Result
 
 NOISES = ("uniform", "gaussian")
@@ -115,10 +115,8 @@ def sgdip_loss(forward, config: SGDIPConfig):
     return loss_fn
 
 
-def sgdip(
-    operator, y, config: SGDIPConfig = SGDIPConfig(), key=None, *, target=None, progress=True, callback=None
-) -> Result:
-    """Self-guided DIP reconstruction of ``y = A x + e`` (``key``: PRNG key or int seed)."""
+def sgdip_task(config: SGDIPConfig = SGDIPConfig()) -> DIPTask:
+    """Self-guided DIP as an engine task (:class:`~.common.DIPTask`)."""
     if not isinstance(config, SGDIPConfig):
         raise ValueError(f"config: expected SGDIPConfig, got {type(config).__name__}")
 
@@ -133,16 +131,14 @@ def sgdip(
             return jax.random.uniform(k, (1, *shape), jnp.float32), False
         return op.to_channels(op.adjoint(y)).astype(jnp.float32)[None], True
 
-    return run_dip(
-        "sgdip",
-        operator,
-        y,
-        config,
-        key,
-        make_input=make_input,
-        make_loss=lambda forward: sgdip_loss(forward, config),
+    return DIPTask(
+        "sgdip", config, make_input, lambda forward: sgdip_loss(forward, config),
         z_optimizer=engine.adam(config.lr_z, config.clip_norm_z),
-        target=target,
-        progress=progress,
-        callback=callback,
     )
+
+
+def sgdip(
+    operator, y, config: SGDIPConfig = SGDIPConfig(), key=None, *, target=None, progress=True, callback=None
+) -> Result:
+    """Self-guided DIP reconstruction of ``y = A x + e`` (``key``: PRNG key or int seed)."""
+    return run_dip(sgdip_task(config), operator, y, key, target=target, progress=progress, callback=callback)
