@@ -33,8 +33,10 @@ computed *before* the ``t``-th update; ``history[name][t]`` belongs to that step
 Batches (``batched=True``): every argument but the optimisers carries a leading axis of ``B``
 independent problems (own weights, input, optimiser state, key, data); the step is ``jax.vmap``-ed,
 so one compiled program advances all of them, and history entries become ``(T, B)``. With a
-``sharding`` of that axis (e.g. ``NamedSharding(mesh, P("slices"))``) the batch is split over
-devices; the problems never communicate, so XLA partitions the step without collectives.
+``sharding`` of that axis (``NamedSharding(mesh, P("slices"))``) the batch is split over devices
+and the step runs under ``jax.shard_map``: each device advances its own problems, with no
+collectives (explicit per-device programs; the automatic SPMD partitioner mishandles the grouped
+convolutions that ``vmap`` makes of per-problem weights).
 """
 
 from __future__ import annotations
@@ -315,6 +317,8 @@ def run(
     step = _make_step(loss_fn, optimizer, z_optimizer, ema, early_stopping, metric_image, ssim_every)
     if batched:
         step = jax.vmap(step, in_axes=(0, 0, 0, None if target is None else 0))
+    if sharding is not None:
+        step = jax.shard_map(step, mesh=sharding.mesh, in_specs=sharding.spec, out_specs=sharding.spec)
     n_total = jnp.asarray(iterations, jnp.int32)
     advance = DRIVERS[resolve_loop(loop)](step, length, state, key, n_total, data, target)
     compile_time = time.perf_counter() - t0

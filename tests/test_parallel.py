@@ -1,0 +1,175 @@
+"""Scale-out: batched and sharded slices give each slice's own result; two processes with
+jax.distributed give the single-process volume; an interrupted volume run resumes."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import h5py
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sgdip_jax import cli, reconstruct
+from sgdip_jax.data import sample_mri, write_fastmri
+from sgdip_jax.operators.coils import birdcage_maps
+from sgdip_jax.operators.fft import fft2c
+from sgdip_jax.parallel import SliceStore, process_share
+
+TINY = ["--network", "unet1", "--width", "4", "--iters", "12", "--set", "chunk=4", "--quiet"]
+
+
+def _run_script(code: str, env_extra: dict, timeout: int = 600) -> str:
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", **env_extra}
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          env=env, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc.stdout
+
+
+def test_batch_of_8_sharded_over_4_devices_equals_each_slice_alone():
+    """8 tiny slices (own masks, noise and phase) with self-guided DIP: alone, batched on one device
+    and batched over 4 forced host devices give the same images; the batched state is on 4 devices."""
+    out = _run_script(
+        """
+        import jax, numpy as np
+        from sgdip_jax.data import sample_mri
+        from sgdip_jax.inputs import problem_from_case
+        from sgdip_jax.methods import SGDIPConfig
+        from sgdip_jax.config import NetworkConfig
+        from sgdip_jax.reconstruct import reconstruct_batch, reconstruct_problem
+        assert jax.device_count() == 4
+        problems = [problem_from_case(sample_mri("shoulder", size=16, coils=2, acceleration=4.0, seed=s))
+                    for s in range(8)]
+        config = SGDIPConfig(network=NetworkConfig(name="unet1", base=4), iterations=12, chunk=4)
+        alone = [reconstruct_problem(p, "sgdip", config, 3, progress=False).image for p in problems]
+        one = reconstruct_batch(problems, "sgdip", config, 3, devices=jax.devices()[:1], progress=False)
+        seen = []
+        import sgdip_jax.parallel as par
+        run = par.engine.run
+        def spy(*a, **k):
+            k["callback"] = lambda info: seen.append(len(info.state.z.sharding.device_set))
+            return run(*a, **k)
+        par.engine.run = spy
+        four = reconstruct_batch(problems, "sgdip", config, 3, devices=jax.devices(), progress=False)
+        a, b, c = np.stack(alone), np.stack([o.image for o in one]), np.stack([o.image for o in four])
+        print(seen[0], np.abs(a - b).max() / np.abs(a).max(), np.abs(a - c).max() / np.abs(a).max(),
+              np.abs(a[0] - a[1]).max() / np.abs(a).max())
+        """,
+        {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"},
+    )
+    devices, one_device, sharded, between = map(float, out.split())
+    assert devices == 4
+    assert one_device < 1e-4 and sharded < 1e-4
+    assert between > 1e-2  # the slices really differ
+
+
+@pytest.fixture(scope="module")
+def volume(tmp_path_factory):
+    """A fully sampled 4-slice, 4-coil fastMRI-layout volume, 64 readout rows (2x oversampling) x 32."""
+    d = tmp_path_factory.mktemp("vol")
+    smaps = birdcage_maps(4, (64, 32))
+    kspace = []
+    for seed in range(4):
+        x = sample_mri("shoulder", size=32, coils=1, acceleration=1.0, center_fraction=0.0, seed=seed).x
+        kspace.append(np.asarray(fft2c(jnp.asarray(smaps) * np.pad(x, ((16, 16), (0, 0))))))
+    write_fastmri(d / "vol.h5", np.stack(kspace), recon_size=(24, 24))
+    return d / "vol.h5"
+
+
+def _volume_args(path, out, *extra):
+    return ["reconstruct", str(path), "--slices", "all", "--crop", "32", "--acceleration", "2",
+            "--center-fraction", "0.375", "--method", "dip", *TINY, *extra, "--out", str(out)]
+
+
+def _read(out):
+    with h5py.File(out / "recon.h5", "r") as f:
+        return f["image"][()], json.loads(f.attrs["slices"])
+
+
+@pytest.fixture(scope="module")
+def single_process(volume, tmp_path_factory):
+    """The volume reconstructed slice by slice (batch 1) in this process: the reference output."""
+    out = tmp_path_factory.mktemp("single") / "out"
+    assert cli.main(_volume_args(volume, out)) == 0
+    return out
+
+
+def test_two_processes_with_jax_distributed_equal_single_process(volume, single_process, tmp_path):
+    """Two processes on 127.0.0.1 split the 4 slices (2 each, batch 2), gather them, and process 0
+    writes the same volume as one process; the partial store is gone afterwards."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "two"
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "sgdip_jax.cli", *_volume_args(volume, out, "--batch", "2"),
+             "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        )
+        for i in range(2)
+    ]
+    try:
+        results = [p.communicate(timeout=600) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, (_, err) in zip(procs, results):
+        assert p.returncode == 0, err[-4000:]
+    images, slices = _read(out)
+    expected, expected_slices = _read(single_process)
+    assert slices == expected_slices == [0, 1, 2, 3]
+    np.testing.assert_allclose(images, expected, rtol=0, atol=1e-4 * np.abs(expected).max())
+    assert not (tmp_path / "two.partial").exists()
+
+
+def test_interrupted_volume_resumes_with_the_missing_slices_only(volume, single_process, tmp_path, monkeypatch):
+    """A crash after the first batch of 2 slices leaves them in OUT.partial and no OUT; rerunning the
+    same command computes slices 2 and 3 only and writes the volume of an uninterrupted run."""
+    computed = []
+    real = reconstruct.reconstruct_batch
+
+    def crash_on_second_batch(problems, *args, **kwargs):
+        if computed:
+            raise KeyboardInterrupt
+        computed.append([p.meta["slice"] for p in problems])
+        return real(problems, *args, **kwargs)
+
+    out = tmp_path / "resumed"
+    monkeypatch.setattr(reconstruct, "reconstruct_batch", crash_on_second_batch)
+    assert cli.main(_volume_args(volume, out, "--batch", "2")) == cli.INTERRUPTED
+    assert not out.exists() and sorted(os.listdir(tmp_path / "resumed.partial")) == [
+        "run.json", "slice_0000.bin", "slice_0001.bin"]
+
+    computed.clear()
+    monkeypatch.setattr(reconstruct, "reconstruct_batch", lambda problems, *a, **k: (
+        computed.append([p.meta["slice"] for p in problems]), real(problems, *a, **k))[1])
+    assert cli.main(_volume_args(volume, out, "--batch", "2")) == 0
+    assert computed == [[2, 3]]
+    images, slices = _read(out)
+    expected, _ = _read(single_process)
+    assert slices == [0, 1, 2, 3]
+    np.testing.assert_allclose(images, expected, rtol=0, atol=1e-4 * np.abs(expected).max())
+    assert not (tmp_path / "resumed.partial").exists()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [s["problem"]["slice"] for s in metrics["slices"]] == [0, 1, 2, 3]
+
+
+def test_resume_with_other_settings_is_refused(tmp_path):
+    SliceStore(tmp_path / "p", {"acceleration": 4})
+    SliceStore(tmp_path / "p", {"acceleration": 4})  # same settings: reopened
+    with pytest.raises(ValueError, match="other settings"):
+        SliceStore(tmp_path / "p", {"acceleration": 8})
+
+
+@pytest.mark.parametrize("n, count", [(4, 2), (5, 2), (3, 4), (40, 3)])
+def test_process_shares_are_contiguous_disjoint_and_complete(n, count):
+    items = list(range(n))
+    shares = [process_share(items, i, count) for i in range(count)]
+    assert sum(shares, []) == items
+    assert max(map(len, shares)) - min(map(len, shares)) <= 1
