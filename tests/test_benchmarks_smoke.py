@@ -193,3 +193,18 @@ def test_speed_quick(tmp_path):
     assert len(rows) == 1 and rows[0]["setting"].startswith("32x32")
     assert rows[0]["jax_s_per_it"] > 0 and rows[0]["params"] > 0
     assert rows[0]["setting"] in stdout and "it/s" in stdout
+
+
+@pytest.mark.slow
+def test_throughput_quick(tmp_path):
+    """Batch sizes 1 and 2 in this process and batch 2 over 2 forced host devices: positive times,
+    slices/hour consistent with them, and the printed tables."""
+    stdout = run_script(ROOT / "benchmarks" / "throughput.py", "--quick", "--out", tmp_path / "t.json")
+    rows = json.loads((tmp_path / "t.json").read_text())
+    assert [r["batch"] for r in rows["batch_sizes"]] == [1, 2]
+    assert [(r["batch"], r["devices"]) for r in rows["device_counts"]] == [(2, 2)]
+    for r in rows["batch_sizes"] + rows["device_counts"]:
+        assert r["per_iteration_s"] > 0 and r["fixed_s"] >= 0
+        expected = 3600 * r["batch"] / (r["fixed_s"] + 500 * r["per_iteration_s"])
+        assert r["slices_per_hour"] == pytest.approx(expected, rel=1e-9)
+    assert "slices/hour" in stdout and "over forced devices" in stdout
