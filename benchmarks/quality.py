@@ -12,7 +12,9 @@ Sections (each prints a markdown table; all rows go to ``OUT/quality.json``, fig
   input, biharmonic (``skimage.restoration.inpaint_biharmonic``), isotropic TV (``lam`` swept,
   oracle), vanilla DIP on the DIP skip network (the DIP paper's inpainting settings: 32 uniform
   input channels, Adam 0.01, input noise 0.03, widths from ``--skip-width``/``--skip-scales``) and
-  self-guided DIP. Inpainting is noiseless.
+  self-guided DIP with its inpainting preset (``SGDIPConfig.inpainting()``: ``z ~ U[0, 1)``; the
+  MRI default ``z`` = zero-filled image is the masked image, a fixed point for inpainting).
+  Inpainting is noiseless.
 * ``--overfit``: PSNR of the EMA image against iteration to 3x the iteration count for vanilla and
   self-guided DIP on the MRI cases: peak (an oracle), its iteration, the value at 1x and at 3x.
 * ``--sweep``: self-guided DIP variants (:data:`SWEEP`, one factor at a time around the current
@@ -98,21 +100,21 @@ REF_SHIFT = (0.02, -0.015)  # fraction of the field of view (rows, columns)
 # Self-guided DIP variants of the sweep: overrides of the SGDIPConfig defaults.
 SWEEP = {
     "default": {},
-    "l1-losses": {"data_loss": "l1", "reg_loss": "l1"},
+    "l2-losses": {"data_loss": "l2", "reg_loss": "l2"},
     "reg-on-mean": {"reg_on": "mean"},
     "K1": {"draws": 1},
     "K8": {"draws": 8},
-    "noise-0.001": {"noise_scale": 0.001},
-    "noise-0.05": {"noise_scale": 0.05},
+    "noise-0.01": {"noise_scale": 0.01},
+    "noise-0.3": {"noise_scale": 0.3},
     "gaussian-noise": {"noise": "gaussian"},
     "z-uniform": {"z_init": "uniform"},
-    "lr-3e-4": {"lr": 3e-4},
-    "lr-3e-3": {"lr": 3e-3},
-    "lr_z-1e-2": {"lr_z": 1e-2},
-    "lr_z-1e-4": {"lr_z": 1e-4},
-    "alpha-0.001": {"alpha": 0.001},
+    "lr-1e-3": {"lr": 1e-3},
+    "lr-1e-2": {"lr": 1e-2},
+    "lr_z-1e-3": {"lr_z": 1e-3},
+    "lr_z-1e-1": {"lr_z": 1e-1},
+    "alpha-0": {"alpha": 0.0},
+    "alpha-0.01": {"alpha": 0.01},
     "alpha-0.1": {"alpha": 0.1},
-    "alpha-1": {"alpha": 1.0},
     "notebook": {"data_loss": "l1", "reg_loss": "l1", "alpha": 2.0, "noise_scale": 0.5, "z_init": "uniform",
                  "lr": 3e-4, "lr_z": 0.1},
 }
@@ -203,9 +205,10 @@ def network_config(args, default: NetworkConfig) -> NetworkConfig:
 
 def dip_config(method, section, args, overrides=None):
     """Config of DIP ``method`` for ``section``: the method's defaults with ``--network``, ``--base``,
-    ``--iters`` (and for inpainting DIP the skip network of the DIP paper), then ``overrides``."""
+    ``--iters`` (for inpainting: DIP on the skip network of the DIP paper, self-guided DIP from
+    ``SGDIPConfig.inpainting()``), then ``overrides``."""
     cls = {"dip": DIPConfig, "ref-dip": RefDIPConfig, "sgdip": SGDIPConfig}[method]
-    base = cls()
+    base = SGDIPConfig.inpainting() if (section, method) == ("inpainting", "sgdip") else cls()
     changes = {"network": network_config(args, base.network)}
     if section == "inpainting" and method == "dip":
         width, scales = args.skip_width, args.skip_scales

@@ -8,7 +8,7 @@ of the compiled loss-and-gradient: forward + backward of the network over the K 
 operator) and the achieved TFLOP/s, and peak device memory where the backend reports it.
 
     python benchmarks/speed.py --quick                  # CPU smoke test (tiny sizes)
-    python benchmarks/speed.py                          # CPU: the demo configuration
+    python benchmarks/speed.py                          # CPU: the demo configuration (128x128, unet4/16)
     python benchmarks/speed.py --paper                  # GPU: 640x372, 15 coils, depth-5 U-Net, K=1 and 4
     python benchmarks/speed.py --paper --cache DIR      # with JAX's persistent compilation cache
 
@@ -121,8 +121,12 @@ def time_torch(s: Setting, iters: int):
     net = tr.UNet(s.depth, s.base).to(dev)
     zf = np.asarray(op.adjoint(y))
     z = torch.tensor(np.stack([zf.real, zf.imag])[None], device=dev)
+    cfg = SGDIPConfig()
+    if cfg.data_loss != cfg.reg_loss:
+        raise ValueError("torch_reference.make_step uses one loss norm for both terms")
     step = tr.make_step(net, torch.tensor(smaps, device=dev), torch.tensor(mask, device=dev),
-                        torch.tensor(np.asarray(y), device=dev), z, k=s.draws,
+                        torch.tensor(np.asarray(y), device=dev), z, k=s.draws, noise_scale=cfg.noise_scale,
+                        alpha=cfg.alpha, loss=cfg.data_loss, lr=cfg.lr, lr_z=cfg.lr_z,
                         dtype=torch.bfloat16 if s.dtype == "bfloat16" else None)
     sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
     for _ in range(3):
@@ -155,7 +159,8 @@ def main(argv=None):
         settings.append(Setting(320, 320, 8, 4, 64, 4))
         iters, chunk = 200, 20
     else:
-        settings, iters, chunk = [Setting(128, 128, 8, 3, 16, 4), Setting(128, 128, 8, 3, 16, 1)], 100, 10
+        # the CPU demo configuration (``sgdip demo``: 128x128, 8 coils, depth-4 U-Net of base 16), K = 4 and 1
+        settings, iters, chunk = [Setting(128, 128, 8, 4, 16, 4), Setting(128, 128, 8, 4, 16, 1)], 100, 10
     iters = args.iters or iters
     rows = []
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}")
