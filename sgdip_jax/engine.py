@@ -303,6 +303,8 @@ def run(
         raise ValueError(f"ema must be in [0, 1), got {ema}")
     if ssim_every < 0:
         raise ValueError(f"ssim_every must be >= 0, got {ssim_every}")
+    if sharding is not None and not batched:
+        raise ValueError("sharding splits the batch axis: it needs batched=True")
     if target is not None:
         target = jnp.asarray(target, jnp.float32)
         metric_image = metric_image or (lambda x, data: x)

@@ -76,6 +76,29 @@ def test_matches_plain_loop(loop):
     np.testing.assert_allclose(out.state.ema, ema, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("loop", ["scan", "python"])
+def test_batched_run_equals_separate_runs(loop):
+    """Three toy problems (own weights, input, data, key) stacked on a batch axis: 7 iterations in
+    chunks of 3 give each problem's separate run, history (T, B), ES-WMV detection per problem."""
+    es = ESConfig(window=2, patience=2)
+    problems = [toy_problem(seed) for seed in range(3)]
+    keys = [jax.random.PRNGKey(10 + i) for i in range(3)]
+    common = dict(iterations=7, chunk=3, loop=loop, ema=BETA, progress=False, optimizer=optax.adam(LR),
+                  z_optimizer=optax.adam(LR_Z), early_stopping=es)
+    alone = [engine.run(toy_loss, *p[:3], k, p[3], **common) for p, k in zip(problems, keys)]
+    stacked = jax.tree.map(lambda *a: jnp.stack(a), *problems)
+    out = engine.run(toy_loss, *stacked[:3], jnp.stack(keys), stacked[3], batched=True, **common)
+    assert out.history["loss"].shape == (7, 3)
+    for single, part in zip(alone, out.unbatch()):
+        np.testing.assert_allclose(part.history["loss"], single.history["loss"], rtol=1e-5)
+        np.testing.assert_allclose(part.state.ema, single.state.ema, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(part.state.z, single.state.z, rtol=1e-5, atol=1e-6)
+        assert part.stop_iteration == single.stop_iteration
+    assert any(single.stop_iteration is not None for single in alone)
+    with pytest.raises(ValueError, match="batched"):
+        engine.run(toy_loss, *problems[0][:3], keys[0], problems[0][3], sharding=object(), **common)
+
+
 def test_fixed_input_is_not_updated_and_caller_arrays_survive():
     params, net_state, z, data = toy_problem()
     out = engine.run(toy_loss, params, net_state, z, jax.random.PRNGKey(0), data, iterations=5,
