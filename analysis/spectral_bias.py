@@ -129,7 +129,7 @@ def dip_runs(problem: common.Problem, label: str, key, iterations: int) -> dict:
             "psnr_history": curve,
             "psnr_final": curve[-1],
             "psnr_max": curve.max(),
-            "psnr_argmax_iteration": int(curve.argmax()),
+            "psnr_argmax_iteration": int(curve.argmax()) + 1,  # history[i]: after i + 1 iterations
             "psnr_drop_after_peak": curve.max() - curve[-1],
             "band_errors": band_errors(images, problem.x),
             "seconds": seconds,
