@@ -159,8 +159,8 @@ def _add_reconstruct(sub):
                         "(e.g. [sgdip]); command-line options override it (default: none)")
     s = p.add_argument_group("several slices, devices and machines")
     s.add_argument("--batch", type=_positive_int, default=1,
-                   help="slices per compiled step (DIP methods), split over this process's devices; for GPUs, "
-                        "on CPU it is slower per slice (default: 1)")
+                   help="slices per compiled step (DIP methods), split over this process's devices; meant for "
+                        "GPUs, slower per slice on CPU (default: 1)")
     s.add_argument("--coordinator", default=None, metavar="HOST:PORT",
                    help="multi-machine run: address of process 0 for jax.distributed.initialize; each "
                         "process takes its share of --slices (default: one process)")
