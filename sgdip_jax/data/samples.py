@@ -1,8 +1,8 @@
 """Bundled real samples, available offline: MR cases simulated from a real magnitude image, and
 natural images for inpainting.
 
-``sample_mri`` builds a multi-coil case from a real DICOM magnitude image shipped with pydicom /
-pydicom-data. Coils, phase, undersampling and noise are simulated, so results on it are
+``sample_mri`` builds a multi-coil case from a real magnitude MR image shipped with pydicom /
+pydicom-data or matplotlib. Coils, phase, undersampling and noise are simulated, so results on it are
 "simulated from a real magnitude image", never raw scanner k-space:
 
 1. magnitude: the DICOM image spectrally resampled to ``size`` (centred-spectrum crop, no
@@ -36,6 +36,7 @@ from .images import read_dicom, spectral_resample
 MRI_SAMPLES = {
     "shoulder": ("MR2_UNCR.dcm", "Philips 1.5 T T1 spin-echo shoulder (NEMA test image, pydicom-data)"),
     "small": ("MR_small.dcm", "64x64 MR test image (pydicom)"),
+    "head": ("s1045.ima.gz", "256x256 sagittal MR head (matplotlib sample data, effectively 8-bit)"),
 }
 MASK_TYPES = {"vdrs": masks.vdrs, "random": masks.random_lines, "equispaced": masks.equispaced_lines}
 IMAGE_SAMPLES = {
@@ -78,18 +79,27 @@ def simulate_measurements(x, smaps, mask, snr_db, key):
     return mask * (clean + noise), noise, sigma.astype(jnp.float32)
 
 
-def mri_magnitude(name="shoulder", size=320):
-    """The sample's real magnitude image resampled to ``size`` and scaled to maximum 1 (float32)."""
+def _read_sample(name):
+    """The stored pixels of MR sample ``name`` as float32 ``(H, W)``."""
+    file_name = MRI_SAMPLES[name][0]
+    if name == "head":
+        from matplotlib.cbook import get_sample_data
+
+        with get_sample_data(file_name) as f:  # 256x256 big-endian uint16, no header
+            return np.frombuffer(f.read(), ">u2").reshape(256, 256).astype(np.float32)
     from pydicom.data import get_testdata_file
 
+    path = get_testdata_file(file_name)
+    if path is None:
+        raise FileNotFoundError(f"sample_mri: {file_name} not found; install the data extra (pydicom, pydicom-data)")
+    return read_dicom(path)
+
+
+def mri_magnitude(name="shoulder", size=320):
+    """The sample's real magnitude image resampled to ``size`` and scaled to maximum 1 (float32)."""
     if name not in MRI_SAMPLES:
         raise ValueError(f"sample_mri: unknown sample {name!r}; expected one of {sorted(MRI_SAMPLES)}")
-    path = get_testdata_file(MRI_SAMPLES[name][0])
-    if path is None:
-        raise FileNotFoundError(
-            f"sample_mri: {MRI_SAMPLES[name][0]} not found; install the data extra (pydicom, pydicom-data)"
-        )
-    magnitude = np.abs(spectral_resample(read_dicom(path), _size2(size)))
+    magnitude = np.abs(spectral_resample(_read_sample(name), _size2(size)))
     return (magnitude / magnitude.max()).astype(np.float32)
 
 
@@ -106,8 +116,8 @@ def sample_mri(
 ):
     """A multi-coil case simulated from a real magnitude MR image (see the module docstring).
 
-    ``name``: ``"shoulder"`` (pydicom-data ``MR2_UNCR.dcm``, 1024x1024) or ``"small"`` (pydicom
-    ``MR_small.dcm``, 64x64). ``size``: int or ``(h, w)``. Keys: ``phase_key, noise_key =
+    ``name``: ``"shoulder"`` (pydicom-data ``MR2_UNCR.dcm``, 1024x1024), ``"head"`` (matplotlib's
+    sagittal head ``s1045.ima.gz``, 256x256) or ``"small"`` (pydicom ``MR_small.dcm``, 64x64). ``size``: int or ``(h, w)``. Keys: ``phase_key, noise_key =
     jax.random.split(jax.random.PRNGKey(seed))``; the mask uses ``seed`` directly. Returns the
     :class:`Case` (``x``, ``sigma`` and ``meta`` filled), or ``(case, noise)`` with
     ``return_noise=True``, so that ``case.y == case.mask * (fft2c(case.smaps * case.x) + noise)``.
