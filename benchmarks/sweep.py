@@ -5,12 +5,13 @@ cases) runs on every case to ``factor`` times the budget ``T``; per case it reco
 EMA image at ``T`` and at ``factor * T``, the peak over iterations (an oracle) and its iteration.
 The objective of a variant is the worst case over the cases of
 ``min(PSNR at T, PSNR at factor * T) - best classical``, where "best classical" is the better of TV
-and L1-wavelet with ``lam="auto"`` (no reference used). Vanilla DIP runs as variant ``dip``.
+and L1-wavelet with ``lam="auto"`` (GCV, no reference used). Vanilla DIP runs as variant ``dip``.
 
 One JSON line per (variant, case) is appended to ``OUT/sweep.jsonl`` as soon as it is done, so an
 interrupted sweep keeps its finished runs and a rerun skips them.
 
     python benchmarks/sweep.py --size 128 --variants default c0.5 --out results/sweep
+    python benchmarks/sweep.py --size 128 --out results/sweep --table     # the markdown tables
 """
 
 from __future__ import annotations
@@ -36,28 +37,56 @@ CASES = {  # name -> (sample, acceleration, SNR in dB)
 VARIANTS = {  # overrides of the SGDIPConfig defaults; "dip" is vanilla DIP with its defaults
     "dip": None,
     "default": {},
-    "c0.1": {"noise_scale": 0.1},
-    "c0.3": {"noise_scale": 0.3},
-    "c0.5": {"noise_scale": 0.5},
-    "c1.0": {"noise_scale": 1.0},
-    "c0.5-gauss": {"noise_scale": 0.5, "noise": "gaussian"},
-    "c0.25-gauss": {"noise_scale": 0.25, "noise": "gaussian"},
-    "c0.5-lr_z0.1": {"noise_scale": 0.5, "lr_z": 0.1},
-    "c0.5-alpha0.01": {"noise_scale": 0.5, "alpha": 0.01},
-    "c0.5-alpha0.1": {"noise_scale": 0.5, "alpha": 0.1},
-    "c0.5-lr1e-2": {"noise_scale": 0.5, "lr": 1e-2},
-    "c0.5-K2": {"noise_scale": 0.5, "draws": 2},
-    "c0.5-dc": {"noise_scale": 0.5, "data_consistency": True},
+    "c0.1": {"noise_scale": 0.1, "alpha": 0.005},
+    "c0.3": {"noise_scale": 0.3, "alpha": 0.005},
+    "c0.5": {"noise_scale": 0.5, "alpha": 0.005},
+    "c1.0": {"noise_scale": 1.0, "alpha": 0.005},
+    "c0.5-gauss": {"noise_scale": 0.5, "noise": "gaussian", "alpha": 0.005},
+    "c0.5-lr_z0.1": {"noise_scale": 0.5, "lr_z": 0.1, "alpha": 0.005},
+    "c0.5-a0.05": {"noise_scale": 0.5, "alpha": 0.05},
+    "c0.5-a0.5": {"noise_scale": 0.5, "alpha": 0.5},
+    "c0.5-a5": {"noise_scale": 0.5, "alpha": 5.0},
+    "c0.5-lr1e-2": {"noise_scale": 0.5, "lr": 1e-2, "alpha": 0.005},
+    "c0.5-K2": {"noise_scale": 0.5, "draws": 2, "alpha": 0.005},
+    "c0.5-K8": {"noise_scale": 0.5, "draws": 8, "alpha": 0.005},
+    "c0.5-dc": {"noise_scale": 0.5, "data_consistency": True, "alpha": 0.005},
 }
 
+def make_case(name, size, seed):
+    sample, acceleration, snr = CASES[name]
+    return sample_mri(sample, size=size, coils=8, acceleration=acceleration, snr_db=snr, seed=seed)
 
-def classical_best(case):
-    """PSNR of TV and L1-wavelet with ``lam="auto"`` (the case's ``sigma``) and the better of the two."""
+
+def classical(case):
+    """PSNR / SSIM of zero-filled, TV and L1-wavelet with ``lam="auto"`` (GCV, no reference used)."""
     out = {}
-    for method in ("tv", "l1-wavelet"):
-        result = run_method(method, case.operator(), case.y, None, key=0, sigma=case.sigma)
-        out[method] = {"psnr": float(evaluate(result.image, case.x)["psnr"]), "lam": result.config["lam"]}
+    for method in ("zero-filled", "tv", "l1-wavelet"):
+        result = run_method(method, case.operator(), case.y, None, key=0)
+        out[method] = {**evaluate(result.image, case.x), "lam": result.config.get("lam")}
     return out
+
+
+def table(rows, size, seed):
+    """Markdown: one line per (variant, case) with the margin over the best classical method, then the
+    worst margin per variant (the objective)."""
+    cases = sorted({r["case"] for r in rows}, key=list(CASES).index)
+    base = {name: classical(make_case(name, size, seed)) for name in cases}
+    lines = ["| variant | case | PSNR @T | PSNR @3T | peak (oracle) @ it | SSIM @3T | best classical (auto) | margin | time (s) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    worst = {}
+    for r in rows:
+        best_name = max(("tv", "l1-wavelet"), key=lambda m: base[r["case"]][m]["psnr"])
+        best = base[r["case"]][best_name]["psnr"]
+        margin = min(r["psnr_T"], r["psnr_3T"]) - best
+        worst[r["variant"]] = min(worst.get(r["variant"], np.inf), margin)
+        lines.append(f"| {r['variant']} | {r['case']} | {r['psnr_T']:.2f} | {r['psnr_3T']:.2f} | {r['peak']:.2f} @ "
+                     f"{r['peak_it']} | {r['ssim_3T']:.4f} | {best:.2f} ({best_name}) | {margin:+.2f} | {r['wall_time']:.0f} |")
+    lines += ["", "| variant | worst margin (objective) |", "|---|---|"]
+    lines += [f"| {v} | {m:+.2f} |" for v, m in sorted(worst.items(), key=lambda item: -item[1])]
+    lines += ["", "| case | zero-filled | TV (auto) | L1-wavelet (auto) |", "|---|---|---|---|"]
+    lines += [f"| {c} | {base[c]['zero-filled']['psnr']:.2f} | {base[c]['tv']['psnr']:.2f} (lam {base[c]['tv']['lam']:.2g}) | "
+              f"{base[c]['l1-wavelet']['psnr']:.2f} (lam {base[c]['l1-wavelet']['lam']:.2g}) |" for c in cases]
+    return "\n".join(lines)
 
 
 def run_variant(name, case, args):
@@ -98,19 +127,21 @@ def main(argv=None):
     p.add_argument("--base", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
+    p.add_argument("--table", action="store_true", help="print the markdown table of OUT/sweep.jsonl and exit")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     log = out / "sweep.jsonl"
-    done = set()
-    if log.exists():
-        done = {(r["variant"], r["case"]) for r in map(json.loads, log.read_text().splitlines()) if r.get("variant")}
+    rows = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    if args.table:
+        print(table([r for r in rows if r["size"] == args.size], args.size, args.seed))
+        return
+    done = {(r["variant"], r["case"]) for r in rows}
     for variant in args.variants:
         for name in args.cases:
             if (variant, name) in done:
                 continue
-            sample, acceleration, snr = CASES[name]
-            case = sample_mri(sample, size=args.size, coils=8, acceleration=acceleration, snr_db=snr, seed=args.seed)
+            case = make_case(name, args.size, args.seed)
             row = {"case": name, "size": args.size, "network": f"{args.network}/{args.base}",
                    **run_variant(variant, case, args)}
             with open(log, "a") as f:

@@ -83,6 +83,8 @@ class Problem:
     ``target``: reference of the operator's image shape for per-iteration metrics (or ``None``).
     ``reference``: what the final metrics compare with; when ``crop`` is set the reconstruction is
     centre-cropped to ``crop`` first (fastMRI's 320x320). ``meta``: provenance written to metrics.json.
+    ``sigma``: noise std per complex measured entry when known (simulated data, case files), else
+    ``None`` (the classical methods' ``lam="auto"`` then estimates it from ``y``).
     """
 
     operator: Any
@@ -91,6 +93,7 @@ class Problem:
     reference: np.ndarray | None
     crop: tuple[int, int] | None
     meta: dict[str, Any]
+    sigma: float | None = None
 
 
 def detect_kind(path: str | Path) -> str:
@@ -378,7 +381,7 @@ def problem_from_case(case: case_io.Case, options: InputOptions = InputOptions()
         "reference": "x" if case.x is not None else None,
         "simulated": str(case.meta.get("source", "")).startswith("simulated"),
     }
-    return Problem(MultiCoilMRI.create(smaps, case.mask), case.y, case.x, case.x, None, meta)
+    return Problem(MultiCoilMRI.create(smaps, case.mask), case.y, case.x, case.x, None, meta, case.sigma)
 
 
 def simulate_from_magnitude(magnitude: np.ndarray, options: InputOptions):
@@ -422,7 +425,7 @@ def dicom_problem(path: str | Path, options: InputOptions) -> Problem:
         "smaps": "true (simulated birdcage)" if how == "input" else how,
         "reference": "simulated ground truth",
     }
-    return Problem(MultiCoilMRI.create(smaps, mask), y, x, x, None, meta)
+    return Problem(MultiCoilMRI.create(smaps, mask), y, x, x, None, meta, sigma)
 
 
 def image_problem(path: str | Path, options: InputOptions) -> Problem:

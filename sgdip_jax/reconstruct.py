@@ -91,6 +91,8 @@ def reconstruct_problem(problem, method, config, seed=0, *, prior_image=None, pr
     if prior_image is not None:
         kwargs["prior_image"] = prior_image
     fn, _ = get_method(method)
+    if "sigma" in inspect.signature(fn).parameters:
+        kwargs["sigma"] = None if problem.sigma is None else problem.sigma * scale
     if interrupt is not None and "callback" in inspect.signature(fn).parameters:
         kwargs["callback"] = lambda info: interrupt.requested
     result = run_method(method, problem.operator, y, config, seed, **kwargs)

@@ -261,7 +261,7 @@ def test_errors_name_the_problem():
     y = np.zeros((16, 16), np.float32)
     with pytest.raises(ValueError, match="config: expected TVConfig"):
         C.tv(op, y, C.CGSenseConfig())
-    with pytest.raises(ValueError, match="TVConfig.lam: expected a number >= 0"):
+    with pytest.raises(ValueError, match="TVConfig.lam: expected \"auto\", \"discrepancy\" or a finite number >= 0"):
         C.tv(op, y, C.TVConfig(lam=-1.0))
     with pytest.raises(ValueError, match="CGSenseConfig.iters: expected an integer >= 1"):
         C.cg_sense(op, y, C.CGSenseConfig(iters=0))

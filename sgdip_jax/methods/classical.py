@@ -15,8 +15,12 @@ All work with any operator of the package (multi-coil MRI, inpainting). ``lam`` 
   penalised (as SigPy). SigPy transforms with PyWavelets' zero-padded (slightly redundant) wavelets,
   so its problem differs a little from ours at the same ``lam``.
 
-``lam`` is absolute (in the units of ``y``); the defaults suit images of peak magnitude about 1 (the
-bundled cases). Scale it with the data, or pick it with :func:`best_lambda`.
+``lam = "auto"`` (the default) chooses it from the data alone by generalised cross-validation;
+``lam = "discrepancy"`` by the discrepancy principle with the noise level ``sigma`` passed to the
+method (a case's ``sigma``) or estimated from ``y`` (:mod:`.parameter_choice`). The chosen value is
+recorded in ``Result.config["lam"]`` and the rule's details in ``Result.config["lam_rule"]``. A
+number is used as it is, in the units of ``y``.
+:func:`best_lambda` picks the best of a grid against a reference (an oracle, for benchmarks).
 Images are ``(H, W)`` (complex MRI, grey) or ``(H, W, C)`` (colour); the regularisers act on the
 two spatial axes and treat colour channels independently. Iterations run as one compiled
 ``lax.scan`` (in chunks when ``progress`` shows a bar); ``history["objective"]`` holds the objective
@@ -28,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from functools import partial
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -36,6 +41,7 @@ from tqdm.auto import tqdm
 
 from ..metrics import psnr
 from ..operators import wavelets
+from . import parameter_choice
 from .common import as_key
 from .result import Result
 
@@ -61,32 +67,32 @@ class ZeroFilledConfig:
 
 @dataclasses.dataclass(frozen=True)
 class CGSenseConfig:
-    """CG-SENSE. ``lam``: Tikhonov weight (``lam/2 ||x||^2``, SigPy's ``lamda``); ``iters``: CG steps
-    (unregularised CG is stopped early because later iterations amplify noise)."""
+    """CG-SENSE. ``lam``: Tikhonov weight (``lam/2 ||x||^2``, SigPy's ``lamda``) or a rule;
+    ``iters``: CG steps (unregularised CG is stopped early because later iterations amplify noise)."""
 
-    lam: float = 0.0
+    lam: float | Literal["auto", "discrepancy"] = "auto"
     iters: int = 30
 
 
 @dataclasses.dataclass(frozen=True)
 class TVConfig:
-    """Total variation. ``lam``: weight of ``||G x||_1`` (SigPy's ``lamda``); ``iters``: primal-dual
-    steps; ``isotropic``: per-pixel gradient norm instead of SigPy's anisotropic sum."""
+    """Total variation. ``lam``: weight of ``||G x||_1`` (SigPy's ``lamda``) or a rule; ``iters``:
+    primal-dual steps; ``isotropic``: per-pixel gradient norm instead of SigPy's anisotropic sum."""
 
-    lam: float = 1e-3
+    lam: float | Literal["auto", "discrepancy"] = "auto"
     iters: int = 500
     isotropic: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
 class L1WaveletConfig:
-    """L1-wavelet. ``lam``: weight of ``||W x||_1`` (SigPy's ``lamda``); ``iters``: FISTA steps;
+    """L1-wavelet. ``lam``: weight of ``||W x||_1`` (SigPy's ``lamda``) or a rule; ``iters``: FISTA steps;
     ``wavelet``: ``"haar"``, ``"db2"`` or ``"db4"``; ``levels``: decomposition depth (``None``:
     PyWavelets' default for the image size). When an image size is not a multiple of
     ``2**levels``, the unknown is the image extended at the bottom/right to the next multiple (the
     extension is free, seen only by the wavelet penalty) and the result is cropped back."""
 
-    lam: float = 1e-3
+    lam: float | Literal["auto", "discrepancy"] = "auto"
     iters: int = 300
     wavelet: str = "db4"
     levels: int | None = None
@@ -111,6 +117,11 @@ def _adjoint(operator, y):
     return operator.adjoint(y)
 
 
+@jax.jit
+def _forward(operator, x):
+    return operator(x)
+
+
 def _sqnorm(v):
     return jnp.sum(jnp.abs(v) ** 2)
 
@@ -122,8 +133,9 @@ def _data_term(operator, x, y):
 def _check(config, cls):
     if not isinstance(config, cls):
         raise ValueError(f"config: expected {cls.__name__}, got {type(config).__name__}")
-    if not getattr(config, "lam", 0.0) >= 0:
-        raise ValueError(f"{cls.__name__}.lam: expected a number >= 0, got {config.lam}")
+    lam = getattr(config, "lam", 0.0)
+    if lam not in parameter_choice.RULES and not (isinstance(lam, (int, float)) and np.isfinite(lam) and lam >= 0):
+        raise ValueError(f"{cls.__name__}.lam: expected \"auto\", \"discrepancy\" or a finite number >= 0, got {lam!r}")
     if not getattr(config, "iters", 1) >= 1:
         raise ValueError(f"{cls.__name__}.iters: expected an integer >= 1, got {config.iters}")
 
@@ -188,6 +200,50 @@ def _result(method, image, history, iterations, config, key, start):
     )
 
 
+# The rules search ``[lo, hi]``, times ``max |A^H y|`` where ``lam`` has the units of ``y``.
+_LAM_RANGE = {"cg-sense": (1e-4, 1.0, False), "tv": (1e-5, 1e-1, True), "l1-wavelet": (1e-5, 1e-1, True)}
+
+
+def _solve(name, solve, operator, y, config, key, target, progress, sigma):
+    """``solve(operator, y, config, key, target, progress)`` with ``config.lam``, or with the ``lam`` of
+    a rule of :mod:`.parameter_choice` when it is ``"auto"`` (GCV) or ``"discrepancy"``."""
+    if config.lam not in parameter_choice.RULES:
+        return solve(operator, y, config, key, target, progress)
+    start = time.perf_counter()
+    y = _check_y(operator, y)
+    lo, hi, relative = _LAM_RANGE[name]
+    if relative:
+        peak = float(jnp.max(jnp.abs(_adjoint(operator, y))))
+        lo, hi = lo * peak, hi * peak
+    forward = partial(_forward, operator)
+    rule = {"rule": "gcv" if config.lam == "auto" else "discrepancy"}
+    with tqdm(desc=f"{name} (lam {config.lam})", unit="solve", disable=not progress) as bar:
+        def run(lam, data=y):
+            result = solve(operator, data, dataclasses.replace(config, lam=lam), key, target, False)
+            bar.update(1)
+            return result
+
+        if config.lam == "auto":
+            lam, result, table = parameter_choice.gcv_lambda(run, forward, y, parameter_choice.measured(operator, y), lo, hi)
+            rule["table"] = table
+        else:
+            source = "given"
+            if sigma is None:
+                sigma, source = parameter_choice.estimate_sigma(operator, y), "estimated"
+            elif not (np.isfinite(sigma) and sigma >= 0):
+                raise ValueError(f"sigma: expected a finite noise level >= 0, got {sigma!r}")
+            m = parameter_choice.measured_count(operator, y)
+            goal = parameter_choice.TAU * m * float(sigma) ** 2
+            lam, result, residual = parameter_choice.discrepancy_lambda(
+                run, lambda r: _sqnorm(forward(jnp.asarray(r.image)) - y), lo, hi, goal)
+            rule.update(tau=parameter_choice.TAU, sigma=float(sigma), sigma_source=source, measured=m,
+                        residual_ratio=residual / (m * float(sigma) ** 2) if sigma > 0 else None)
+    result.config["lam"] = lam
+    result.config["lam_rule"] = rule
+    result.wall_time = time.perf_counter() - start
+    return result
+
+
 # --------------------------------------------------------------------------- zero-filled
 
 
@@ -222,10 +278,15 @@ def _cg_step(_, consts, state):
     return (x, r, p, rz_new), _metrics(consts, x, objective)
 
 
-def cg_sense(operator, y, config=CGSenseConfig(), key=None, *, target=None, progress=False):
-    """Conjugate gradient for ``min_x 1/2||A x - y||^2 + lam/2||x||^2`` (SigPy ``SenseRecon``)."""
-    start = time.perf_counter()
+def cg_sense(operator, y, config=CGSenseConfig(), key=None, *, target=None, progress=False, sigma=None):
+    """Conjugate gradient for ``min_x 1/2||A x - y||^2 + lam/2||x||^2`` (SigPy ``SenseRecon``).
+    ``sigma``: noise level for ``lam="discrepancy"`` (``None``: estimated from ``y``)."""
     _check(config, CGSenseConfig)
+    return _solve("cg-sense", _cg_sense, operator, y, config, key, target, progress, sigma)
+
+
+def _cg_sense(operator, y, config, key, target, progress):
+    start = time.perf_counter()
     y = _check_y(operator, y)
     b = _adjoint(operator, y)
     consts = {
@@ -301,13 +362,18 @@ def _tv_steps(operator, y, lam, n_axes):
     return step / np.sqrt(rho), step * np.sqrt(rho)
 
 
-def tv(operator, y, config=TVConfig(), key=None, *, target=None, progress=False):
+def tv(operator, y, config=TVConfig(), key=None, *, target=None, progress=False, sigma=None):
     """Total-variation regularised least squares by Chambolle-Pock (SigPy ``TotalVariationRecon``),
     from ``x = 0`` and zero dual variables. Steps ``sigma tau ||[A; G]||^2 < 1`` with the ratio
     ``tau / sigma = ||A^H y|| / (lam sqrt(size(G x)))``, which balances primal and dual progress
-    (see ``_tv_steps``); SigPy's default ``sigma = 1`` converges to the same image, more slowly."""
-    start = time.perf_counter()
+    (see ``_tv_steps``); SigPy's default ``sigma = 1`` converges to the same image, more slowly.
+    The keyword ``sigma`` is the noise level for ``lam="discrepancy"`` (``None``: estimated from ``y``)."""
     _check(config, TVConfig)
+    return _solve("tv", _tv, operator, y, config, key, target, progress, sigma)
+
+
+def _tv(operator, y, config, key, target, progress):
+    start = time.perf_counter()
     y = _check_y(operator, y)
     axes = _spatial_axes(operator)
     sigma, tau = _tv_steps(operator, y, config.lam, len(axes))
@@ -371,11 +437,16 @@ def _fista_step(static, consts, state):
     return (u_new, v, t_new), _metrics(consts, x, objective)
 
 
-def l1_wavelet(operator, y, config=L1WaveletConfig(), key=None, *, target=None, progress=False):
-    """L1-wavelet regularised least squares by FISTA (SigPy ``L1WaveletRecon``), from ``x = 0``."""
-    start = time.perf_counter()
+def l1_wavelet(operator, y, config=L1WaveletConfig(), key=None, *, target=None, progress=False, sigma=None):
+    """L1-wavelet regularised least squares by FISTA (SigPy ``L1WaveletRecon``), from ``x = 0``.
+    ``sigma``: noise level for ``lam="discrepancy"`` (``None``: estimated from ``y``)."""
     _check(config, L1WaveletConfig)
     wavelets.filters(config.wavelet)  # validates the name
+    return _solve("l1-wavelet", _l1_wavelet, operator, y, config, key, target, progress, sigma)
+
+
+def _l1_wavelet(operator, y, config, key, target, progress):
+    start = time.perf_counter()
     y = _check_y(operator, y)
     shape = tuple(operator.image_shape)
     axes = tuple(a % len(shape) for a in _spatial_axes(operator))

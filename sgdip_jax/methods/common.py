@@ -89,6 +89,16 @@ def discrepancy(r, kind: str):
     return jnp.mean(jnp.abs(r)) if kind == "l1" else jnp.mean(jnp.square(r))
 
 
+def measured_discrepancy(r, mask, kind: str):
+    """:func:`discrepancy` averaged over the measured entries only (``mask != 0``, broadcast to ``r``;
+    real and imaginary parts count separately), so its scale does not change with the sampling rate."""
+    measured = jnp.broadcast_to(mask != 0, r.shape)
+    if jnp.iscomplexobj(r):
+        measured = jnp.stack([measured, measured], axis=-1)
+    values = jnp.abs(real_view(r)) if kind == "l1" else jnp.square(real_view(r))
+    return jnp.sum(jnp.where(measured, values, 0.0)) / jnp.maximum(jnp.sum(measured), 1)
+
+
 def network_forward(module, compute_dtype: str = "float32") -> Callable:
     """``forward(params, net_state, x) -> (out float32, new net_state)``, BatchNorm in batch-statistics
     mode. With ``"bfloat16"`` parameters and input are cast to bf16 for the pass (gradients flow

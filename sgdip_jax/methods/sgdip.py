@@ -8,8 +8,9 @@ Weights ``theta`` **and** input ``z`` are optimised jointly with a denoising reg
 
 with ``K = draws`` noise draws evaluated as one batch of the network (batch axis ``k``), and the
 reconstruction ``x_hat = mean_k f_theta(z + eta_k)`` (reported as its moving average).
-``D`` / ``D'`` are ``"l1"`` (mean absolute value) or ``"l2"`` (mean square) over all real entries
-(:func:`~.common.discrepancy`). Noise: ``eta_k = c max|z| u_k`` with ``u_k ~ U[0, 1)``
+``D`` / ``D'`` are ``"l1"`` (mean absolute value) or ``"l2"`` (mean square) over real entries:
+``D`` over the *measured* entries of ``y`` only (:func:`~.common.measured_discrepancy`, so ``alpha``
+means the same at every sampling rate), ``D'`` over all entries of the image. Noise: ``eta_k = c max|z| u_k`` with ``u_k ~ U[0, 1)``
 (``"uniform"``, as the public re-implementation) or ``u_k ~ N(0, 1)`` (``"gaussian"``: relative std
 ``c``); ``max|z|`` is treated as a constant (no gradient through the noise amplitude). Gradients
 reach ``z`` through the network input and through the regulariser's target. ``z`` starts as
@@ -25,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from .. import engine
-from .common import DISCREPANCIES, DIPBaseConfig, DIPTask, check_choice, discrepancy, run_dip
+from .common import DISCREPANCIES, DIPBaseConfig, DIPTask, check_choice, discrepancy, measured_discrepancy, run_dip
 from .result import Result
 
 NOISES = ("uniform", "gaussian")
@@ -105,7 +106,7 @@ def draw_noise(key, z, config: SGDIPConfig):
 def objective(outs, z, operator, y, config: SGDIPConfig):
     """``(loss, x_hat, terms)`` from the network outputs ``outs (K, h, w, c)`` of the draws."""
     x_hat = jnp.mean(outs, axis=0)
-    data = discrepancy(operator(operator.from_channels(x_hat)) - y, config.data_loss)
+    data = measured_discrepancy(operator(operator.from_channels(x_hat)) - y, operator.mask, config.data_loss)
     residual = outs - z if config.reg_on == "per_draw" else x_hat - z[0]
     reg = discrepancy(residual, config.reg_loss)
     return data + config.alpha * reg, x_hat, {"data": data, "reg": reg}
