@@ -756,7 +756,7 @@ def _demo_table(outcomes: dict[str, Outcome]) -> str:
         m, config = o.metrics, o.result.config
         setting = f"{o.result.iterations} iterations" if method in DIP_DEMO else ""
         if "lam_rule" in config:
-            setting = f"lam {config['lam']:.3g} (auto: discrepancy, sigma {config['lam_rule']['sigma_source']})"
+            setting = f"lam {config['lam']:.3g} ({config['lam_rule']['rule']}, from the data)"
         lines.append(f"{method:<12} {m['psnr']:>9.2f} {m['ssim']:>7.4f} {o.result.wall_time:>9.1f}  {setting}".rstrip())
     return "\n".join(lines)
 

@@ -359,3 +359,23 @@ def test_ctrl_c_saves_partial_result(files, tmp_path):
     assert len((out / "history.csv").read_text().splitlines()) == 1 + m["iterations"]
     with np.load(out / "recon.npz") as z:
         assert np.all(np.isfinite(z["ema_image"])) and np.array_equal(z["image"], z["ema_image"])
+
+
+# ------------------------------------------------------------------------------------------ demo
+
+
+def test_demo_compares_all_six_methods(tmp_path, capsys):
+    """The demo's table, metrics and panel hold self-guided DIP, vanilla DIP and the four classical
+    baselines, the classical ones with the ``lam`` their rule chose from the data."""
+    assert main(["demo", "--size", "32", "--iters", "3", "--quiet", "--out", str(tmp_path / "d")]) == 0
+    table = capsys.readouterr().out
+    methods = ("sgdip", "dip", "tv", "l1-wavelet", "cg-sense", "zero-filled")
+    rows = {line.split()[0]: line for line in table.splitlines() if line.split() and line.split()[0] in methods}
+    assert set(rows) == set(methods)
+    for name in ("tv", "l1-wavelet", "cg-sense"):
+        assert "(gcv, from the data)" in rows[name]
+    summary = json.loads((tmp_path / "d" / "metrics.json").read_text())
+    assert set(summary["methods"]) == set(methods)
+    psnrs = [summary["methods"][m]["metrics"]["psnr"] for m in summary["methods"]]
+    assert psnrs == sorted(psnrs, reverse=True)  # listed best first
+    assert (tmp_path / "d" / "panel.png").read_bytes().startswith(PNG_MAGIC)
