@@ -5,21 +5,20 @@ Sections (each prints a markdown table; all rows go to ``OUT/quality.json``, fig
 * **MRI**: the bundled shoulder image (pydicom-data ``MR2_UNCR.dcm``, a real magnitude image; coil
   maps, phase, mask and noise are simulated by :func:`sgdip_jax.data.samples.sample_mri`), 8
   birdcage coils, VDRS lines at 4x and 8x, 30 and 20 dB SNR. Methods: zero-filled, CG-SENSE, TV
-  (isotropic) and L1-wavelet with ``lam`` swept over a grid and the best by PSNR kept (an *oracle*
-  choice: it uses the reference), vanilla DIP, reference-guided DIP, self-guided DIP.
+  (isotropic) and L1-wavelet with ``lam="auto"`` (chosen from the data), the same three with
+  ``lam`` swept over a grid and the best by PSNR kept (``*-oracle``: it uses the reference), vanilla
+  DIP, reference-guided DIP, self-guided DIP.
 * **Inpainting**: centre crops of scikit-image / PyWavelets photographs with 50 % and 80 % of the
   pixels missing (Bernoulli) and a centred square hole of a quarter of the side. Methods: masked
-  input, biharmonic (``skimage.restoration.inpaint_biharmonic``), isotropic TV (``lam`` swept,
-  oracle), vanilla DIP on the DIP skip network (the DIP paper's inpainting settings: 32 uniform
+  input, biharmonic (``skimage.restoration.inpaint_biharmonic``), isotropic TV (``lam="auto"``,
+  and ``tv-oracle`` with ``lam`` swept), vanilla DIP on the DIP skip network (the DIP paper's inpainting settings: 32 uniform
   input channels, Adam 0.01, input noise 0.03, widths from ``--skip-width``/``--skip-scales``) and
   self-guided DIP with its inpainting preset (``SGDIPConfig.inpainting()``: ``z ~ U[0, 1)``; the
   MRI default ``z`` = zero-filled image is the masked image, a fixed point for inpainting).
   Inpainting is noiseless.
 * ``--overfit``: PSNR of the EMA image against iteration to 3x the iteration count for vanilla and
   self-guided DIP on the MRI cases: peak (an oracle), its iteration, the value at 1x and at 3x.
-* ``--sweep``: self-guided DIP variants (:data:`SWEEP`, one factor at a time around the current
-  defaults, plus the reference notebook's settings) on the shoulder 4x case only, sorted by
-  final PSNR. This section replaces the others.
+* The robustness sweep of the self-guided DIP defaults is ``benchmarks/sweep.py``.
 
 Metrics: PSNR and SSIM by :func:`sgdip_jax.metrics.evaluate` (fastMRI convention: magnitude images,
 data range = maximum of the reference magnitude, whole image) of each method's final image; for
@@ -44,7 +43,6 @@ Reference image of reference-guided DIP (``--reference``):
     python benchmarks/quality.py --quick                     # CPU smoke test: 32 px, tiny networks
     python benchmarks/quality.py --out results/quality       # full: 320 px MRI, 256 px photographs
     python benchmarks/quality.py --overfit --methods dip sgdip --out results/overfit
-    python benchmarks/quality.py --sweep --out results/sweep
 """
 
 from __future__ import annotations
@@ -77,12 +75,15 @@ from sgdip_jax.operators.masks import parse_mask_spec
 
 MRI_CASES = {"4x30": (4, 30), "4x20": (4, 20), "8x30": (8, 30), "8x20": (8, 20)}
 INPAINT_CASES = {"p50": "bernoulli:0.5", "p80": "bernoulli:0.8", "box": "box"}
-MRI_METHODS = ("zero-filled", "cg-sense", "tv", "l1-wavelet", "dip", "ref-dip", "sgdip")
-INPAINT_METHODS = ("masked", "biharmonic", "tv", "dip", "sgdip")
+MRI_METHODS = ("zero-filled", "cg-sense", "tv", "l1-wavelet", "cg-sense-oracle", "tv-oracle", "l1-wavelet-oracle",
+               "dip", "ref-dip", "sgdip")
+INPAINT_METHODS = ("masked", "biharmonic", "tv", "tv-oracle", "dip", "sgdip")
+ORACLE = "-oracle"  # suffix: the best lam of the grid by PSNR against the reference
 DIP_METHODS = ("dip", "ref-dip", "sgdip")
 COILS = 8
 
-# Classical solvers: (function, config with the fixed settings, lam grid) per section.
+# Classical solvers: (function, config with the fixed settings, lam grid of the oracle rows) per
+# section; the rows without the suffix choose lam from the data (``lam="auto"``, GCV).
 CLASSICAL = {
     "mri": {
         "cg-sense": (cg_sense, CGSenseConfig(), (0.0, 1e-3, 1e-2, 1e-1)),
@@ -96,28 +97,6 @@ CLASSICAL = {
 
 REF_ROTATION_DEG = 3.0
 REF_SHIFT = (0.02, -0.015)  # fraction of the field of view (rows, columns)
-
-# Self-guided DIP variants of the sweep: overrides of the SGDIPConfig defaults.
-SWEEP = {
-    "default": {},
-    "l2-losses": {"data_loss": "l2", "reg_loss": "l2"},
-    "reg-on-mean": {"reg_on": "mean"},
-    "K1": {"draws": 1},
-    "K8": {"draws": 8},
-    "noise-0.01": {"noise_scale": 0.01},
-    "noise-0.3": {"noise_scale": 0.3},
-    "gaussian-noise": {"noise": "gaussian"},
-    "z-uniform": {"z_init": "uniform"},
-    "lr-1e-3": {"lr": 1e-3},
-    "lr-1e-2": {"lr": 1e-2},
-    "lr_z-1e-3": {"lr_z": 1e-3},
-    "lr_z-1e-1": {"lr_z": 1e-1},
-    "alpha-0": {"alpha": 0.0},
-    "alpha-0.01": {"alpha": 0.01},
-    "alpha-0.1": {"alpha": 0.1},
-    "notebook": {"data_loss": "l1", "reg_loss": "l1", "alpha": 2.0, "noise_scale": 0.5, "z_init": "uniform",
-                 "lr": 3e-4, "lr_z": 0.1},
-}
 
 QUICK = {"size": 32, "image_size": 32, "network": "unet2", "base": 8, "iters": 20, "skip_width": 8,
          "skip_scales": 2, "images": ["camera"]}
@@ -238,9 +217,19 @@ def metrics_row(problem, method, image, wall_time, setting):
             **m, "setting": setting, "wall_time": float(wall_time)}
 
 
+def run_auto(problem, method):
+    """A classical solver with ``lam="auto"`` (GCV on the data, no reference)."""
+    fn, config, _ = CLASSICAL[problem.section][method]
+    result = fn(problem.operator, problem.y, dataclasses.replace(config, lam="auto"))
+    lam = result.config["lam"]
+    row = metrics_row(problem, method, result.image, result.wall_time, f"lam {lam:.3g} (auto: GCV)")
+    row.update(lam=lam)
+    return row, result.image
+
+
 def run_classical(problem, method):
     """Best-``lam`` result of a classical solver (oracle choice by PSNR), with the whole ``lam`` table."""
-    fn, config, lams = CLASSICAL[problem.section][method]
+    fn, config, lams = CLASSICAL[problem.section][method.removesuffix(ORACLE)]
     start = time.perf_counter()
     result, table = best_lambda(fn, problem.operator, problem.y, problem.target, lams, config)
     lam = result.config["lam"]
@@ -268,8 +257,8 @@ def run_method_row(problem, method, args):
     """``(row, image)`` for any method of the problem's section."""
     if method in DIP_METHODS:
         return run_dip_method(problem, method, dip_config(method, problem.section, args), args.seed)
-    if method in CLASSICAL[problem.section]:
-        return run_classical(problem, method)
+    if method.removesuffix(ORACLE) in CLASSICAL[problem.section]:
+        return run_classical(problem, method) if method.endswith(ORACLE) else run_auto(problem, method)
     start = time.perf_counter()
     if method == "biharmonic":
         from skimage.restoration import inpaint_biharmonic
@@ -313,12 +302,6 @@ def overfit_table(rows) -> str:
     return markdown(headers, [[r["problem"], r["method"], f"{r['psnr_at_1x']:.2f}", f"{r['oracle_psnr']:.2f}",
                                r["oracle_iteration"], f"{r['psnr_at_3x']:.2f}",
                                f"{r['psnr_at_3x'] - r['oracle_psnr']:+.2f}"] for r in rows])
-
-
-def sweep_table(rows) -> str:
-    headers = ["variant", "overrides", "PSNR (dB)", "SSIM", "best PSNR over its (oracle) @ it", "time (s)"]
-    return markdown(headers, [[r["variant"], json.dumps(r["overrides"]) if r["overrides"] else "-", f"{r['psnr']:.2f}",
-                               f"{r['ssim']:.4f}", oracle_cell(r), f"{r['wall_time']:.1f}"] for r in rows])
 
 
 def plain(value):
@@ -421,35 +404,6 @@ def run_overfit(problems, methods, args, report):
         print(f"\n## overfitting (to 3x the iterations)\n\n{overfit_table(rows)}\n", flush=True)
 
 
-def parse_variant(text):
-    """A :data:`SWEEP` name, or ``key=value,key=value`` overrides of SGDIPConfig fields."""
-    if text in SWEEP:
-        return text, SWEEP[text]
-    if "=" not in text:
-        raise ValueError(f"--variants: {text!r} is neither a sweep variant ({', '.join(SWEEP)}) nor key=value pairs")
-    pairs = [item.split("=", 1) for item in text.split(",")]
-    return text, {k.strip(): v.strip() for k, v in pairs}
-
-
-def run_sweep(problems, args, report):
-    rows, curves = [], {}
-    for problem in problems:
-        for name, overrides in (parse_variant(v) for v in args.variants):
-            config = dip_config("sgdip", "mri", args, overrides)
-            row, _ = run_dip_method(problem, "sgdip", config, args.seed)
-            row.update(variant=name, overrides=overrides)
-            rows.append(row)
-            report.add("sweep", row, problem)
-            curves[name] = {"psnr": np.asarray(row["psnr_history"])}
-            print(f"  {problem.label}: sgdip {name} {row['psnr']:.2f} dB ({row['wall_time']:.0f} s)", file=sys.stderr,
-                  flush=True)
-        report.figure(figure_name(problem, "sweep"), curves_figure(curves, "psnr", "PSNR of the EMA image (dB)",
-                                                                   title=f"self-guided DIP sweep, {problem.label}"))
-        table = sweep_table(sorted(rows, key=lambda r: -r["psnr"]))
-        print(f"\n## self-guided DIP sweep: {problem.label}, sorted by final PSNR\n\n{table}\n", flush=True)
-        rows = []
-
-
 # --------------------------------------------------------------------------- main
 
 
@@ -465,15 +419,12 @@ def parse_args(argv):
     p.add_argument("--skip-width", type=int, help="channels per scale of the inpainting DIP skip network (default 128)")
     p.add_argument("--skip-scales", type=int, help="scales of the inpainting DIP skip network (default 5)")
     p.add_argument("--cases", nargs="+", help=f"cases: MRI {list(MRI_CASES)}, inpainting {list(INPAINT_CASES)} "
-                                              "(default: all; --sweep: 4x30)")
+                                              "(default: all)")
     p.add_argument("--images", nargs="+", help="photographs for inpainting (default: camera astronaut)")
     p.add_argument("--methods", nargs="+", help=f"methods (default all): MRI {list(MRI_METHODS)}, inpainting "
                                                 f"{list(INPAINT_METHODS)}")
     p.add_argument("--reference", choices=("motion", "lowres"), default="motion", help="ref-dip reference image")
     p.add_argument("--overfit", action="store_true", help="also run DIP and sgdip to 3x the iterations on MRI cases")
-    p.add_argument("--sweep", action="store_true", help="only the self-guided DIP sweep on shoulder 4x")
-    p.add_argument("--variants", nargs="+", help=f"sweep variants: names ({', '.join(SWEEP)}) or key=value,... "
-                                                 "(default: all names)")
     p.add_argument("--seed", type=int, default=0, help="simulation, mask and method seed")
     p.add_argument("--out", type=Path, help="directory for quality.json and the PNG figures")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT/quality.json")
@@ -481,27 +432,19 @@ def parse_args(argv):
     args = p.parse_args(argv)
 
     defaults = {"size": 320, "image_size": 256, "skip_width": 128, "skip_scales": 5, "images": ["camera", "astronaut"],
-                "cases": ["4x30"] if args.sweep else ["4x30", "p50"] if args.quick else [*MRI_CASES, *INPAINT_CASES],
-                "variants": list(SWEEP)}
+                "cases": ["4x30", "p50"] if args.quick else [*MRI_CASES, *INPAINT_CASES]}
     for key, value in {**defaults, **(QUICK if args.quick else {})}.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
     bad = [c for c in args.cases if c not in MRI_CASES and c not in INPAINT_CASES]
     if bad:
         p.error(f"--cases: unknown {bad}; expected some of {[*MRI_CASES, *INPAINT_CASES]}")
-    if args.sweep and any(MRI_CASES.get(c, (None,))[0] != 4 for c in args.cases):
-        p.error(f"--sweep runs on the shoulder 4x cases only (4x30, 4x20), got --cases {args.cases}")
     unknown_images = sorted(set(args.images) - set(IMAGE_SAMPLES))
     if unknown_images:
         p.error(f"--images: unknown {unknown_images}; expected some of {list(IMAGE_SAMPLES)}")
     known = set(MRI_METHODS) | set(INPAINT_METHODS)
     if args.methods and not set(args.methods) <= known:
         p.error(f"--methods: unknown {sorted(set(args.methods) - known)}; expected some of {sorted(known)}")
-    try:
-        for v in args.variants:
-            parse_variant(v)
-    except ValueError as err:
-        p.error(str(err))
     if args.out is not None and (args.out / "quality.json").exists() and not args.overwrite:
         p.error(f"{args.out / 'quality.json'} exists; pass --overwrite to replace it or choose another --out")
     return args
@@ -520,15 +463,12 @@ def main(argv=None):
     problems = [mri_problem(c, args.size, args.reference, args.seed) for c in args.cases if c in MRI_CASES]
     problems += [inpainting_problem(image, c, args.image_size, args.seed)
                  for c in args.cases if c in INPAINT_CASES for image in args.images]
-    if args.sweep:
-        run_sweep(problems, args, report)
-    else:
-        chosen = args.methods or [*MRI_METHODS, *INPAINT_METHODS]
-        methods = {"mri": [m for m in MRI_METHODS if m in chosen],
-                   "inpainting": [m for m in INPAINT_METHODS if m in chosen]}
-        run_tables(problems, methods, args, report)
-        if args.overfit:
-            run_overfit(problems, methods, args, report)
+    chosen = args.methods or [*MRI_METHODS, *INPAINT_METHODS]
+    methods = {"mri": [m for m in MRI_METHODS if m in chosen],
+               "inpainting": [m for m in INPAINT_METHODS if m in chosen]}
+    run_tables(problems, methods, args, report)
+    if args.overfit:
+        run_overfit(problems, methods, args, report)
     return report.data
 
 

@@ -599,13 +599,14 @@ def _reconstruct_volume(args, config, options, indices: list[int], out_path: Pat
     from .config import save_config
     from .inputs import fastmri_problems
     from .outputs import OutputDir, check_output_dir
-    from .parallel import SliceStore, allgather_bytes, process_share
+    from .parallel import SliceStore, allgather_bytes, file_identity, process_share
     from .reconstruct import outcome_from_bytes, outcome_to_bytes, reconstruct_batch
 
     lead = jax.process_index() == 0
     if lead:
         check_output_dir(out_path, args.force)
-    store = SliceStore(out_path.with_name(out_path.name + ".partial"), _resolved_config(args, args.method, config))
+    fingerprint = {"input_file": file_identity(args.input), **_resolved_config(args, args.method, config)}
+    store = SliceStore(out_path.with_name(out_path.name + ".partial"), fingerprint, force=args.force)
     mine = process_share(indices)
     todo = [i for i in mine if i not in store.done()]
     if len(todo) < len(mine):

@@ -134,26 +134,41 @@ def allgather_bytes(blobs: Sequence[bytes]) -> list[bytes]:
     ]
 
 
+def file_identity(path: str | os.PathLike) -> dict[str, Any]:
+    """``{"path", "size", "sha256"}`` of a file: what a resumed run must find unchanged."""
+    import hashlib
+
+    path = Path(path)
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return {"path": str(path.resolve()), "size": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
 class SliceStore:
     """Finished slices of one volume run, ``slice_NNNN.bin`` each, in a directory.
 
-    ``fingerprint`` (JSON-able: input, options, method config) is written to ``run.json`` when the
-    store is created; reopening a store with another fingerprint raises ``ValueError``, so a resumed
-    run never mixes slices of different settings.
+    ``fingerprint`` (JSON-able: the input file's identity and content hash, options, method config)
+    is written to ``run.json`` when the store is created. Reopening a store that holds finished
+    slices of another fingerprint raises ``ValueError`` (so a resumed run never mixes inputs or
+    settings) unless ``force`` clears it; a store without finished slices is simply taken over.
     """
 
-    def __init__(self, path: str | os.PathLike, fingerprint: dict[str, Any]):
+    def __init__(self, path: str | os.PathLike, fingerprint: dict[str, Any], force: bool = False):
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         record = self.path / "run.json"
         text = json.dumps(fingerprint, indent=2, sort_keys=True, default=str)
         if record.exists() and record.read_text() != text:
-            raise ValueError(
-                f"{self.path}: holds slices of a run with other settings (see its run.json); "
-                f"remove it or rerun with the same settings to resume"
-            )
-        if not record.exists():
-            atomic_write(record, lambda f: f.write(text.encode()))
+            if self.done() and not force:
+                raise ValueError(
+                    f"{self.path}: holds {len(self.done())} finished slices of a run with another input or other "
+                    f"settings (see its run.json); rerun that command to resume it, or pass --force to discard them"
+                )
+            for stale in self.path.glob("slice_*.bin"):
+                stale.unlink()
+        atomic_write(record, lambda f: f.write(text.encode()))
 
     def _file(self, index: int) -> Path:
         return self.path / f"slice_{index:04d}.bin"

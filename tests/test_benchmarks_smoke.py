@@ -18,6 +18,7 @@ from skimage.restoration import inpaint_biharmonic
 ROOT = Path(__file__).resolve().parent.parent
 QUALITY = ROOT / "benchmarks" / "quality.py"
 SPEED = ROOT / "benchmarks" / "speed.py"
+SWEEP = ROOT / "benchmarks" / "sweep.py"
 TIME_BOUND = 300  # seconds per script run: a hang guard, far above a quick run
 
 
@@ -78,9 +79,12 @@ def test_quality_quick(tmp_path, cache):
                 assert r["psnr"] == pytest.approx(history[-1], abs=0.01)
                 assert r["oracle_psnr"] == max(history) >= r["psnr"] - 1e-6
                 assert history[r["oracle_iteration"] - 1] == r["oracle_psnr"]
-            if method in q.CLASSICAL[section]:
+            if method.endswith(q.ORACLE):
                 best = max(r["lam_table"], key=lambda e: e["psnr"])
                 assert r["lam"] == best["lam"] and r["psnr"] == pytest.approx(best["psnr"], abs=1e-3)
+                assert r["psnr"] >= rows[method.removesuffix(q.ORACLE)]["psnr"] - 0.05  # auto is not better than the grid's best
+            elif method in q.CLASSICAL[section]:
+                assert "auto: GCV" in r["setting"] and r["lam"] > 0
 
     # Zero-filled MRI and the inpainting anchors, recomputed with NumPy / scikit-image.
     size = q.QUICK["size"]
@@ -111,19 +115,29 @@ def test_quality_quick(tmp_path, cache):
 
 
 @pytest.mark.slow
-def test_quality_sweep_and_no_overwrite(tmp_path, cache):
+def test_sweep_records_every_run_resumes_and_tabulates(tmp_path):
     out = tmp_path / "sweep"
-    stdout = run_script(QUALITY, "--quick", "--sweep", "--variants", "default", "K1", "--out", out, "--cache", cache)
-    rows = json.loads((out / "quality.json").read_text())["sweep"]
-    assert [r["variant"] for r in rows] == ["default", "K1"]
-    assert rows[1]["overrides"] == {"draws": 1} and rows[1]["config"]["draws"] == 1 and rows[0]["config"]["draws"] == 4
-    table = stdout.split("## self-guided DIP sweep")[1]
-    ordered = sorted(rows, key=lambda r: -r["psnr"])
-    positions = [table.index(f"| {r['variant']} |") for r in ordered]
-    assert positions == sorted(positions)  # printed best first
-    assert png_ok(out / "sweep_4x30.png")
+    argv = ["--size", "32", "--network", "unet1", "--base", "4", "--iters", "4", "--factor", "2",
+            "--cases", "shoulder-4x30", "--variants", "dip", "c0.5", "--out", out]
+    stdout = run_script(SWEEP, *argv)
+    rows = [json.loads(line) for line in (out / "sweep.jsonl").read_text().splitlines()]
+    assert [(r["variant"], r["case"]) for r in rows] == [("dip", "shoulder-4x30"), ("c0.5", "shoulder-4x30")]
+    for r in rows:
+        assert r["iters"] == 4 and r["factor"] == 2 and len(r["psnr_every_10"]) == 0
+        assert r["peak"] >= max(r["psnr_T"], r["psnr_3T"]) - 1e-9
+    assert rows[1]["config"]["noise_scale"] == 0.5 and rows[0]["method"] == "dip"
+    assert "c0.5" in stdout
+    again = run_script(SWEEP, *argv)  # finished runs are skipped
+    assert len((out / "sweep.jsonl").read_text().splitlines()) == 2 and "c0.5" not in again
+    table = run_script(SWEEP, "--size", "32", "--out", out, "--table")
+    assert "| c0.5 | shoulder-4x30 |" in table and "worst margin" in table and "TV (auto)" in table
 
-    again = subprocess.run([sys.executable, str(QUALITY), "--quick", "--sweep", "--out", str(out)], cwd=ROOT,
+
+def test_quality_refuses_to_overwrite(tmp_path):
+    out = tmp_path / "q"
+    out.mkdir()
+    (out / "quality.json").write_text("{}")
+    again = subprocess.run([sys.executable, str(QUALITY), "--quick", "--out", str(out)], cwd=ROOT,
                            capture_output=True, text=True, timeout=TIME_BOUND)
     assert again.returncode == 2 and "exists" in again.stderr
 
@@ -131,11 +145,9 @@ def test_quality_sweep_and_no_overwrite(tmp_path, cache):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--sweep", "--cases", "8x30"], "4x cases only"),
         (["--cases", "9x30"], "unknown"),
         (["--methods", "magic"], "unknown"),
         (["--images", "lena"], "unknown"),
-        (["--variants", "nonsense"], "neither a sweep variant"),
     ],
 )
 def test_quality_rejects_bad_arguments(argv, message, capsys):

@@ -168,8 +168,36 @@ def test_interrupted_volume_resumes_with_the_missing_slices_only(volume, single_
 def test_resume_with_other_settings_is_refused(tmp_path):
     SliceStore(tmp_path / "p", {"acceleration": 4})
     SliceStore(tmp_path / "p", {"acceleration": 4})  # same settings: reopened
-    with pytest.raises(ValueError, match="other settings"):
+    SliceStore(tmp_path / "p", {"acceleration": 8})  # no finished slice yet: taken over
+    store = SliceStore(tmp_path / "p", {"acceleration": 4})
+    store.save(0, b"slice")
+    with pytest.raises(ValueError, match="another input or other settings.*--force"):
         SliceStore(tmp_path / "p", {"acceleration": 8})
+    assert SliceStore(tmp_path / "p", {"acceleration": 8}, force=True).done() == set()
+
+
+def test_resume_from_another_input_file_is_refused(volume, tmp_path, monkeypatch):
+    """Interrupted on one volume, the same command on a different file must not mix their slices."""
+    other = tmp_path / "other.h5"
+    with h5py.File(volume, "r") as src, h5py.File(other, "w") as dst:
+        for key in src:
+            dst.create_dataset(key, data=src[key][()][::-1] if key == "kspace" else src[key][()])
+        dst.attrs.update(src.attrs)
+    out = tmp_path / "o"
+    real = reconstruct.reconstruct_batch
+    calls = []
+
+    def stop_after_first(problems, *args, **kwargs):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real(problems, *args, **kwargs)
+
+    monkeypatch.setattr(reconstruct, "reconstruct_batch", stop_after_first)
+    assert cli.main(_volume_args(volume, out, "--batch", "2")) == cli.INTERRUPTED
+    monkeypatch.setattr(reconstruct, "reconstruct_batch", real)
+    assert cli.main(_volume_args(other, out, "--batch", "2")) == 2
+    assert not out.exists() and len(list((tmp_path / "o.partial").glob("slice_*.bin"))) == 2
 
 
 @pytest.mark.parametrize("n, count", [(4, 2), (5, 2), (3, 4), (40, 3)])
