@@ -12,7 +12,7 @@ import pytest
 from sgdip_jax.config import NetworkConfig, from_dict, load_config, save_config, to_dict
 from sgdip_jax.data.samples import sample_image, sample_mri
 from sgdip_jax.early_stopping import ESConfig
-from sgdip_jax.methods import METHODS, DIPConfig, RefDIPConfig, Result, SGDIPConfig, run_method, zero_filled
+from sgdip_jax.methods import METHODS, DIPConfig, RefDIPConfig, Result, SGDIPConfig, run_method
 from sgdip_jax.methods.common import build_network, data_consistency, fast_key, network_forward
 from sgdip_jax.methods.sgdip import draw_noise, sgdip_loss
 from sgdip_jax.metrics import psnr
@@ -238,19 +238,23 @@ def test_registry():
         run_method("dip", op, y, {"alpha": 1.0})
 
 
-def test_shoulder_dip_and_sgdip_beat_zero_filled_by_3db():
-    """The acceptance case: 96x96 shoulder, 8 coils, 4x, 30 dB; a small U-Net; 500 iterations.
-    Measured (seed 0): zero-filled 20.96 dB, dip 28.25 dB, sgdip 33.36 dB (27.81 dB with the earlier
-    squared-L2 defaults)."""
-    case = sample_mri(size=96)
+@pytest.mark.slow
+def test_sgdip_defaults_beat_tv_and_vanilla_dip_on_the_shoulder():
+    """The acceptance case: 64x64 shoulder (real magnitude image), 8 coils, 4x VDRS, 20 dB; the
+    default depth-4 U-Net at width 16; 500 iterations; TV with ``lam="auto"`` (chosen from the data).
+    Margins measured with these defaults are recorded in ``benchmarks/RESULTS.md``; the asserted
+    ones leave about 1 dB for platform differences."""
+    case = sample_mri(size=64, acceleration=4, snr_db=20)
     op, y, x = case.operator(), jnp.asarray(case.y), case.x
-    zf = float(psnr(zero_filled(op, y).image, x))
+    tv = float(psnr(run_method("tv", op, y).image, x))
+    net = NetworkConfig("unet4", base=16)
+    final = {}
     for name, cls in (("dip", DIPConfig), ("sgdip", SGDIPConfig)):
-        cfg = cls(network=SMALL, iterations=500, early_stopping=NO_ES)
-        r = run_method(name, op, y, cfg, 0, target=x, progress=False)
-        final = float(psnr(r.ema_image, x))
-        assert np.isclose(final, r.history["psnr"][-1], atol=1e-3)
-        assert final > zf + 3.0, (name, final, zf)
+        r = run_method(name, op, y, cls(network=net, iterations=500, early_stopping=NO_ES), 0, target=x, progress=False)
+        final[name] = float(psnr(r.ema_image, x))
+        assert np.isclose(final[name], r.history["psnr"][-1], atol=1e-3)
+    assert final["sgdip"] > tv + 2.5, (final, tv)
+    assert final["sgdip"] > final["dip"] + 4.0, final
 
 
 @pytest.mark.slow
