@@ -70,11 +70,26 @@ def classical(case):
     return out
 
 
-def table(rows, size, seed):
+def figures(rows, base, out):
+    """``OUT/psnr_<case>.png``: PSNR of the EMA image against iteration (recorded every 10th) for every
+    variant, with zero-filled and TV (auto) as dashed lines."""
+    from sgdip_jax.figures import curves_figure
+
+    for case in base:
+        curves = {r["variant"]: {"psnr": np.repeat(r["psnr_every_10"], 10)} for r in rows if r["case"] == case}
+        lines = {m: base[case][m]["psnr"] for m in ("zero-filled", "tv")}
+        png = curves_figure(curves, "psnr", "PSNR of the EMA image (dB)", title=case, baselines=lines)
+        if png is not None:
+            (out / f"psnr_{case}.png").write_bytes(png)
+
+
+def table(rows, size, seed, out=None):
     """Markdown: one line per (variant, case) with the margin over the best classical method, then the
-    worst margin per variant (the objective)."""
+    worst margin per variant (the objective); with ``out``, the PSNR curves (:func:`figures`)."""
     cases = sorted({r["case"] for r in rows}, key=list(CASES).index)
     base = {name: classical(make_case(name, size, seed)) for name in cases}
+    if out is not None:
+        figures(rows, base, out)
     lines = ["| variant | case | PSNR @T | PSNR @3T | peak (oracle) @ it | SSIM @3T | best classical (auto) | margin | time (s) |",
              "|---|---|---|---|---|---|---|---|---|"]
     worst = {}
@@ -131,14 +146,15 @@ def main(argv=None):
     p.add_argument("--base", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
-    p.add_argument("--table", action="store_true", help="print the markdown table of OUT/sweep.jsonl and exit")
+    p.add_argument("--table", action="store_true",
+                   help="print the markdown tables of OUT/sweep.jsonl, write OUT/psnr_<case>.png, and exit")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     log = out / "sweep.jsonl"
     rows = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
     if args.table:
-        print(table([r for r in rows if r["size"] == args.size], args.size, args.seed))
+        print(table([r for r in rows if r["size"] == args.size], args.size, args.seed, out))
         return
     done = {(r["variant"], r["case"]) for r in rows}
     for variant in args.variants:

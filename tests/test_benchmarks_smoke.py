@@ -117,13 +117,13 @@ def test_quality_quick(tmp_path, cache):
 @pytest.mark.slow
 def test_sweep_records_every_run_resumes_and_tabulates(tmp_path):
     out = tmp_path / "sweep"
-    argv = ["--size", "32", "--network", "unet1", "--base", "4", "--iters", "4", "--factor", "2",
+    argv = ["--size", "32", "--network", "unet1", "--base", "4", "--iters", "10", "--factor", "2",
             "--cases", "shoulder-4x30", "--variants", "dip", "c0.5", "--out", out]
     stdout = run_script(SWEEP, *argv)
     rows = [json.loads(line) for line in (out / "sweep.jsonl").read_text().splitlines()]
     assert [(r["variant"], r["case"]) for r in rows] == [("dip", "shoulder-4x30"), ("c0.5", "shoulder-4x30")]
     for r in rows:
-        assert r["iters"] == 4 and r["factor"] == 2 and len(r["psnr_every_10"]) == 0
+        assert r["iters"] == 10 and r["factor"] == 2 and len(r["psnr_every_10"]) == 2
         assert r["peak"] >= max(r["psnr_T"], r["psnr_3T"]) - 1e-9
     assert rows[1]["config"]["noise_scale"] == 0.5 and rows[0]["method"] == "dip"
     assert "c0.5" in stdout
@@ -131,6 +131,7 @@ def test_sweep_records_every_run_resumes_and_tabulates(tmp_path):
     assert len((out / "sweep.jsonl").read_text().splitlines()) == 2 and "c0.5" not in again
     table = run_script(SWEEP, "--size", "32", "--out", out, "--table")
     assert "| c0.5 | shoulder-4x30 |" in table and "worst margin" in table and "TV (auto)" in table
+    assert png_ok(out / "psnr_shoulder-4x30.png")
 
 
 def test_quality_refuses_to_overwrite(tmp_path):
