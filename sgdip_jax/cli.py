@@ -182,7 +182,7 @@ def _add_demo(sub):
         "demo",
         help="self-guided DIP against vanilla DIP and the classical baselines on the bundled shoulder case",
         description=(
-            "Run zero-filled, CG-SENSE, TV and L1-wavelet (lam chosen from the data: discrepancy principle), "
+            "Run zero-filled, CG-SENSE, TV and L1-wavelet (lam chosen from the data by generalised cross-validation), "
             "vanilla DIP and self-guided DIP on the bundled shoulder MR case (a real "
             "magnitude image from pydicom-data with simulated coils, 4x VDRS undersampling and 30 dB "
             "noise), print a table and write figures. The default is sized for a CPU (a few minutes); "

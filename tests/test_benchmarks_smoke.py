@@ -77,7 +77,7 @@ def test_quality_quick(tmp_path, cache):
                 assert r["iterations"] == len(history) == q.QUICK["iters"]
                 # The reported image is the EMA after the last step, whose PSNR the engine recorded last.
                 assert r["psnr"] == pytest.approx(history[-1], abs=0.01)
-                assert r["oracle_psnr"] == max(history) >= r["psnr"] - 1e-6
+                assert r["oracle_psnr"] == max(history) >= r["psnr"] - 1e-4  # float32 rounding of the two PSNRs
                 assert history[r["oracle_iteration"] - 1] == r["oracle_psnr"]
             if method.endswith(q.ORACLE):
                 best = max(r["lam_table"], key=lambda e: e["psnr"])

@@ -67,8 +67,9 @@ class ZeroFilledConfig:
 
 @dataclasses.dataclass(frozen=True)
 class CGSenseConfig:
-    """CG-SENSE. ``lam``: Tikhonov weight (``lam/2 ||x||^2``, SigPy's ``lamda``) or a rule;
-    ``iters``: CG steps (unregularised CG is stopped early because later iterations amplify noise)."""
+    """CG-SENSE. ``lam``: Tikhonov weight (``lam/2 ||x||^2``, SigPy's ``lamda``) or a rule
+    (``"auto"``: GCV, ``"discrepancy"``; see the module docstring); ``iters``: CG steps
+    (unregularised CG is stopped early because later iterations amplify noise)."""
 
     lam: float | Literal["auto", "discrepancy"] = "auto"
     iters: int = 30
@@ -76,8 +77,8 @@ class CGSenseConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TVConfig:
-    """Total variation. ``lam``: weight of ``||G x||_1`` (SigPy's ``lamda``) or a rule; ``iters``:
-    primal-dual steps; ``isotropic``: per-pixel gradient norm instead of SigPy's anisotropic sum."""
+    """Total variation. ``lam``: weight of ``||G x||_1`` (SigPy's ``lamda``) or a rule (``"auto"``,
+    ``"discrepancy"``); ``iters``: primal-dual steps; ``isotropic``: per-pixel gradient norm instead of SigPy's anisotropic sum."""
 
     lam: float | Literal["auto", "discrepancy"] = "auto"
     iters: int = 500
@@ -86,7 +87,8 @@ class TVConfig:
 
 @dataclasses.dataclass(frozen=True)
 class L1WaveletConfig:
-    """L1-wavelet. ``lam``: weight of ``||W x||_1`` (SigPy's ``lamda``) or a rule; ``iters``: FISTA steps;
+    """L1-wavelet. ``lam``: weight of ``||W x||_1`` (SigPy's ``lamda``) or a rule (``"auto"``,
+    ``"discrepancy"``); ``iters``: FISTA steps;
     ``wavelet``: ``"haar"``, ``"db2"`` or ``"db4"``; ``levels``: decomposition depth (``None``:
     PyWavelets' default for the image size). When an image size is not a multiple of
     ``2**levels``, the unknown is the image extended at the bottom/right to the next multiple (the
