@@ -11,8 +11,8 @@ Sections (each prints a markdown table; all rows go to ``OUT/quality.json``, fig
 * **Inpainting**: centre crops of scikit-image / PyWavelets photographs with 50 % and 80 % of the
   pixels missing (Bernoulli) and a centred square hole of a quarter of the side. Methods: masked
   input, biharmonic (``skimage.restoration.inpaint_biharmonic``), isotropic TV (``lam="auto"``,
-  and ``tv-oracle`` with ``lam`` swept), vanilla DIP on the DIP skip network (the DIP paper's inpainting settings: 32 uniform
-  input channels, Adam 0.01, input noise 0.03, widths from ``--skip-width``/``--skip-scales``) and
+  and ``tv-oracle`` with ``lam`` swept), vanilla DIP on the DIP skip network (the DIP paper's
+  inpainting settings: 32 uniform input channels, Adam 0.01, input noise 0.03, widths from ``--skip-width``/``--skip-scales``) and
   self-guided DIP with its inpainting preset (``SGDIPConfig.inpainting()``: ``z ~ U[0, 1)``; the
   MRI default ``z`` = zero-filled image is the masked image, a fixed point for inpainting).
   Inpainting is noiseless.

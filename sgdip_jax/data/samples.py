@@ -117,7 +117,8 @@ def sample_mri(
     """A multi-coil case simulated from a real magnitude MR image (see the module docstring).
 
     ``name``: ``"shoulder"`` (pydicom-data ``MR2_UNCR.dcm``, 1024x1024), ``"head"`` (matplotlib's
-    sagittal head ``s1045.ima.gz``, 256x256) or ``"small"`` (pydicom ``MR_small.dcm``, 64x64). ``size``: int or ``(h, w)``. Keys: ``phase_key, noise_key =
+    sagittal head ``s1045.ima.gz``, 256x256) or ``"small"`` (pydicom ``MR_small.dcm``, 64x64).
+    ``size``: int or ``(h, w)``. Keys: ``phase_key, noise_key =
     jax.random.split(jax.random.PRNGKey(seed))``; the mask uses ``seed`` directly. Returns the
     :class:`Case` (``x``, ``sigma`` and ``meta`` filled), or ``(case, noise)`` with
     ``return_noise=True``, so that ``case.y == case.mask * (fft2c(case.smaps * case.x) + noise)``.

@@ -78,7 +78,8 @@ class CGSenseConfig:
 @dataclasses.dataclass(frozen=True)
 class TVConfig:
     """Total variation. ``lam``: weight of ``||G x||_1`` (SigPy's ``lamda``) or a rule (``"auto"``,
-    ``"discrepancy"``); ``iters``: primal-dual steps; ``isotropic``: per-pixel gradient norm instead of SigPy's anisotropic sum."""
+    ``"discrepancy"``); ``iters``: primal-dual steps; ``isotropic``: per-pixel gradient norm
+    instead of SigPy's anisotropic sum."""
 
     lam: float | Literal["auto", "discrepancy"] = "auto"
     iters: int = 500

@@ -10,8 +10,8 @@ with ``K = draws`` noise draws evaluated as one batch of the network (batch axis
 reconstruction ``x_hat = mean_k f_theta(z + eta_k)`` (reported as its moving average).
 ``D`` / ``D'`` are ``"l1"`` (mean absolute value) or ``"l2"`` (mean square) over real entries:
 ``D`` over the *measured* entries of ``y`` only (:func:`~.common.measured_discrepancy`, so ``alpha``
-means the same at every sampling rate), ``D'`` over all entries of the image. Noise: ``eta_k = c max|z| u_k`` with ``u_k ~ U[0, 1)``
-(``"uniform"``, as the public re-implementation) or ``u_k ~ N(0, 1)`` (``"gaussian"``: relative std
+means the same at every sampling rate), ``D'`` over all entries of the image. Noise:
+``eta_k = c max|z| u_k`` with ``u_k ~ U[0, 1)`` (``"uniform"``, as the public re-implementation) or ``u_k ~ N(0, 1)`` (``"gaussian"``: relative std
 ``c``); ``max|z|`` is treated as a constant (no gradient through the noise amplitude). Gradients
 reach ``z`` through the network input and through the regulariser's target. ``z`` starts as
 ``U[0, 1)`` noise (the reference notebook) or as the zero-filled image ``A^H y_s`` (in the units of
@@ -47,9 +47,10 @@ class SGDIPConfig(DIPBaseConfig):
     Defaults (MRI): L1 data and regulariser terms, per-draw regulariser, ``alpha = 0.005``, ``K = 4``,
     uniform input noise of a large amplitude ``c = 0.5``, ``z`` from the zero-filled image, Adam
     1e-2 for the weights and 1e-2 for ``z``, 500 iterations. They were chosen by the robustness
-    sweep (``benchmarks/sweep.py``: the worst case over open MR images, 4x/8x, 30/20 dB, of the PSNR
-    at 500 and at 1500 iterations minus the better of TV and L1-wavelet with ``lam="auto"``); the
-    sweep, the 128 px table and what each lever did are in ``benchmarks/RESULTS.md``.
+    sweep (``benchmarks/sweep.py``: the worst case, over hard open cases at 96 px, of the PSNR at
+    500 and at 1500 iterations minus the better of TV and L1-wavelet with ``lam="auto"``) and
+    checked on six open cases at 128 px; the sweep, that table and what each lever did are in
+    ``benchmarks/RESULTS.md``.
 
     Inpainting needs other settings (:meth:`inpainting`): the zero-filled input (the masked image)
     is a fixed point of the objective for an identity-like network.
