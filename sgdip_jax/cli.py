@@ -688,8 +688,7 @@ DEMO = {
     "cpu": {"size": 128, "network": "unet4", "base": 16, "iterations": 500},
     "full": {"size": 320, "network": "unet5", "base": None, "iterations": 4000},
 }
-DEMO_METHODS = ("zero-filled", "cg-sense", "tv", "l1-wavelet", "dip", "sgdip")  # run order; shown sgdip first
-DIP_DEMO = ("dip", "sgdip")
+DEMO_METHODS = ("zero-filled", "cg-sense", "tv", "l1-wavelet", "dip", "sgdip")  # run order; shown best first
 
 
 def cmd_demo(args) -> int:
@@ -697,6 +696,7 @@ def cmd_demo(args) -> int:
     from .data.samples import sample_mri
     from .figures import comparison_figure
     from .inputs import problem_from_case
+    from .methods import DIP_TASKS
     from .outputs import OutputDir
     from .reconstruct import reconstruct_problem
 
@@ -717,7 +717,7 @@ def cmd_demo(args) -> int:
         configs = {}
         for method in DEMO_METHODS:
             configs[method] = method_config(method, network=setup["network"], width=setup["base"],
-                                            iters=setup["iterations"]) if method in DIP_DEMO else method_config(method)
+                                            iters=setup["iterations"]) if method in DIP_TASKS else method_config(method)
             outcomes[method] = reconstruct_problem(problem, method, configs[method], args.seed,
                                                    progress=not args.quiet, interrupt=interrupt)
             if interrupt.requested:
@@ -727,10 +727,10 @@ def cmd_demo(args) -> int:
         images = {m: o.image for m, o in outcomes.items()}
         metrics = {m: o.metrics for m, o in outcomes.items()}
         out.write_bytes("panel.png", comparison_figure(images, problem.reference, metrics, f"demo: {describe}"))
-        histories = {m: o.result.history for m, o in outcomes.items() if m in DIP_DEMO}
+        histories = {m: o.result.history for m, o in outcomes.items() if m in DIP_TASKS}
         write_curves(out, "", histories, outcomes["zero-filled"].metrics, "shoulder, 4x")
         for m, o in outcomes.items():
-            if m in DIP_DEMO:
+            if m in DIP_TASKS:
                 out.write_history(f"history_{m}.csv", o.result.history)
         out.write_npz("recon.npz", {**{m.replace("-", "_"): o.image for m, o in outcomes.items()}, "reference": problem.reference})
         out.write_json("metrics.json", {
@@ -752,10 +752,12 @@ def cmd_demo(args) -> int:
 
 def _demo_table(outcomes: dict[str, Outcome]) -> str:
     """One line per method, best PSNR first; the classical methods show the ``lam`` they chose."""
+    from .methods import DIP_TASKS
+
     lines = [f"{'method':<12} {'PSNR (dB)':>9} {'SSIM':>7} {'time (s)':>9}  setting"]
     for method, o in outcomes.items():
         m, config = o.metrics, o.result.config
-        setting = f"{o.result.iterations} iterations" if method in DIP_DEMO else ""
+        setting = f"{o.result.iterations} iterations" if method in DIP_TASKS else ""
         if "lam_rule" in config:
             setting = f"lam {config['lam']:.3g} ({config['lam_rule']['rule']}, from the data)"
         lines.append(f"{method:<12} {m['psnr']:>9.2f} {m['ssim']:>7.4f} {o.result.wall_time:>9.1f}  {setting}".rstrip())

@@ -84,7 +84,8 @@ class Problem:
     ``reference``: what the final metrics compare with; when ``crop`` is set the reconstruction is
     centre-cropped to ``crop`` first (fastMRI's 320x320). ``meta``: provenance written to metrics.json.
     ``sigma``: noise std per complex measured entry when known (simulated data, case files), else
-    ``None`` (the classical methods' ``lam="auto"`` then estimates it from ``y``).
+    ``None``; the classical methods' ``lam="discrepancy"`` uses it (and estimates it from ``y``
+    when it is ``None``).
     """
 
     operator: Any
