@@ -1,9 +1,9 @@
 """The ``sgdip`` command: ``sgdip reconstruct``, ``sgdip demo`` and ``sgdip info``.
 
 Input files become problems in :mod:`sgdip_jax.inputs`, methods run through
-:mod:`sgdip_jax.reconstruct` (batches and processes: :mod:`sgdip_jax.parallel`), results are written
-by :mod:`sgdip_jax.outputs` and :mod:`sgdip_jax.figures`; this module only wires options to those
-pieces. Bad input ends with one line ``sgdip: error: ...`` and exit status 2. Ctrl-C during a DIP
+:mod:`sgdip_jax.reconstruct` (batches: :mod:`sgdip_jax.parallel`, processes:
+:mod:`sgdip_jax.multihost`), results are written by :mod:`sgdip_jax.outputs` and
+:mod:`sgdip_jax.figures`; this module only wires options to those pieces. Bad input ends with one line ``sgdip: error: ...`` and exit status 2. Ctrl-C during a DIP
 run ends it after the current chunk of iterations, saves what has been computed (EMA image,
 history) and exits with status 130; a second Ctrl-C aborts at once without saving. For several
 fastMRI slices the finished slices are what is saved (in ``OUT.partial``); rerunning the same
@@ -68,6 +68,16 @@ def _positive_int(text):
     value = int(text)
     if value < 1:
         raise ValueError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return value
 
 
@@ -168,6 +178,9 @@ def _add_reconstruct(sub):
                    help="multi-machine run: number of processes (default: from the cluster environment)")
     s.add_argument("--process-id", type=_nonnegative_int, default=None,
                    help="multi-machine run: this process's index (default: from the cluster environment)")
+    s.add_argument("--peer-timeout", type=_positive_float, default=120.0, metavar="SECONDS",
+                   help="multi-machine run: a process whose peer sends no heartbeat for this long stops with "
+                        "an error, keeping its finished slices for the rerun (default: 120)")
     o = p.add_argument_group("output")
     o.add_argument("--out", default=None,
                    help="output directory, refused if it exists and is not empty (default: INPUTSTEM_METHOD)")
@@ -543,9 +556,9 @@ def cmd_reconstruct(args) -> int:
     )
     distributed = any(v is not None for v in (args.coordinator, args.num_processes, args.process_id))
     if distributed:
-        import jax
+        from .multihost import start_distributed
 
-        jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+        start_distributed(args.coordinator, args.num_processes, args.process_id, args.peer_timeout)
     kind = detect_kind(args.input)
     out_path = Path(args.out or f"{Path(args.input).stem}_{args.method}")
     options = _input_options(args)
@@ -592,14 +605,16 @@ def _log_start(args, problem) -> None:
 def _reconstruct_volume(args, config, options, indices: list[int], out_path: Path) -> int:
     """Several fastMRI slices: ``--batch`` slices per compiled step over the local devices; with
     several processes each takes a contiguous share of ``indices``. Finished slices go to
-    ``OUT.partial`` (one file each), which a rerun with the same settings resumes from; process 0
-    gathers every slice, writes ``OUT`` once, in slice order, and the partial store is removed."""
+    ``OUT.partial`` (one file each), which a rerun with the same settings resumes from; with several
+    processes they also travel to process 0 (:class:`~sgdip_jax.multihost.SliceExchange`), which
+    writes ``OUT`` once, in slice order; each store is removed once ``OUT`` is written."""
+    import contextlib
+
     import jax
 
-    from .config import save_config
     from .inputs import fastmri_problems
-    from .outputs import OutputDir, check_output_dir
-    from .parallel import SliceStore, allgather_bytes, file_identity, process_share
+    from .outputs import check_output_dir
+    from .multihost import SliceExchange, SliceStore, file_identity, process_share
     from .reconstruct import outcome_from_bytes, outcome_to_bytes, reconstruct_batch
 
     lead = jax.process_index() == 0
@@ -607,12 +622,17 @@ def _reconstruct_volume(args, config, options, indices: list[int], out_path: Pat
         check_output_dir(out_path, args.force)
     fingerprint = {"input_file": file_identity(args.input), **_resolved_config(args, args.method, config)}
     store = SliceStore(out_path.with_name(out_path.name + ".partial"), fingerprint, force=args.force)
+    several = jax.process_count() > 1
+    exchange = SliceExchange(store.key, args.peer_timeout) if several else contextlib.nullcontext()
     mine = process_share(indices)
     todo = [i for i in mine if i not in store.done()]
     if len(todo) < len(mine):
         log.info("resuming: %d of %d slices already done in %s", len(mine) - len(todo), len(mine), store.path)
     devices = jax.local_devices() if jax.local_device_count() > 1 else None
-    with _InterruptFlag() as interrupt:
+    with exchange, _InterruptFlag() as interrupt:
+        for index in mine:
+            if several and index not in todo:
+                exchange.publish(index, store.load(index))
         for start in range(0, len(todo), args.batch):
             block = todo[start: start + args.batch]
             problems = list(fastmri_problems(args.input, options, block))
@@ -626,21 +646,33 @@ def _reconstruct_volume(args, config, options, indices: list[int], out_path: Pat
                             len(store.done()), len(indices), store.path)
                 return INTERRUPTED
             for index, outcome in zip(block, outcomes):
-                store.save(index, outcome_to_bytes(outcome))
+                blob = outcome_to_bytes(outcome)
+                store.save(index, blob)
+                if several:
+                    exchange.publish(index, blob)
                 _log_outcome(outcome, args.method)
-    blobs = allgather_bytes([store.load(i) for i in mine])
-    if lead:
-        with OutputDir(out_path, force=args.force) as out:
-            _write_reconstruct_outputs(out, args, "fastmri", config, [outcome_from_bytes(b) for b in blobs])
-            save_config(out.file("config.toml"), _resolved_config(args, args.method, config), overwrite=True)
-            out.commit()
-        log.info("wrote %s", out_path)
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices("sgdip volume written")
+        if lead:
+            blobs = {i: store.load(i) for i in mine}
+            if several:
+                blobs |= exchange.collect([i for i in indices if i not in mine])
+            _write_volume(out_path, args, config, [outcome_from_bytes(blobs[i]) for i in indices])
+            if several:
+                exchange.announce_written()
+        else:
+            exchange.wait_written()
     store.remove()
     return 0
+
+
+def _write_volume(out_path: Path, args, config, outcomes: list[Outcome]) -> None:
+    from .config import save_config
+    from .outputs import OutputDir
+
+    with OutputDir(out_path, force=args.force) as out:
+        _write_reconstruct_outputs(out, args, "fastmri", config, outcomes)
+        save_config(out.file("config.toml"), _resolved_config(args, args.method, config), overwrite=True)
+        out.commit()
+    log.info("wrote %s", out_path)
 
 
 def _log_outcome(outcome: Outcome, method: str) -> None:

@@ -105,11 +105,14 @@ class RunOutput:
         return dataclasses.replace(self, stop_iteration=int(es.best_step), stop_image=es.best_image)
 
     def unbatch(self) -> list["RunOutput"]:
-        """One unbatched :class:`RunOutput` per problem of a batched run (same timings for all)."""
-        size = len(self.state.step)
+        """One unbatched :class:`RunOutput` per problem of a batched run (same timings for all), on the
+        host: the state is fetched shard by shard, since slicing a sharded array on the devices needs a
+        cross-device collective that multi-process CPU runs do not complete."""
+        state = jax.device_get(self.state)
+        size = len(state.step)
         return [
             dataclasses.replace(
-                self, state=jax.tree.map(lambda a: a[i], self.state), history={k: v[:, i] for k, v in self.history.items()}
+                self, state=jax.tree.map(lambda a: a[i], state), history={k: v[:, i] for k, v in self.history.items()}
             )._detected(False)
             for i in range(size)
         ]

@@ -3,10 +3,12 @@ jax.distributed give the single-process volume; an interrupted volume run resume
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import time
 
 import h5py
 import jax.numpy as jnp
@@ -17,7 +19,7 @@ from sgdip_jax import cli, reconstruct
 from sgdip_jax.data import sample_mri, write_fastmri
 from sgdip_jax.operators.coils import birdcage_maps
 from sgdip_jax.operators.fft import fft2c
-from sgdip_jax.parallel import SliceStore, process_share
+from sgdip_jax.multihost import SliceStore, process_share
 
 TINY = ["--network", "unet1", "--width", "4", "--iters", "12", "--set", "chunk=4", "--quiet"]
 
@@ -106,34 +108,79 @@ def single_process(volume, tmp_path_factory):
     return out
 
 
-def test_two_processes_with_jax_distributed_equal_single_process(volume, single_process, tmp_path):
-    """Two processes on 127.0.0.1 split the 4 slices (2 each, batch 2), gather them, and process 0
-    writes the same volume as one process; the partial store is gone afterwards."""
+def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    out = tmp_path / "two"
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    procs = [
+        return s.getsockname()[1]
+
+
+def _start_processes(volume, out, port, devices, *extra, quiet=True):
+    args = [a for a in _volume_args(volume, out, *extra) if quiet or a != "--quiet"]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    return [
         subprocess.Popen(
-            [sys.executable, "-m", "sgdip_jax.cli", *_volume_args(volume, out, "--batch", "2"),
-             "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)],
+            [sys.executable, "-m", "sgdip_jax.cli", *args, "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
         )
         for i in range(2)
     ]
+
+
+def _finish(procs, timeout=300):
     try:
-        results = [p.communicate(timeout=600) for p in procs]
+        return [p.communicate(timeout=timeout)[1] for p in procs]
     finally:
         for p in procs:
             p.kill()
-    for p, (_, err) in zip(procs, results):
+
+
+@pytest.mark.parametrize("devices", [1, 2])
+def test_two_processes_with_jax_distributed_equal_single_process(volume, single_process, tmp_path, devices):
+    """Two processes on 127.0.0.1 with 1 or 2 local devices each split the 4 slices (2 each, batch 2,
+    sharded over the local devices), send them to process 0 through the coordination service, and
+    process 0 writes the same volume as one process; the partial store is gone afterwards."""
+    out = tmp_path / "two"
+    procs = _start_processes(volume, out, _free_port(), devices, "--batch", "2")
+    for p, err in zip(procs, _finish(procs)):
         assert p.returncode == 0, err[-4000:]
     images, slices = _read(out)
     expected, expected_slices = _read(single_process)
     assert slices == expected_slices == [0, 1, 2, 3]
     np.testing.assert_allclose(images, expected, rtol=0, atol=1e-4 * np.abs(expected).max())
     assert not (tmp_path / "two.partial").exists()
+
+
+def test_a_killed_peer_ends_process_0_in_bounded_time_and_the_rerun_resumes(volume, single_process, tmp_path):
+    """Process 1 is killed (SIGKILL) once it has saved its first slice: process 0 finishes its own
+    slices, exits 1 within --peer-timeout (5 s) plus polling, naming process 1, and writes no volume.
+    Rerunning both processes computes only the missing slice and gives the single-process volume."""
+    out = tmp_path / "k"
+    procs = _start_processes(volume, out, _free_port(), 1, "--peer-timeout", "5", "--set", "iterations=200")
+    first = tmp_path / "k.partial" / "slice_0002.bin"
+    deadline = time.monotonic() + 300
+    while not first.exists() and procs[1].poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert first.exists(), procs[1].stderr.read()[-4000:]
+    procs[1].send_signal(signal.SIGKILL)
+    killed = time.monotonic()
+    err = _finish(procs)[0]
+    # process 0 computes up to its two slices, then waits at most the timeout and a few polls
+    assert procs[0].returncode == 1, err[-4000:]
+    assert "process 1 stopped responding" in err and "rerun the same command" in err
+    assert time.monotonic() - killed < 120
+    assert not out.exists()
+    assert sorted(p.name for p in (tmp_path / "k.partial").glob("slice_*")) == [
+        "slice_0000.bin", "slice_0001.bin", "slice_0002.bin"]
+
+    procs = _start_processes(volume, out, _free_port(), 1, "--peer-timeout", "5", "--set", "iterations=200",
+                             quiet=False)
+    errs = _finish(procs)
+    for p, e in zip(procs, errs):
+        assert p.returncode == 0, e[-4000:]
+    assert "resuming: 1 of 2 slices already done" in errs[1] and "resuming: 2 of 2" in errs[0]
+    images, slices = _read(out)
+    assert slices == [0, 1, 2, 3] and np.isfinite(images).all()
+    assert not (tmp_path / "k.partial").exists()
 
 
 def test_interrupted_volume_resumes_with_the_missing_slices_only(volume, single_process, tmp_path, monkeypatch):
