@@ -10,7 +10,13 @@ operator) and the achieved TFLOP/s, and peak device memory where the backend rep
     python benchmarks/speed.py --quick                  # CPU smoke test (tiny sizes)
     python benchmarks/speed.py                          # CPU: the demo configuration (128x128, unet4/16)
     python benchmarks/speed.py --paper                  # GPU: 640x372, 15 coils, depth-5 U-Net, K=1 and 4
+    python benchmarks/speed.py --mode 320               # GPU: 320x320, 8 coils, depth-4 U-Net, K=1 and 4
     python benchmarks/speed.py --paper --cache DIR      # with JAX's persistent compilation cache
+
+Precision: ``float32`` is XLA's default matmul precision (TF32 on GPUs that have it), and PyTorch's
+port runs with TF32 allowed; ``bfloat16`` computes the network in bf16 in both. ``--draws`` and
+``--dtypes`` keep a subset of the mode's settings; with ``--json`` the rows are rewritten after each
+setting, so a run stopped early leaves the finished ones.
 
 The PyTorch column needs ``torch`` (benchmark-only; the library never imports it) and is skipped
 without it. Data are simulated (birdcage maps, VDRS mask, random image): timing does not depend on
@@ -65,6 +71,20 @@ def problem(s: Setting, seed=0):
     x = jnp.asarray(rng.standard_normal((s.height, s.width)) + 1j * rng.standard_normal((s.height, s.width)), jnp.complex64)
     y = op(x)
     return op, y, np.asarray(smaps), np.asarray(mask)
+
+
+def _both(height, width, coils, depth, base):
+    return [Setting(height, width, coils, depth, base, k, dt) for k in (1, 4) for dt in ("float32", "bfloat16")]
+
+
+# mode -> (settings, iterations per measurement, iterations per chunk)
+MODES = {
+    "quick": ([Setting(32, 32, 4, 2, 8, 4)], 20, 5),
+    # the CPU demo configuration (``sgdip demo``: 128x128, 8 coils, depth-4 U-Net of base 16), K = 4 and 1
+    "demo": ([Setting(128, 128, 8, 4, 16, 4), Setting(128, 128, 8, 4, 16, 1)], 100, 10),
+    "paper": (_both(640, 372, 15, 5, 64), 200, 20),
+    "320": (_both(320, 320, 8, 4, 64), 200, 20),
+}
 
 
 def time_jax(s: Setting, iters: int, chunk: int):
@@ -143,8 +163,12 @@ def time_torch(s: Setting, iters: int):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="tiny CPU smoke test")
-    p.add_argument("--paper", action="store_true", help="paper configuration (GPU)")
+    p.add_argument("--mode", choices=sorted(MODES), default="demo", help="which settings to time")
+    p.add_argument("--quick", dest="mode", action="store_const", const="quick", help="= --mode quick")
+    p.add_argument("--paper", dest="mode", action="store_const", const="paper", help="= --mode paper")
+    p.add_argument("--draws", type=int, nargs="+", default=None, help="keep only these K (default: all)")
+    p.add_argument("--dtypes", nargs="+", default=None, help="keep only these precisions (default: all)")
+    p.add_argument("--no-torch", action="store_true", help="skip the PyTorch port")
     p.add_argument("--iters", type=int, default=None, help="iterations per measurement (default by mode)")
     p.add_argument("--cache", default=None, help="JAX persistent compilation cache directory")
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
@@ -152,31 +176,28 @@ def main(argv=None):
     if args.cache:
         jax.config.update("jax_compilation_cache_dir", args.cache)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-    if args.quick:
-        settings, iters, chunk = [Setting(32, 32, 4, 2, 8, 4)], 20, 5
-    elif args.paper:
-        settings = [Setting(640, 372, 15, 5, 64, k, dt) for k in (1, 4) for dt in ("float32", "bfloat16")]
-        settings.append(Setting(320, 320, 8, 4, 64, 4))
-        iters, chunk = 200, 20
-    else:
-        # the CPU demo configuration (``sgdip demo``: 128x128, 8 coils, depth-4 U-Net of base 16), K = 4 and 1
-        settings, iters, chunk = [Setting(128, 128, 8, 4, 16, 4), Setting(128, 128, 8, 4, 16, 1)], 100, 10
+    settings, iters, chunk = MODES[args.mode]
+    settings = [s for s in settings if (args.draws is None or s.draws in args.draws)
+                and (args.dtypes is None or s.dtype in args.dtypes)]
+    if not settings:
+        p.error(f"--draws/--dtypes leave none of mode {args.mode}'s settings")
     iters = args.iters or iters
+    chunk = min(chunk, iters)
     rows = []
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}")
     print(f"{'setting':<42} {'params':>10} {'compile s':>9} {'jax it/s':>9} {'torch it/s':>10} {'ratio':>6} {'TFLOP/s':>8} {'GB':>6}")
     for s in settings:
         r = time_jax(s, iters, chunk)
-        t = time_torch(s, max(5, iters // 4))
+        t = None if args.no_torch else time_torch(s, max(5, iters // 4))
         r.update(setting=s.label, torch_s_per_it=t, ratio=None if t is None else t / r["jax_s_per_it"])
         rows.append(r)
         torch_its = "-" if t is None else f"{1 / t:.2f}"
         ratio = "-" if t is None else f"{r['ratio']:.2f}"
         mem = "-" if r["peak_mem_gb"] is None else f"{r['peak_mem_gb']:.1f}"
         print(f"{s.label:<42} {r['params']:>10,} {r['compile_s']:>9.1f} {1 / r['jax_s_per_it']:>9.2f} "
-              f"{torch_its:>10} {ratio:>6} {r['tflops']:>8.3f} {mem:>6}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2))
+              f"{torch_its:>10} {ratio:>6} {r['tflops']:>8.3f} {mem:>6}", flush=True)
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows, indent=2))
     return rows
 
 

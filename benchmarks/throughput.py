@@ -117,17 +117,23 @@ def main(argv=None) -> int:
           f"{platform.processor() or platform.machine()}; load average {os.getloadavg()[0]:.1f}")
     print(f"self-guided DIP, {args.size}x{args.size}, 8 coils, {args.network}/{args.base}; "
           f"slices/hour for {args.iterations}-iteration runs\n")
-    batch_rows = [measure(args, b) for b in args.batches]
-    print(table(batch_rows, "batch"))
-    rows = {"batch_sizes": batch_rows}
+    from sgdip_jax.methods.result import atomic_write
+
+    rows = {"batch_sizes": []}
+
+    def save():  # after every row, so a run stopped early keeps the finished ones
+        if args.out:
+            atomic_write(args.out, lambda f: f.write(json.dumps(rows, indent=2).encode()))
+
+    for b in args.batches:
+        rows["batch_sizes"].append(measure(args, b))
+        save()
+    print(table(rows["batch_sizes"], "batch"))
     if args.devices:
         rows["device_counts"] = device_rows(args)
+        save()
         print(f"\nbatch {max(args.batches)} over forced devices:\n")
         print(table(rows["device_counts"], "devices"))
-    if args.out:
-        from sgdip_jax.methods.result import atomic_write
-
-        atomic_write(args.out, lambda f: f.write(json.dumps(rows, indent=2).encode()))
     return 0
 
 

@@ -199,25 +199,49 @@ def test_lowres_reference_uses_only_the_centre_block():
     np.testing.assert_allclose(q.lowres_reference(case), expected, atol=1e-5)
 
 
-@pytest.mark.slow
-def test_speed_quick(tmp_path):
-    stdout = run_script(SPEED, "--quick", "--json", tmp_path / "speed.json")
-    rows = json.loads((tmp_path / "speed.json").read_text())
-    assert len(rows) == 1 and rows[0]["setting"].startswith("32x32")
-    assert rows[0]["jax_s_per_it"] > 0 and rows[0]["params"] > 0
-    assert rows[0]["setting"] in stdout and "it/s" in stdout
+GPU_SUITE = ROOT / "benchmarks" / "gpu_suite.py"
 
 
 @pytest.mark.slow
-def test_throughput_quick(tmp_path):
-    """Batch sizes 1 and 2 in this process and batch 2 over 2 forced host devices: positive times,
-    slices/hour consistent with them, and the printed tables."""
-    stdout = run_script(ROOT / "benchmarks" / "throughput.py", "--quick", "--out", tmp_path / "t.json")
-    rows = json.loads((tmp_path / "t.json").read_text())
-    assert [r["batch"] for r in rows["batch_sizes"]] == [1, 2]
-    assert [(r["batch"], r["devices"]) for r in rows["device_counts"]] == [(2, 2)]
-    for r in rows["batch_sizes"] + rows["device_counts"]:
+def test_gpu_suite_dry_run_runs_every_part_and_reads_the_targets(tmp_path):
+    """``gpu_suite.py --dry-run``: every part (speed cold and warm, 320 px speed, throughput,
+    quality curves) exits 0 and leaves its rows in suite.json; the targets are read from them."""
+    out = tmp_path / "dry"
+    stdout = run_script(GPU_SUITE, "--dry-run", "--out", out)
+    suite = json.loads((out / "suite.json").read_text())
+    parts = suite["parts"]
+    assert list(parts) == ["speed_paper", "speed_paper_warm", "speed_320", "throughput", "quality"]
+    assert all(p["returncode"] == 0 and not p["stopped_at_cap"] for p in parts.values()), stdout
+    speed = parts["speed_paper"]["rows"]
+    assert len(speed) == 1 and speed[0]["setting"].startswith("32x32") and speed[0]["jax_s_per_it"] > 0
+    assert speed[0]["params"] > 0 and speed[0]["flops_per_it"] > 0
+    warm = parts["speed_paper_warm"]["rows"][0]
+    assert warm["torch_s_per_it"] is None and warm["compile_s"] > 0
+    batches = parts["throughput"]["rows"]["batch_sizes"]
+    assert [r["batch"] for r in batches] == [1, 2]
+    for r in batches:
         assert r["per_iteration_s"] > 0 and r["fixed_s"] >= 0
         expected = 3600 * r["batch"] / (r["fixed_s"] + 500 * r["per_iteration_s"])
         assert r["slices_per_hour"] == pytest.approx(expected, rel=1e-9)
-    assert "slices/hour" in stdout and "over forced devices" in stdout
+    quality = parts["quality"]["rows"]
+    assert {r["method"] for r in quality["mri"]} == {"tv"}
+    assert [r["method"] for r in quality["overfit"]] == ["dip", "sgdip"]
+    assert all(len(r["psnr_history"]) == 18 for r in quality["overfit"])
+    targets = suite["targets"]
+    cold = targets["cold_start_s"]
+    assert cold["value"] == pytest.approx(speed[0]["compile_s"] + speed[0]["jax_s_per_it"])
+    assert targets["warm_start_s"]["value"] > 0 and "s_for_4000_iterations_K4_float32" in targets
+    assert suite["packages"]["jax"] and "cold_start_s" in stdout
+    assert "===== quality: exit 0" in (out / "suite.log").read_text()
+
+
+def test_gpu_suite_stops_a_part_at_its_cap_and_keeps_going(tmp_path):
+    out = tmp_path / "capped"
+    proc = subprocess.run([sys.executable, str(GPU_SUITE), "--dry-run", "--out", str(out), "--parts", "quality",
+                           "throughput", "--cap", "quality=1", "--cap", "throughput=1"],
+                          capture_output=True, text=True, timeout=TIME_BOUND)
+    assert proc.returncode == 1
+    parts = json.loads((out / "suite.json").read_text())["parts"]
+    assert list(parts) == ["quality", "throughput"]
+    assert all(p["stopped_at_cap"] and p["returncode"] != 0 and p["wall_s"] < 10 for p in parts.values())
+    assert "stopped at its cap" in proc.stdout
