@@ -39,6 +39,7 @@ log = logging.getLogger("sgdip")
 
 INTERRUPTED = 130
 USAGE = 2
+FAILED = 1
 
 
 class UsageError(Exception):
@@ -64,32 +65,37 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 # --------------------------------------------------------------------------- parser
 
 
-def _positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise ValueError(f"expected a positive integer, got {text}")
-    return value
+def _number(cast, low=None, high=None, *, low_open=False, high_open=False, name: str):
+    """An argparse ``type``: ``cast(text)`` (finite) within ``[low, high]`` (bounds open when asked);
+    argparse reports the failure with ``name`` (e.g. "invalid positive integer value: '0'")."""
+
+    def convert(text):
+        value = cast(text)
+        if (not np.isfinite(value) or (low is not None and (value < low or (low_open and value == low)))
+                or (high is not None and (value > high or (high_open and value == high)))):
+            raise ValueError(f"expected a {name}, got {text}")
+        return value
+
+    convert.__name__ = name
+    return convert
 
 
-def _positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
+_positive_int = _number(int, 1, name="positive integer")
+_nonnegative_int = _number(int, 0, name="non-negative integer")
+_positive_float = _number(float, 0, low_open=True, name="positive number")
+_seed = _number(int, 0, 2**32 - 1, name="seed (integer from 0 to 2**32 - 1)")
+_acceleration = _number(float, 1, name="number >= 1")
+_fraction = _number(float, 0, 1, high_open=True, name="fraction in [0, 1)")
+_finite = _number(float, name="finite number")
 
 
-def _nonnegative_int(text):
-    value = int(text)
-    if value < 0:
-        raise ValueError(f"expected an integer >= 0, got {text}")
-    return value
+def _nonempty(text):
+    if not text.strip():
+        raise ValueError("expected a file or spec, got an empty string")
+    return text
 
 
-_positive_int.__name__ = "positive integer"
-_nonnegative_int.__name__ = "non-negative integer"
+_nonempty.__name__ = "non-empty value"
 
 
 def _add_reconstruct(sub):
@@ -126,13 +132,13 @@ def _add_reconstruct(sub):
     g.add_argument("--slices", default=d.slices,
                    help="fastMRI volume: 'all', 'A:B' or 'i,j,k'; finished slices are kept in OUT.partial so "
                         "an interrupted run resumes where it stopped (default: only --slice)")
-    g.add_argument("--acceleration", type=float, default=d.acceleration,
+    g.add_argument("--acceleration", type=_acceleration, default=d.acceleration,
                    help="undersampling factor of the retrospective line mask for fully sampled MRI data")
-    g.add_argument("--center-fraction", type=float, default=d.center_fraction,
+    g.add_argument("--center-fraction", type=_fraction, default=d.center_fraction,
                    help="fraction of fully sampled centre lines (default: 0.32 / acceleration, i.e. 0.08 at 4x)")
     g.add_argument("--mask-type", default=d.mask_type,
                    help=f"retrospective line mask: {', '.join(MASK_TYPES)}")
-    g.add_argument("--mask", default=d.mask,
+    g.add_argument("--mask", type=_nonempty, default=d.mask,
                    help="mask file (.npy, .npz with 'mask', or image; non-zero = sampled/known) or spec "
                         "(bernoulli:MISSING, box:SIZE, vdrs|random|equispaced:ACC[:CF]); for MRI it replaces "
                         "the line mask (default: the line mask for MRI, bernoulli:0.5 for images)")
@@ -145,7 +151,7 @@ def _add_reconstruct(sub):
     g.add_argument("--size", type=_positive_int, default=d.size,
                    help="DICOM: resample the image to SIZExSIZE by spectral cropping (default: native size)")
     g.add_argument("--coils", type=_positive_int, default=d.coils, help="DICOM: number of simulated coils")
-    g.add_argument("--snr-db", type=float, default=d.snr_db, help="DICOM: simulated k-space SNR in dB")
+    g.add_argument("--snr-db", type=_finite, default=d.snr_db, help="DICOM: simulated k-space SNR in dB")
     m = p.add_argument_group("method")
     m.add_argument("--method", default="sgdip", help=f"reconstruction method: {', '.join(METHODS)}")
     m.add_argument("--network", default=None,
@@ -154,7 +160,7 @@ def _add_reconstruct(sub):
                    help="base channel width of the network (default: the network's own)")
     m.add_argument("--iters", type=_positive_int, default=None,
                    help=f"iterations (default: the method's own; {DIPBaseConfig().iterations} for DIP methods)")
-    m.add_argument("--seed", type=int, default=d.seed, help="random seed (network, input, masks, simulation)")
+    m.add_argument("--seed", type=_seed, default=d.seed, help="random seed (network, input, masks, simulation)")
     m.add_argument("--reference", default=None,
                    help="ref-dip: reference image used as network input (.npy, .npz with 'x' or 'image', "
                         "image or DICOM; default: none, required for ref-dip)")
@@ -209,7 +215,7 @@ def _add_demo(sub):
                    help=f"image size (default: {DEMO['cpu']['size']}, or {DEMO['full']['size']} with --full)")
     p.add_argument("--iters", type=_positive_int, default=None,
                    help=f"DIP iterations (default: {DEMO['cpu']['iterations']}, or {DEMO['full']['iterations']} with --full)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (simulation and networks)")
+    p.add_argument("--seed", type=_seed, default=0, help="random seed (simulation and networks)")
     p.add_argument("--out", default="sgdip_demo", help="output directory (refused if it exists and is not empty)")
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no log messages")
@@ -247,9 +253,13 @@ def _subparser(parser, name):
     return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
 
 
+# options a config file may not set: what would replace or delete files must be typed each time
+NOT_IN_CONFIG_FILES = ("help", "config", "out", "force")
+
+
 def _config_actions(p) -> dict[str, argparse.Action]:
     """Options of ``p`` that may appear as top-level config-file keys (by dest)."""
-    return {a.dest: a for a in p._actions if a.option_strings and a.dest not in ("help", "config")}
+    return {a.dest: a for a in p._actions if a.option_strings and a.dest not in NOT_IN_CONFIG_FILES}
 
 
 def _check_value(action, value, where):
@@ -291,6 +301,9 @@ def parse_args(argv) -> argparse.Namespace:
                 args.method_tables[key] = value
             elif key in actions:
                 defaults[key] = _check_value(actions[key], value, args.config)
+            elif key in ("out", "force"):
+                raise UsageError(f"{args.config}: {key!r} cannot be set in a config file (it decides which files "
+                                 f"are written or replaced); give --{key} on the command line")
             else:
                 raise UsageError(
                     f"{args.config}: unknown key {key!r}; valid keys: {sorted(actions)} "
@@ -374,29 +387,36 @@ def method_config(method: str, *, table=None, network=None, width=None, iters=No
 
 
 class _InterruptFlag:
-    """While active, the first SIGINT only sets ``requested`` (the run ends after its chunk); a second
-    one raises ``KeyboardInterrupt``. Outside the main thread signals cannot be caught: no-op."""
+    """While active, the first SIGINT or SIGTERM (what schedulers send before they kill) only sets
+    ``requested`` (the run ends after its chunk and saves); a second one raises ``KeyboardInterrupt``.
+    ``status``: the exit status of the signal received (130 for SIGINT, 143 for SIGTERM). Outside
+    the main thread signals cannot be caught: no-op."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
         self.requested = False
-        self._previous = None
+        self.status = INTERRUPTED
+        self._previous = {}
 
     def _handler(self, signum, frame):
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        log.warning("interrupted: stopping after the current chunk and saving (Ctrl-C again to abort)")
+        self.status = 128 + signum
+        log.warning("%s: stopping after the current chunk and saving (send it again to abort)",
+                    signal.Signals(signum).name)
 
     def __enter__(self):
         try:
-            self._previous = signal.signal(signal.SIGINT, self._handler)
+            self._previous = {s: signal.signal(s, self._handler) for s in self.SIGNALS}
         except ValueError:
-            self._previous = None
+            self._previous = {}
         return self
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for s, previous in self._previous.items():
+            signal.signal(s, previous)
 
 
 def _device() -> dict[str, str]:
@@ -455,6 +475,7 @@ def _slice_summary(outcome: Outcome) -> dict[str, Any]:
         "zero_filled_metrics": outcome.zero_filled_metrics,
         "iterations": r.iterations,
         "stop_iteration": r.stop_iteration,
+        "diverged": r.diverged,
         "wall_time": r.wall_time,
         "data_scale": outcome.data_scale,
         "interrupted": outcome.interrupted,
@@ -577,13 +598,41 @@ def cmd_reconstruct(args) -> int:
             if interrupt.requested:
                 break
         _write_reconstruct_outputs(out, args, kind, config, outcomes)
-        save_config(out.file("config.toml"), _resolved_config(args, args.method, config), overwrite=True)
+        save_config(out.file("config.toml"), _resolved_config(args, args.method, config), overwrite=True,
+                    comment=_run_comment(outcomes, config))
         out.commit()
     log.info("wrote %s", out_path)
     if interrupt.requested:
         log.warning("run was interrupted; partial results saved in %s", out_path)
-        return INTERRUPTED
-    return 0
+        return interrupt.status
+    return _diverged_status(outcomes, config, out_path)
+
+
+def _run_comment(outcomes: list[Outcome], config) -> str:
+    """The head of ``config.toml``: what it reruns, and what this run actually did."""
+    requested = getattr(config, "iterations", getattr(config, "iters", None))
+    done = sorted({o.result.iterations for o in outcomes})
+    text = (f"The settings of this run. `sgdip reconstruct INPUT --config config.toml` reruns the requested job "
+            f"({requested} iterations).\nIterations run: {', '.join(map(str, done))}")
+    if any(o.interrupted for o in outcomes):
+        text += " (interrupted before the end)"
+    if any(o.result.diverged is not None for o in outcomes):
+        text += " (stopped: the loss was not finite)"
+    return text + "."
+
+
+def _diverged_status(outcomes: list[Outcome], config, out_path: Path) -> int:
+    """Exit status 1 with one line per run whose loss stopped being finite (their last finite
+    images are saved); 0 otherwise."""
+    bad = [o for o in outcomes if o.result.diverged is not None]
+    for o in bad:
+        where = f" slice {o.problem.meta['slice']}" if "slice" in o.problem.meta else ""
+        lr = getattr(config, "lr", None)
+        hint = f"; lower the step size, e.g. --set lr={lr / 10:g}" if lr is not None else ""
+        print(f"{PROG}: error:{where} the loss was not finite at iteration {o.result.diverged} "
+              f"(lr = {lr:g}); the images of iteration {o.result.iterations} are saved in {out_path}{hint}",
+              file=sys.stderr)
+    return FAILED if bad else 0
 
 
 def _prior(args, problem):
@@ -622,6 +671,8 @@ def _reconstruct_volume(args, config, options, indices: list[int], out_path: Pat
         check_output_dir(out_path, args.force)
     fingerprint = {"input_file": file_identity(args.input), **_resolved_config(args, args.method, config)}
     store = SliceStore(out_path.with_name(out_path.name + ".partial"), fingerprint, force=args.force)
+    if store.damaged:
+        log.warning("%s: slices %s were damaged and are computed again", store.path, store.damaged)
     several = jax.process_count() > 1
     exchange = SliceExchange(store.key, args.peer_timeout) if several else contextlib.nullcontext()
     mine = process_share(indices)
@@ -644,7 +695,7 @@ def _reconstruct_volume(args, config, options, indices: list[int], out_path: Pat
             if interrupt.requested:
                 log.warning("interrupted: %d of %d slices are saved in %s; rerun the same command to finish",
                             len(store.done()), len(indices), store.path)
-                return INTERRUPTED
+                return interrupt.status
             for index, outcome in zip(block, outcomes):
                 blob = outcome_to_bytes(outcome)
                 store.save(index, blob)
@@ -655,13 +706,14 @@ def _reconstruct_volume(args, config, options, indices: list[int], out_path: Pat
             blobs = {i: store.load(i) for i in mine}
             if several:
                 blobs |= exchange.collect([i for i in indices if i not in mine])
-            _write_volume(out_path, args, config, [outcome_from_bytes(blobs[i]) for i in indices])
+            outcomes = [outcome_from_bytes(blobs[i]) for i in indices]
+            _write_volume(out_path, args, config, outcomes)
             if several:
                 exchange.announce_written()
         else:
             exchange.wait_written()
     store.remove()
-    return 0
+    return _diverged_status(outcomes, config, out_path) if lead else 0
 
 
 def _write_volume(out_path: Path, args, config, outcomes: list[Outcome]) -> None:
@@ -670,7 +722,8 @@ def _write_volume(out_path: Path, args, config, outcomes: list[Outcome]) -> None
 
     with OutputDir(out_path, force=args.force) as out:
         _write_reconstruct_outputs(out, args, "fastmri", config, outcomes)
-        save_config(out.file("config.toml"), _resolved_config(args, args.method, config), overwrite=True)
+        save_config(out.file("config.toml"), _resolved_config(args, args.method, config), overwrite=True,
+                    comment=_run_comment(outcomes, config))
         out.commit()
     log.info("wrote %s", out_path)
 
@@ -779,7 +832,7 @@ def cmd_demo(args) -> int:
     if not args.full:
         print("This is the CPU-sized demo. On a GPU, run the full paper configuration "
               "(320x320, depth-5 U-Net, 4000 iterations) with: sgdip demo --full")
-    return INTERRUPTED if interrupt.requested else 0
+    return interrupt.status if interrupt.requested else 0
 
 
 def _demo_table(outcomes: dict[str, Outcome]) -> str:
@@ -852,12 +905,25 @@ def _message(err: BaseException) -> str:
     return " ".join(text.split())
 
 
+def _terminate_as_interrupt():
+    """Make SIGTERM raise ``KeyboardInterrupt`` (so staged outputs are cleaned up); the previous handler."""
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        return None
+
+
 def main(argv=None) -> int:
     """Run ``sgdip`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("sgdip: %(message)s"))
     log.addHandler(handler)
     log.propagate = False
+    previous_term = _terminate_as_interrupt()
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv)
         log.setLevel(logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
@@ -873,6 +939,8 @@ def main(argv=None) -> int:
         return USAGE
     finally:
         log.removeHandler(handler)
+        if previous_term is not None:
+            signal.signal(signal.SIGTERM, previous_term)
 
 
 if __name__ == "__main__":

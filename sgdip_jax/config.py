@@ -180,10 +180,11 @@ def load_config(path, cls=None):
         raise ValueError(f"{path}: {err}") from None
 
 
-def save_config(path, cfg, *, overwrite: bool = False) -> None:
+def save_config(path, cfg, *, overwrite: bool = False, comment: str = "") -> None:
     """Write ``cfg`` (dataclass or dict) as TOML / YAML / JSON by suffix, atomically.
 
-    An existing file is only replaced with ``overwrite=True``.
+    An existing file is only replaced with ``overwrite=True``. ``comment`` lines head TOML and YAML
+    files as ``#`` comments (JSON has none).
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -198,6 +199,8 @@ def save_config(path, cfg, *, overwrite: bool = False) -> None:
         text = json.dumps(data, indent=2) + "\n"
     else:
         text = yaml.safe_dump(data, sort_keys=False)
+    if comment and suffix != ".json":
+        text = "".join(f"# {line}\n" for line in comment.splitlines()) + text
     from .methods.result import atomic_write
 
     atomic_write(path, lambda f: f.write(text.encode()))

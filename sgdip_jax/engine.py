@@ -86,7 +86,8 @@ class ChunkInfo:
 @dataclasses.dataclass
 class RunOutput:
     """Final state, per-iteration ``history``, iterations run, the ES-WMV detection (``stop_iteration``
-    and the channels image ``stop_image``, ``None`` unless detection triggered), timings."""
+    and the channels image ``stop_image``, ``None`` unless detection triggered), timings, and
+    ``diverged``: the first iteration whose loss was not finite (``None``: none was)."""
 
     state: TrainState
     history: dict[str, np.ndarray]
@@ -96,6 +97,7 @@ class RunOutput:
     wall_time: float
     compile_time: float
     chunks: int
+    diverged: int | None = None
 
     def _detected(self, batched: bool) -> "RunOutput":
         """Fill in the ES-WMV detection of an unbatched run (batched runs: per problem in :meth:`unbatch`)."""
@@ -289,7 +291,9 @@ def run(
     per-step PSNR of the EMA image (and SSIM every ``ssim_every`` steps when > 0). ``callback(info)`` runs after
     each chunk; returning ``True`` ends the run (``info.state`` is donated to the next chunk: copy
     what you keep, e.g. ``jax.device_get(info.state.ema)``). With ``early_stopping.stop`` the run ends after the
-    chunk in which ES-WMV detection triggers.
+    chunk in which ES-WMV detection triggers. A chunk in which the loss stops being finite (of any
+    problem of a batch) ends the run: the output then holds the images (``image``, ``ema``) and
+    history of the chunks before it, and ``diverged`` the first non-finite iteration.
 
     ``loop``: ``"scan"`` runs each chunk as one compiled ``lax.scan``; ``"python"`` dispatches one
     compiled step per iteration (asynchronously; the host syncs once per chunk as well). ``"auto"``
@@ -329,12 +333,18 @@ def run(
     compile_time = time.perf_counter() - t0
 
     history: dict[str, list[np.ndarray]] = {}
-    done, calls = 0, 0
+    done, calls, diverged = 0, 0, None
     bar = _progress(iterations, desc, progress)
     try:
         while done < iterations:
+            last_images = (jnp.copy(state.image), jnp.copy(state.ema))  # the state itself is donated
             state, metrics = advance(state, min(length, iterations - done))
             calls += 1
+            finite = np.isfinite(metrics["loss"]).reshape(len(metrics["loss"]), -1).all(axis=1)
+            if not finite.all():
+                diverged = done + int(np.argmin(finite))
+                state = state.replace(image=last_images[0], ema=last_images[1])
+                break
             done += len(metrics["loss"])
             for k, v in metrics.items():
                 history.setdefault(k, []).append(v)
@@ -357,6 +367,7 @@ def run(
         wall_time=time.perf_counter() - t0,
         compile_time=compile_time,
         chunks=calls,
+        diverged=diverged,
     )._detected(batched)
 
 

@@ -34,6 +34,7 @@ import numpy as np
 
 from .data import case as case_io
 from .data import fastmri, images, samples
+from .data.arrays import load_array
 from .operators import masks
 from .operators.coils import birdcage_maps
 from .operators.fft import fft2c, ifft2c
@@ -153,14 +154,13 @@ def load_mask_file(path: str | Path, shape: tuple[int, ...]) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such mask file")
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
-        mask = np.load(path, allow_pickle=False) != 0
-    elif suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            if "mask" not in z.files:
-                raise ValueError(f"{path}: missing key 'mask' (found {sorted(z.files)})")
-            mask = z["mask"] != 0
+    if path.suffix.lower() in (".npy", ".npz"):
+        mask = load_array(path, "mask", ("mask",))
+        if not (np.issubdtype(mask.dtype, np.bool_) or np.issubdtype(mask.dtype, np.number)) or \
+                np.iscomplexobj(mask) or not np.isin(mask, (0, 1)).all():
+            raise ValueError(f"{path}: a mask holds 0 and 1 only (or booleans), got values of dtype {mask.dtype} "
+                             f"such as {np.unique(mask)[:4].tolist()}")
+        mask = mask != 0
     else:
         img = images.load_image(path, grey=True)
         mask = img > 0.5 * img.max(initial=0)
@@ -176,13 +176,21 @@ def load_mask_file(path: str | Path, shape: tuple[int, ...]) -> np.ndarray:
     return mask.astype(np.float32)
 
 
+def mask_from(spec: str, shape: tuple[int, ...], seed: int) -> tuple[np.ndarray, float | None]:
+    """``--mask``: a mask file (``(mask, None)``) or a spec (``(mask, acceleration)``); a name that looks
+    like a file (a path or an extension) but is none raises ``FileNotFoundError``."""
+    if Path(spec).is_file():
+        return load_mask_file(spec, shape), None
+    if "/" in spec or Path(spec).suffix.lower() in (".npy", ".npz", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"):
+        raise FileNotFoundError(f"--mask {spec}: no such mask file")
+    return masks.parse_mask_spec(spec, shape, seed)
+
+
 def line_mask(shape: tuple[int, int], options: InputOptions) -> tuple[np.ndarray, float]:
     """``(mask (H, W), acceleration)``: from ``options.mask`` (file or spec) or the line-mask options."""
     if options.mask:
-        if Path(options.mask).is_file():
-            mask = load_mask_file(options.mask, shape)
-            return mask, float(mask.size / mask.sum())
-        return masks.parse_mask_spec(options.mask, shape, options.seed)
+        mask, acceleration = mask_from(options.mask, shape, options.seed)
+        return mask, acceleration if acceleration is not None else float(mask.size / mask.sum())
     if options.mask_type not in samples.MASK_TYPES:
         raise ValueError(f"mask type {options.mask_type!r}: expected one of {sorted(samples.MASK_TYPES)}")
     return samples.MASK_TYPES[options.mask_type](
@@ -239,14 +247,7 @@ def resolve_maps(options: InputOptions, given: np.ndarray | None, y: np.ndarray,
         file = Path(choice[5:])
         if not file.is_file():
             raise FileNotFoundError(f"{file}: no such coil-map file")
-        if file.suffix.lower() == ".npz":
-            with np.load(file, allow_pickle=False) as z:
-                if "smaps" not in z.files:
-                    raise ValueError(f"{file}: missing key 'smaps' (found {sorted(z.files)})")
-                maps = z["smaps"]
-        else:
-            maps = np.load(file, allow_pickle=False)
-        maps = np.asarray(maps)
+        maps = np.asarray(load_array(file, "coil-map", ("smaps",)))
         if maps.ndim == 3 and maps.shape[0] == coils and maps.shape[-1] == shape[-1] and maps.shape[1] > shape[0]:
             maps = fastmri.center_crop(maps, shape)
         if maps.shape != y.shape:
@@ -273,6 +274,8 @@ def parse_slices(spec: str, n: int) -> list[int]:
         raise ValueError(f"--slices {spec!r}: expected 'all', 'A:B' or a comma-separated list of integers")
     if not picked:
         raise ValueError(f"--slices {spec!r}: selects no slice of {n}")
+    if len({i % n if -n <= i < n else i for i in picked}) != len(picked):
+        raise ValueError(f"--slices {spec!r}: names a slice more than once; each slice is reconstructed once")
     return picked
 
 
@@ -405,6 +408,8 @@ def dicom_problem(path: str | Path, options: InputOptions) -> Problem:
         if not -img.shape[0] <= frame < img.shape[0]:
             raise ValueError(f"{path}: frame {frame} out of range for {img.shape[0]} frames")
         img = img[frame]
+    elif options.slice not in (None, 0):
+        raise ValueError(f"{path}: --slice {options.slice}: the file holds a single frame (use 0 or leave it out)")
     _finite(str(path), img)
     if options.size:
         img = images.spectral_resample(img, options.size)
@@ -435,10 +440,7 @@ def image_problem(path: str | Path, options: InputOptions) -> Problem:
     _finite(str(path), img)
     shape = img.shape[:2]
     spec = options.mask or DEFAULT_INPAINTING_MASK
-    if Path(spec).is_file():
-        mask = load_mask_file(spec, shape)
-    else:
-        mask, _ = masks.parse_mask_spec(spec, shape, options.seed)
+    mask, _ = mask_from(spec, shape, options.seed)
     operator = Inpainting.create(mask, channels=img.shape[2] if img.ndim == 3 else None)
     y = np.asarray(operator(jnp.asarray(img)))
     meta = {
@@ -460,15 +462,8 @@ def load_reference_image(path: str | Path, shape: tuple[int, ...], complex_image
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such reference file")
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
-        ref = np.load(path, allow_pickle=False)
-    elif suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            key = next((k for k in ("x", "image") if k in z.files), None)
-            if key is None:
-                raise ValueError(f"{path}: missing key 'x' or 'image' (found {sorted(z.files)})")
-            ref = z[key]
+    if path.suffix.lower() in (".npy", ".npz"):
+        ref = load_array(path, "reference", ("x", "image"))
     else:
         ref = images.load_image(path, grey=len(shape) == 2)
         if ref.ndim == 3 and len(shape) == 2:

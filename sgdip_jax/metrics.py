@@ -171,10 +171,13 @@ def hfen(x, ref, crop=None, support=None):
 
 
 def evaluate(x, ref, crop=None, support=None, data_range=None) -> dict[str, float]:
-    """All metrics as Python floats: ``{"psnr", "ssim", "nrmse", "hfen"}``."""
+    """All metrics as Python floats: ``{"psnr", "ssim", "nrmse", "hfen"}``; SSIM is NaN (``null`` in
+    JSON) for images smaller than its window."""
+    shape = np.shape(ref)[:2] if crop is None else [min(c, n) for c, n in zip(crop, np.shape(ref)[:2])]
+    small = min(shape) < SSIM_WIN
     return {
         "psnr": float(psnr(x, ref, data_range, crop, support)),
-        "ssim": float(ssim(x, ref, data_range, crop, support)),
+        "ssim": float("nan") if small else float(ssim(x, ref, data_range, crop, support)),
         "nrmse": float(nrmse(x, ref, crop, support)),
         "hfen": float(hfen(x, ref, crop, support)),
     }

@@ -20,6 +20,7 @@ import shutil
 import sys
 import threading
 import time
+import zipfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -75,6 +76,22 @@ class SliceStore:
                 stale.unlink()
         atomic_write(record, lambda f: f.write(text.encode()))
         self.key = hashlib.sha256(text.encode()).hexdigest()[:16]
+        self.damaged = self._drop_damaged()
+
+    def _drop_damaged(self) -> list[int]:
+        """Delete stored slices whose file is not a complete archive (checked before any work, so
+        they are recomputed instead of failing the run at the end); their indices."""
+        damaged = []
+        for index in sorted(self.done()):
+            try:
+                with zipfile.ZipFile(self._file(index)) as z:
+                    if z.testzip() is None:
+                        continue
+            except (zipfile.BadZipFile, OSError, EOFError):
+                pass
+            self._file(index).unlink()
+            damaged.append(index)
+        return damaged
 
     def _file(self, index: int) -> Path:
         return self.path / f"slice_{index:04d}.bin"

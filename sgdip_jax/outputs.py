@@ -4,7 +4,10 @@ An :class:`OutputDir` collects every file of one run in a hidden staging directo
 requested path. :meth:`OutputDir.commit` moves it into place in one rename (when the path is free),
 or, with ``force``, renames the old directory aside, renames the new one in and only then deletes the
 old one, so a crash leaves either the old or the new result, never a mixture. An existing non-empty
-directory is refused unless ``force`` is given, both when the run starts and again at commit time.
+directory is refused unless ``force`` is given, both when the run starts and again at commit time;
+``force`` replaces only a directory that holds an sgdip result (the :data:`MARKER` file every
+committed result carries), never ``.``, ``..``, ``/``, the home directory or a folder holding the
+working directory.
 """
 
 from __future__ import annotations
@@ -24,21 +27,36 @@ import numpy as np
 from .methods.result import atomic_write
 
 
+MARKER = ".sgdip-result"
+"""File in every committed result directory: what ``force`` may replace."""
+
+
 def _is_occupied(path: Path) -> bool:
     return path.exists() and (not path.is_dir() or any(path.iterdir()))
 
 
 def check_output_dir(path: str | os.PathLike, force: bool = False) -> Path:
-    """Raise ``FileExistsError`` if ``path`` exists and is not an empty directory (unless ``force``).
+    """Raise ``FileExistsError`` if ``path`` exists and is not an empty directory, unless ``force``
+    is given and it is an sgdip result directory (it holds :data:`MARKER`).
 
-    With ``force`` a path that is a regular file is still refused: only a directory is replaced.
+    ``.``, ``..``, ``/``, the home directory and any folder that holds the working directory are
+    refused as outputs, with or without ``force``.
     """
     path = Path(path)
+    resolved, cwd = path.resolve(), Path.cwd().resolve()
+    if resolved == Path(resolved.anchor) or resolved == Path.home().resolve() or cwd.is_relative_to(resolved):
+        raise FileExistsError(f"output directory {str(path)!r} is the root, the home directory or holds the "
+                              f"working directory; choose a new folder for --out")
     if path.exists() and not path.is_dir():
         raise FileExistsError(f"output path {str(path)!r} exists and is not a directory")
     if _is_occupied(path) and not force:
         raise FileExistsError(
             f"output directory {str(path)!r} already exists and is not empty (use --force to replace it)"
+        )
+    if _is_occupied(path) and not (path / MARKER).is_file():
+        raise FileExistsError(
+            f"output directory {str(path)!r} holds files that sgdip did not write (no {MARKER} file); --force "
+            f"replaces only an earlier sgdip result: choose a new folder for --out"
         )
     return path
 
@@ -150,6 +168,7 @@ class OutputDir:
     def commit(self) -> Path:
         """Move the staged directory to ``path`` (replacing an existing one only with ``force``)."""
         check_output_dir(self.path, self.force)
+        self.write_text(MARKER, "written by sgdip; --force may replace this folder\n")
         self._apply_umask()
         if self.path.exists():
             old = Path(tempfile.mkdtemp(dir=self.path.parent, prefix=f".{self.path.name}.old-"))

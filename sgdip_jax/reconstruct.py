@@ -48,13 +48,28 @@ def evaluate_problem(problem, image):
     return evaluate(x, problem.reference)
 
 
+def _warn_unmeasurable(problem) -> None:
+    """Say before the run which metrics the reference is too small for (they are reported absent)."""
+    import logging
+
+    from .metrics import SSIM_WIN
+
+    if problem.reference is not None and min(np.shape(problem.reference)[:2]) < SSIM_WIN:
+        logging.getLogger("sgdip").warning(
+            "SSIM will be absent (null): the reference %s is smaller than its %dx%d window",
+            "x".join(map(str, np.shape(problem.reference)[:2])), SSIM_WIN, SSIM_WIN)
+
+
 def _scaled(problem):
     """``(zero_filled, s, s y, s target)`` of a problem (see the module docstring)."""
     y = jnp.asarray(problem.y)
     zero_filled = np.asarray(problem.operator.adjoint(y))
     peak = float(np.max(np.abs(zero_filled)))
     if not peak > 0:
-        raise ValueError("the measurements are all zero (nothing was sampled where the data is non-zero)")
+        if not np.any(np.asarray(problem.y)):
+            raise ValueError("the measurements are all zero (nothing was sampled where the data is non-zero)")
+        raise ValueError("the zero-filled image A^H y is all zero although the measurements are not: the coil maps "
+                         "are zero (check --smaps, the file's 'smaps', or ESPIRiT's calibration lines)")
     scale = 1.0 / peak
     target = None if problem.target is None else jnp.asarray(problem.target) * scale
     return zero_filled, scale, y * scale, target
@@ -85,6 +100,7 @@ def reconstruct_problem(problem, method, config, seed=0, *, prior_image=None, pr
     from .methods import get_method, run_method
 
     zero_filled, scale, y, target = _scaled(problem)
+    _warn_unmeasurable(problem)
     kwargs: dict[str, Any] = {"progress": progress}
     if target is not None:
         kwargs["target"] = target
@@ -96,7 +112,10 @@ def reconstruct_problem(problem, method, config, seed=0, *, prior_image=None, pr
     if interrupt is not None and "callback" in inspect.signature(fn).parameters:
         kwargs["callback"] = lambda info: interrupt.requested
     result = run_method(method, problem.operator, y, config, seed, **kwargs)
-    return _outcome(problem, config, result, zero_filled, scale, bool(interrupt is not None and interrupt.requested))
+    requested = getattr(config, "iterations", getattr(config, "iters", None))
+    cut_short = requested is not None and result.iterations < requested and result.diverged is None
+    return _outcome(problem, config, result, zero_filled, scale,
+                    bool(interrupt is not None and interrupt.requested and cut_short))
 
 
 def reconstruct_batch(
@@ -156,7 +175,7 @@ def outcome_to_bytes(outcome: Outcome) -> bytes:
         "metrics": outcome.metrics, "zero_filled_metrics": outcome.zero_filled_metrics,
         "data_scale": outcome.data_scale, "interrupted": outcome.interrupted,
         "crop": outcome.problem.crop, "problem": outcome.problem.meta,
-        "result": {k: getattr(r, k) for k in ("method", "iterations", "config", "seed", "wall_time", "stop_iteration")},
+        "result": {k: getattr(r, k) for k in ("method", "iterations", "config", "seed", "wall_time", "stop_iteration", "diverged")},
     }
     arrays["meta"] = np.frombuffer(json.dumps(to_jsonable(meta)).encode(), np.uint8)
     buffer = io.BytesIO()

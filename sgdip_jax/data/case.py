@@ -19,13 +19,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..methods.result import atomic_write
+from .arrays import load_arrays
 from ..operators.mri import MultiCoilMRI
 
 REQUIRED = ("y", "smaps", "mask")
@@ -129,13 +129,10 @@ def validate_case(case: Case, source: str | os.PathLike = "case") -> Case:
 def load_case(path: str | os.PathLike) -> Case:
     """Read and validate a case ``.npz`` file (``FileNotFoundError`` / ``ValueError`` naming the file)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such case file")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (zipfile.BadZipFile, ValueError, OSError) as err:
-        raise ValueError(f"{path}: not a case .npz file ({err})") from None
+    arrays = load_arrays(path, "case")
+    if None in arrays:
+        raise ValueError(f"{path}: holds a single array (.npy content); a case file is an .npz archive with keys "
+                         f"{list(REQUIRED)}")
     missing = [k for k in REQUIRED if k not in arrays]
     if missing:
         raise ValueError(

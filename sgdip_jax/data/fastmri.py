@@ -144,6 +144,11 @@ def read_fastmri(path: str | os.PathLike, slice: int | Sequence[int] | None = No
                 f"found {sorted(f.keys())})"
             )
         ks = f["kspace"]
+        if not isinstance(ks, h5py.Dataset):
+            raise ValueError(f"{path}: 'kspace' is an HDF5 group; expected a dataset of complex k-space")
+        if not np.issubdtype(ks.dtype, np.complexfloating):
+            raise ValueError(f"{path}: 'kspace' has dtype {ks.dtype}; k-space is complex (complex64 in fastMRI "
+                             f"files; write real data as a complex array with zero imaginary part)")
         if ks.ndim not in (3, 4):
             raise ValueError(
                 f"{path}: 'kspace' must be (slices, H, W) or (slices, coils, H, W), got shape {ks.shape}"

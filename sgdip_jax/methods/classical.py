@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..engine import ChunkInfo
 from ..metrics import psnr
 from ..operators import wavelets
 from . import parameter_choice
@@ -167,9 +168,10 @@ def _scan(step, static, length, consts, state):
     return jax.lax.scan(lambda s, _: step(static, consts, s), state, None, length=length)
 
 
-def _iterate(step, static, consts, state, iters, progress, desc):
-    """Run ``iters`` steps (one scan, or chunks of ``_CHUNK`` with a progress bar); host history."""
-    chunk = min(iters, _CHUNK) if progress else iters
+def _iterate(step, static, consts, state, iters, progress, desc, callback=None):
+    """Run ``iters`` steps (one scan, or chunks of ``_CHUNK`` with a progress bar or a ``callback``);
+    ``(state, host history, steps run)``. ``callback(ChunkInfo)`` after each chunk; ``True`` stops."""
+    chunk = min(iters, _CHUNK) if progress or callback is not None else iters
     parts, done = [], 0
     with tqdm(total=iters, desc=desc, disable=not progress) as bar:
         while done < iters:
@@ -178,8 +180,10 @@ def _iterate(step, static, consts, state, iters, progress, desc):
             parts.append(jax.device_get(metrics))
             done += n
             bar.update(n)
+            if callback is not None and callback(ChunkInfo(done, state, parts[-1])):
+                break
     history = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    return state, history
+    return state, history, done
 
 
 def _metrics(consts, x, objective):
@@ -207,11 +211,12 @@ def _result(method, image, history, iterations, config, key, start):
 _LAM_RANGE = {"cg-sense": (1e-4, 1.0, False), "tv": (1e-5, 1e-1, True), "l1-wavelet": (1e-5, 1e-1, True)}
 
 
-def _solve(name, solve, operator, y, config, key, target, progress, sigma):
-    """``solve(operator, y, config, key, target, progress)`` with ``config.lam``, or with the ``lam`` of
-    a rule of :mod:`.parameter_choice` when it is ``"auto"`` (GCV) or ``"discrepancy"``."""
+def _solve(name, solve, operator, y, config, key, target, progress, sigma, callback):
+    """``solve(operator, y, config, key, target, progress, callback)`` with ``config.lam``, or with the
+    ``lam`` of a rule of :mod:`.parameter_choice` when it is ``"auto"`` (GCV) or ``"discrepancy"``
+    (``callback`` stops every solve of the rule's search too)."""
     if config.lam not in parameter_choice.RULES:
-        return solve(operator, y, config, key, target, progress)
+        return solve(operator, y, config, key, target, progress, callback)
     start = time.perf_counter()
     y = _check_y(operator, y)
     lo, hi, relative = _LAM_RANGE[name]
@@ -222,7 +227,7 @@ def _solve(name, solve, operator, y, config, key, target, progress, sigma):
     rule = {"rule": "gcv" if config.lam == "auto" else "discrepancy"}
     with tqdm(desc=f"{name} (lam {config.lam})", unit="solve", disable=not progress) as bar:
         def run(lam, data=y):
-            result = solve(operator, data, dataclasses.replace(config, lam=lam), key, target, False)
+            result = solve(operator, data, dataclasses.replace(config, lam=lam), key, target, False, callback)
             bar.update(1)
             return result
 
@@ -281,14 +286,14 @@ def _cg_step(_, consts, state):
     return (x, r, p, rz_new), _metrics(consts, x, objective)
 
 
-def cg_sense(operator, y, config=CGSenseConfig(), key=None, *, target=None, progress=False, sigma=None):
+def cg_sense(operator, y, config=CGSenseConfig(), key=None, *, target=None, progress=False, sigma=None, callback=None):
     """Conjugate gradient for ``min_x 1/2||A x - y||^2 + lam/2||x||^2`` (SigPy ``SenseRecon``).
     ``sigma``: noise level for ``lam="discrepancy"`` (``None``: estimated from ``y``)."""
     _check(config, CGSenseConfig)
-    return _solve("cg-sense", _cg_sense, operator, y, config, key, target, progress, sigma)
+    return _solve("cg-sense", _cg_sense, operator, y, config, key, target, progress, sigma, callback)
 
 
-def _cg_sense(operator, y, config, key, target, progress):
+def _cg_sense(operator, y, config, key, target, progress, callback=None):
     start = time.perf_counter()
     y = _check_y(operator, y)
     b = _adjoint(operator, y)
@@ -300,8 +305,8 @@ def _cg_sense(operator, y, config, key, target, progress):
         "target": _check_target(operator, target),
     }
     state = (jnp.zeros_like(b), b, b, _sqnorm(b))
-    state, history = _iterate(_cg_step, None, consts, state, config.iters, progress, "cg-sense")
-    return _result("cg-sense", state[0], history, config.iters, config, key, start)
+    state, history, done = _iterate(_cg_step, None, consts, state, config.iters, progress, "cg-sense", callback)
+    return _result("cg-sense", state[0], history, done, config, key, start)
 
 
 # --------------------------------------------------------------------------- total variation
@@ -365,17 +370,17 @@ def _tv_steps(operator, y, lam, n_axes):
     return step / np.sqrt(rho), step * np.sqrt(rho)
 
 
-def tv(operator, y, config=TVConfig(), key=None, *, target=None, progress=False, sigma=None):
+def tv(operator, y, config=TVConfig(), key=None, *, target=None, progress=False, sigma=None, callback=None):
     """Total-variation regularised least squares by Chambolle-Pock (SigPy ``TotalVariationRecon``),
     from ``x = 0`` and zero dual variables. Steps ``sigma tau ||[A; G]||^2 < 1`` with the ratio
     ``tau / sigma = ||A^H y|| / (lam sqrt(size(G x)))``, which balances primal and dual progress
     (see ``_tv_steps``); SigPy's default ``sigma = 1`` converges to the same image, more slowly.
     The keyword ``sigma`` is the noise level for ``lam="discrepancy"`` (``None``: estimated from ``y``)."""
     _check(config, TVConfig)
-    return _solve("tv", _tv, operator, y, config, key, target, progress, sigma)
+    return _solve("tv", _tv, operator, y, config, key, target, progress, sigma, callback)
 
 
-def _tv(operator, y, config, key, target, progress):
+def _tv(operator, y, config, key, target, progress, callback=None):
     start = time.perf_counter()
     y = _check_y(operator, y)
     axes = _spatial_axes(operator)
@@ -391,8 +396,8 @@ def _tv(operator, y, config, key, target, progress):
     x0 = jnp.zeros(operator.image_shape, operator.image_dtype)
     state = (x0, x0, jnp.zeros_like(y), jnp.zeros((len(axes),) + x0.shape, x0.dtype))
     static = (axes, bool(config.isotropic))
-    state, history = _iterate(_tv_step, static, consts, state, config.iters, progress, "tv")
-    return _result("tv", state[0], history, config.iters, config, key, start)
+    state, history, done = _iterate(_tv_step, static, consts, state, config.iters, progress, "tv", callback)
+    return _result("tv", state[0], history, done, config, key, start)
 
 
 # --------------------------------------------------------------------------- L1-wavelet
@@ -440,15 +445,15 @@ def _fista_step(static, consts, state):
     return (u_new, v, t_new), _metrics(consts, x, objective)
 
 
-def l1_wavelet(operator, y, config=L1WaveletConfig(), key=None, *, target=None, progress=False, sigma=None):
+def l1_wavelet(operator, y, config=L1WaveletConfig(), key=None, *, target=None, progress=False, sigma=None, callback=None):
     """L1-wavelet regularised least squares by FISTA (SigPy ``L1WaveletRecon``), from ``x = 0``.
     ``sigma``: noise level for ``lam="discrepancy"`` (``None``: estimated from ``y``)."""
     _check(config, L1WaveletConfig)
     wavelets.filters(config.wavelet)  # validates the name
-    return _solve("l1-wavelet", _l1_wavelet, operator, y, config, key, target, progress, sigma)
+    return _solve("l1-wavelet", _l1_wavelet, operator, y, config, key, target, progress, sigma, callback)
 
 
-def _l1_wavelet(operator, y, config, key, target, progress):
+def _l1_wavelet(operator, y, config, key, target, progress, callback=None):
     start = time.perf_counter()
     y = _check_y(operator, y)
     shape = tuple(operator.image_shape)
@@ -467,8 +472,8 @@ def _l1_wavelet(operator, y, config, key, target, progress):
     u0 = jnp.zeros(padded, operator.image_dtype)
     state = (u0, u0, jnp.float32(1.0))
     static = (config.wavelet, levels, axes)
-    state, history = _iterate(_fista_step, static, consts, state, config.iters, progress, "l1-wavelet")
-    return _result("l1-wavelet", _crop(state[0], shape), history, config.iters, config, key, start)
+    state, history, done = _iterate(_fista_step, static, consts, state, config.iters, progress, "l1-wavelet", callback)
+    return _result("l1-wavelet", _crop(state[0], shape), history, done, config, key, start)
 
 
 # --------------------------------------------------------------------------- lambda sweep

@@ -69,6 +69,19 @@ class DIPBaseConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema must be in [0, 1), got {self.ema}")
+        check_number(self.lr, "lr")
+        check_number(self.clip_norm, "clip_norm", optional=True)
+
+
+def check_number(value, field, *, minimum: float = 0.0, inclusive: bool = False, optional: bool = False):
+    """ValueError naming ``field`` unless ``value`` is a finite number ``> minimum`` (``>=`` when
+    ``inclusive``; ``None`` passes when ``optional``)."""
+    if value is None and optional:
+        return
+    number = isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
+    if not number or not np.isfinite(value) or value < minimum or (value == minimum and not inclusive):
+        raise ValueError(f"{field} must be a finite number {'>=' if inclusive else '>'} {minimum:g}"
+                         f"{' (or unset)' if optional else ''}, got {value!r}")
 
 
 def check_choice(value, choices, field):
@@ -304,6 +317,7 @@ def make_result(task: DIPTask, problem: Setup, out: engine.RunOutput) -> Result:
         wall_time=out.wall_time,
         stop_iteration=out.stop_iteration,
         stop_image=None if out.stop_image is None else finish(out.stop_image),
+        diverged=out.diverged,
     )
 
 

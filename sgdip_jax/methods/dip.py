@@ -17,7 +17,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from .common import DIPBaseConfig, DIPTask, check_choice, discrepancy, run_dip
+from .common import DIPBaseConfig, DIPTask, check_choice, check_number, discrepancy, run_dip
 from .result import Result
 
 INPUTS = ("uniform", "gaussian")
@@ -40,6 +40,8 @@ class DIPConfig(DIPBaseConfig):
     def __post_init__(self):
         super().__post_init__()
         check_choice(self.input, INPUTS, "input")
+        check_number(self.input_scale, "input_scale")
+        check_number(self.input_noise, "input_noise", inclusive=True)
 
 
 def fixed_input_loss(forward, input_noise: float):

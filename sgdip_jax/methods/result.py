@@ -21,6 +21,8 @@ class Result:
     ``history``: per-iteration 1-D arrays keyed by name (``loss``, ``data``, ``reg``, ``psnr``,
     ``ssim``, ``es_stat`` ... whichever the method records).
     ``stop_iteration`` / ``stop_image``: the early-stopping detection, when enabled and triggered.
+    ``diverged``: the iteration whose loss was not finite, when the run stopped there; the images
+    are then those of the last finite chunk (``iterations`` steps).
     """
 
     method: str
@@ -33,6 +35,7 @@ class Result:
     wall_time: float
     stop_iteration: int | None = None
     stop_image: np.ndarray | None = None
+    diverged: int | None = None
 
     def save(self, path: str | os.PathLike) -> None:
         """Write ``path`` (``.npz``: images + history) and ``path`` with ``.json`` (metadata), atomically."""
@@ -48,6 +51,7 @@ class Result:
             "seed": self.seed,
             "wall_time": self.wall_time,
             "stop_iteration": self.stop_iteration,
+            "diverged": self.diverged,
         }
         atomic_write(path, lambda f: np.savez(f, **arrays))
         atomic_write(path.with_suffix(".json"), lambda f: f.write(json.dumps(meta, indent=2).encode()))

@@ -26,7 +26,8 @@ import jax
 import jax.numpy as jnp
 
 from .. import engine
-from .common import DISCREPANCIES, DIPBaseConfig, DIPTask, check_choice, discrepancy, measured_discrepancy, run_dip
+from .common import (DISCREPANCIES, DIPBaseConfig, DIPTask, check_choice, check_number, discrepancy,
+                     measured_discrepancy, run_dip)
 from .result import Result
 
 NOISES = ("uniform", "gaussian")
@@ -85,6 +86,10 @@ class SGDIPConfig(DIPBaseConfig):
         check_choice(self.z_init, Z_INITS, "z_init")
         if self.draws < 1:
             raise ValueError(f"draws must be >= 1, got {self.draws}")
+        check_number(self.alpha, "alpha", inclusive=True)
+        check_number(self.noise_scale, "noise_scale", inclusive=True)
+        check_number(self.lr_z, "lr_z", inclusive=True)
+        check_number(self.clip_norm_z, "clip_norm_z", optional=True)
 
 
 def draw_noise(key, z, config: SGDIPConfig):

@@ -1,0 +1,270 @@
+"""Fault injection against ``sgdip reconstruct``: bad settings and files, divergence, signals, damaged
+stores, ``--force`` near files sgdip did not write. Each case states the input, the exit status, a
+fragment of the one-line message, and that no existing file changed. (Resuming on another input and
+stale stores are in ``test_parallel.py``.)"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+from PIL import Image
+from pydicom.data import get_testdata_file
+
+from sgdip_jax import reconstruct
+from sgdip_jax.cli import main
+from sgdip_jax.data import sample_mri, save_case, write_fastmri
+from sgdip_jax.operators.coils import birdcage_maps
+from sgdip_jax.operators.fft import fft2c
+
+TINY = ["--network", "unet1", "--width", "4", "--iters", "5", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("faults")
+    case = sample_mri("small", size=32, coils=4, acceleration=4.0, snr_db=30.0, seed=0)
+    save_case(d / "case.npz", case)
+    arrays = dict(np.load(d / "case.npz"))
+    np.savez(d / "zero_maps.npz", **{**arrays, "smaps": np.zeros_like(arrays["smaps"])})
+    np.savez(d / "empty.npz")
+    np.save(d / "array.npy", np.zeros(3))
+    os.replace(d / "array.npy", d / "array.npz")  # an .npy file named .npz
+    (d / "text.npz").write_text("not numpy")
+    with h5py.File(d / "group.h5", "w") as f:
+        f.create_group("kspace")
+    with h5py.File(d / "real.h5", "w") as f:
+        f["kspace"] = np.ones((2, 4, 32, 32), np.float32)
+    with h5py.File(d / "strings.h5", "w") as f:
+        f["kspace"] = np.array([b"a", b"b"])
+    smaps = birdcage_maps(4, (32, 32))
+    kspace = [np.asarray(fft2c(smaps * sample_mri("shoulder", size=32, coils=1, acceleration=1.0,
+                                                   center_fraction=0.0, seed=s).x)) for s in range(2)]
+    write_fastmri(d / "vol.h5", np.stack(kspace))
+    np.save(d / "nan_mask.npy", np.full((32, 32), np.nan))
+    np.save(d / "half_mask.npy", np.full((32, 32), 0.5))
+    np.save(d / "complex_mask.npy", np.ones((32, 32), np.complex64))
+    Image.fromarray((np.random.default_rng(0).random((4, 256)) * 255).astype(np.uint8)).save(d / "thin.png")
+    return d
+
+
+def run(argv, capsys):
+    rc = main([str(a) for a in argv])
+    return rc, capsys.readouterr()
+
+
+def one_line(cap):
+    lines = cap.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sgdip: error:") and "Traceback" not in cap.err, cap.err
+    return lines[0]
+
+
+def snapshot(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# ----------------------------------------------------------------- item 3: divergence, numeric settings
+
+
+@pytest.mark.parametrize("setting, fragment", [
+    ("lr=nan", "lr must be a finite number > 0"),
+    ("lr=-1", "lr must be a finite number > 0"),
+    ("alpha=-5", "alpha must be a finite number >= 0"),
+    ("noise_scale=inf", "noise_scale must be a finite number >= 0"),
+    ("clip_norm=0", "clip_norm must be a finite number > 0"),
+])
+def test_numeric_settings_are_checked_before_any_work(files, tmp_path, capsys, setting, fragment):
+    rc, cap = run(["reconstruct", files / "case.npz", "--method", "sgdip", *TINY, "--set", setting,
+                   "--out", tmp_path / "o"], capsys)
+    assert rc == 2 and fragment in one_line(cap)
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_diverged_run_exits_1_naming_lr_and_keeps_the_last_finite_images(files, tmp_path, capsys):
+    out = tmp_path / "o"
+    rc, cap = run(["reconstruct", files / "case.npz", "--method", "dip", *TINY, "--set", "lr=1e30",
+                   "--set", "chunk=1", "--out", out], capsys)
+    line = one_line(cap)
+    assert rc == 1 and "loss was not finite at iteration" in line and "lr" in line
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["diverged"] is not None and metrics["iterations"] == metrics["diverged"]
+    with np.load(out / "recon.npz") as z:
+        assert np.isfinite(z["ema_image"]).all() and np.isfinite(z["image"]).all()
+
+
+# ----------------------------------------------------------------- items 4 and 11: SIGTERM, what was run
+
+
+def test_sigterm_stops_after_the_chunk_saves_and_leaves_no_staging_folder(files, tmp_path):
+    out = tmp_path / "term"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sgdip_jax.cli", "reconstruct", str(files / "case.npz"), "--method", "dip",
+         "--iters", "1000000", "--network", "unet1", "--width", "4", "--set", "chunk=10", "--out", str(out)],
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    for line in proc.stderr:
+        if "case.npz: dip" in line:
+            break
+    time.sleep(2.0)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=300)[1]
+    assert proc.returncode == 143, err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["interrupted"] is True and 0 < metrics["iterations"] < 1000000
+    assert [p.name for p in tmp_path.iterdir()] == ["term"]  # no .term.tmp-* left
+    head = (out / "config.toml").read_text().splitlines()[:2]
+    assert "reruns the requested job (1000000 iterations)" in head[0]
+    assert f"Iterations run: {metrics['iterations']} (interrupted" in head[1]
+
+
+# ----------------------------------------------------------------- item 5: late failures
+
+
+def test_ssim_of_a_tiny_image_is_absent_with_a_reason_not_a_crash(files, tmp_path, capsys):
+    out = tmp_path / "o"
+    rc, cap = run(["reconstruct", files / "thin.png", "--method", "tv", "--iters", "5", "--set", "lam=0.01",
+                   "--out", out], capsys)
+    assert rc == 0, cap.err
+    assert "SSIM will be absent" in cap.err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["metrics"]["ssim"] is None and metrics["metrics"]["psnr"] > 0
+
+
+def test_a_damaged_slice_in_the_store_is_found_first_and_recomputed(files, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "v"
+    argv = ["reconstruct", files / "vol.h5", "--slices", "all", "--acceleration", "2", "--center-fraction", "0.375",
+            "--method", "dip", *TINY, "--out", out]
+    real = reconstruct.reconstruct_batch
+    calls = []
+
+    def stop_after_first(problems, *args, **kwargs):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real(problems, *args, **kwargs)
+
+    monkeypatch.setattr(reconstruct, "reconstruct_batch", stop_after_first)
+    assert run(argv, capsys)[0] == 130
+    stored = tmp_path / "v.partial" / "slice_0000.bin"
+    stored.write_bytes(stored.read_bytes()[:100])  # truncated
+    monkeypatch.setattr(reconstruct, "reconstruct_batch", real)
+    rc, cap = run([a for a in argv if a != "--quiet"], capsys)
+    assert rc == 0 and "slices [0] were damaged and are computed again" in cap.err
+    assert json.loads((out / "metrics.json").read_text())["slices"][0]["metrics"] is not None
+
+
+# ----------------------------------------------------------------- item 6: tracebacks -> one line
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["empty.npz"], "empty.npz: missing key(s)"),
+    (["array.npz"], "array.npz: holds a single array"),
+    (["text.npz"], "text.npz: not a NumPy file"),
+    (["group.h5"], "group.h5: 'kspace' is an HDF5 group"),
+    (["strings.h5"], "strings.h5: 'kspace' has dtype |S1; k-space is complex"),
+    (["vol.h5", "--acceleration", "0"], "argument --acceleration: invalid number >= 1 value: '0'"),
+    (["case.npz", "--seed", "99999999999999999999"], "argument --seed: invalid seed"),
+])
+def test_bad_files_and_options_give_one_line_and_exit_2(files, tmp_path, capsys, argv, fragment):
+    before = snapshot(files)
+    rc, cap = run(["reconstruct", files / argv[0], *argv[1:], "--quiet", "--out", tmp_path / "o"], capsys)
+    assert rc == 2 and fragment in one_line(cap)
+    assert not (tmp_path / "o").exists() and snapshot(files) == before
+
+
+# ----------------------------------------------------------------- item 7: Ctrl-C in classical methods
+
+
+def test_ctrl_c_stops_tv_at_the_next_chunk(files, tmp_path):
+    out = tmp_path / "tv"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sgdip_jax.cli", "reconstruct", str(files / "case.npz"), "--method", "tv",
+         "--iters", "3000000", "--set", "lam=0.001", "--out", str(out)],
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    for line in proc.stderr:
+        if "case.npz: tv" in line:
+            break
+    time.sleep(3.0)
+    start = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 130, err
+    assert time.monotonic() - start < 60  # 3e6 steps would take hours
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["interrupted"] is True and 0 < metrics["iterations"] < 3000000
+
+
+def test_interrupted_is_false_for_a_finished_run(files, tmp_path, capsys):
+    assert run(["reconstruct", files / "case.npz", "--method", "tv", "--iters", "5", "--set", "lam=0.01",
+                "--quiet", "--out", tmp_path / "o"], capsys)[0] == 0
+    assert json.loads((tmp_path / "o" / "metrics.json").read_text())["interrupted"] is False
+
+
+# ----------------------------------------------------------------- item 8: --force
+
+
+def test_force_replaces_only_an_earlier_sgdip_result(files, tmp_path, capsys, monkeypatch):
+    mine = tmp_path / "mydata"
+    (mine / "sub").mkdir(parents=True)
+    (mine / "thesis.txt").write_text("years of work")
+    (mine / "sub" / "data.csv").write_text("1,2")
+    before = snapshot(tmp_path)
+    base = ["reconstruct", files / "case.npz", "--method", "tv", "--iters", "3", "--set", "lam=0.01", "--quiet"]
+    rc, cap = run([*base, "--out", mine, "--force"], capsys)
+    assert rc == 2 and "holds files that sgdip did not write" in one_line(cap)
+    config = tmp_path / "c.toml"
+    config.write_text(f'out = "{mine}"\nforce = true\n')
+    rc, cap = run([*base, "--config", config], capsys)
+    assert rc == 2 and "'out' cannot be set in a config file" in one_line(cap)
+    monkeypatch.chdir(mine / "sub")
+    for where in (".", "..", "/", os.path.expanduser("~")):
+        rc, cap = run([*base, "--out", where, "--force"], capsys)
+        assert rc == 2 and "choose a new folder for --out" in one_line(cap), where
+    config.unlink()
+    assert snapshot(tmp_path) == before
+    result = tmp_path / "result"
+    assert run([*base, "--out", result], capsys)[0] == 0
+    assert run([*base, "--out", result, "--force"], capsys)[0] == 0  # an sgdip result: replaced
+    assert (result / "metrics.json").exists() and not list(tmp_path.glob(".result.*"))
+
+
+# ----------------------------------------------------------------- item 9: odd input
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["real.h5"], "real.h5: 'kspace' has dtype float32; k-space is complex"),
+    (["{dicom}", "--mask", "{d}/nan_mask.npy"], "a mask holds 0 and 1 only"),
+    (["{dicom}", "--mask", "{d}/half_mask.npy"], "a mask holds 0 and 1 only"),
+    (["{dicom}", "--mask", "{d}/complex_mask.npy"], "a mask holds 0 and 1 only"),
+    (["vol.h5", "--slices", "1,1"], "names a slice more than once"),
+    (["vol.h5", "--slices", "1,-1"], "names a slice more than once"),
+    (["{dicom}", "--slice", "3"], "holds a single frame"),
+    (["case.npz", "--mask", ""], "argument --mask: invalid non-empty value"),
+])
+def test_odd_input_is_refused(files, tmp_path, capsys, argv, fragment):
+    argv = [a.format(d=files, dicom=get_testdata_file("MR_small.dcm")) for a in argv]
+    first = argv[0] if os.path.isabs(argv[0]) else files / argv[0]
+    rc, cap = run(["reconstruct", first, *argv[1:], "--method", "tv", "--iters", "3", "--quiet",
+                   "--out", tmp_path / "o"], capsys)
+    assert rc == 2 and fragment in one_line(cap)
+    assert not (tmp_path / "o").exists()
+
+
+# ----------------------------------------------------------------- item 10: messages that say what is wrong
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["zero_maps.npz"], "the coil maps are zero"),
+    (["{dicom}", "--snr-db", "nan"], "argument --snr-db: invalid finite number value: 'nan'"),
+    (["{dicom}", "--mask", "missing.npy"], "--mask missing.npy: no such mask file"),
+])
+def test_messages_name_what_is_wrong(files, tmp_path, capsys, argv, fragment):
+    argv = [a.format(dicom=get_testdata_file("MR_small.dcm")) for a in argv]
+    first = argv[0] if os.path.isabs(argv[0]) else files / argv[0]
+    rc, cap = run(["reconstruct", first, *argv[1:], "--method", "tv", "--iters", "3", "--quiet",
+                   "--out", tmp_path / "o"], capsys)
+    assert rc == 2 and fragment in one_line(cap)
