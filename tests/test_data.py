@@ -210,7 +210,7 @@ def test_case_file_errors(tmp_path):
     with pytest.raises(ValueError, match=r"nomaps.npz: missing key\(s\) \['smaps'\]"):
         load_case(tmp_path / "nomaps.npz")
     (tmp_path / "text.npz").write_text("not a zip")
-    with pytest.raises(ValueError, match="text.npz: not a case .npz file"):
+    with pytest.raises(ValueError, match="text.npz: not a NumPy file"):
         load_case(tmp_path / "text.npz")
 
 

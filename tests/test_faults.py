@@ -268,3 +268,13 @@ def test_messages_name_what_is_wrong(files, tmp_path, capsys, argv, fragment):
     rc, cap = run(["reconstruct", first, *argv[1:], "--method", "tv", "--iters", "3", "--quiet",
                    "--out", tmp_path / "o"], capsys)
     assert rc == 2 and fragment in one_line(cap)
+
+
+def test_a_decoder_network_is_sized_to_the_image_instead_of_failing(files, tmp_path, capsys):
+    """ConvDecoder has no output size of its own: the command sets it to the image's (it used to
+    fail with a hint at a Python function)."""
+    rc, cap = run(["reconstruct", files / "case.npz", "--method", "dip", "--network", "conv_decoder",
+                   "--iters", "3", "--quiet", "--out", tmp_path / "o"], capsys)
+    assert rc == 0, cap.err
+    with np.load(tmp_path / "o" / "recon.npz") as z:
+        assert z["image"].shape == (32, 32)

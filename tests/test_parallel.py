@@ -32,9 +32,10 @@ def _run_script(code: str, env_extra: dict, timeout: int = 600) -> str:
     return proc.stdout
 
 
-def test_batch_of_8_sharded_over_4_devices_equals_each_slice_alone():
-    """8 tiny slices (own masks, noise and phase) with self-guided DIP: alone, batched on one device
-    and batched over 4 forced host devices give the same images; the batched state is on 4 devices.
+def test_batch_of_6_sharded_over_4_devices_equals_each_slice_alone():
+    """6 tiny slices (own masks, noise and phase) with self-guided DIP: alone, batched on one device
+    and batched over 4 forced host devices (padded to 8) give the same images; the batched state is
+    on 4 devices.
 
     Squared-L2 terms: batch layouts change the convolution algorithm and so the rounding, and the
     sign gradients of L1 terms amplify such differences (with the L1 defaults, 12 iterations measured
@@ -52,7 +53,7 @@ def test_batch_of_8_sharded_over_4_devices_equals_each_slice_alone():
         from sgdip_jax.reconstruct import reconstruct_batch, reconstruct_problem
         assert jax.device_count() == 4
         problems = [problem_from_case(sample_mri("shoulder", size=16, coils=2, acceleration=4.0, seed=s))
-                    for s in range(8)]
+                    for s in range(6)]
         config = SGDIPConfig(network=NetworkConfig(name="unet1", base=4), iterations=12, chunk=4,
                              data_loss="l2", reg_loss="l2", lr=3e-3, noise_scale=0.1)
         alone = [reconstruct_problem(p, "sgdip", config, 3, progress=False).image for p in problems]

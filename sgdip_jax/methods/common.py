@@ -132,11 +132,18 @@ def network_forward(module, compute_dtype: str = "float32") -> Callable:
     return forward
 
 
-def build_network(config: NetworkConfig, out_channels: int):
-    """The configured Flax module with ``out_channels`` outputs."""
-    from ..networks import get_network
+def build_network(config: NetworkConfig, out_channels: int, image_hw: tuple[int, int] | None = None):
+    """The configured Flax module with ``out_channels`` outputs; given ``image_hw``, a decoder that
+    cannot reach that size from its own input size is set to output it (``with_image_size``)."""
+    from ..networks import get_network, network_input_shape, with_image_size
 
-    return get_network(config.name, **{**config.overrides(), "out_channels": int(out_channels)})
+    module = get_network(config.name, **{**config.overrides(), "out_channels": int(out_channels)})
+    if image_hw is not None:
+        try:
+            network_input_shape(module, image_hw, 1)
+        except ValueError:
+            module = with_image_size(module, image_hw)
+    return module
 
 
 def data_consistency(operator, x, y):
@@ -250,8 +257,8 @@ def setup(task: DIPTask, operator, y, key, target=None) -> Setup:
     target = check_image(operator, target, "target")
     key, seed = as_key(key)
     k_net, k_z, _ = jax.random.split(fast_key(key), 3)
-    module = build_network(config.network, operator.n_channels)
     hw = tuple(operator.image_shape[:2])
+    module = build_network(config.network, operator.n_channels, hw)
     z0, in_image_units = task.make_input(k_z, operator, y, lambda c: network_input_shape(module, hw, c))
     z_unit = z0 / jnp.max(jnp.abs(z0)) if in_image_units else z0
     variables = jax.jit(lambda k, z: init_network(module, k, z))(k_net, z_unit)
@@ -279,7 +286,7 @@ def setup(task: DIPTask, operator, y, key, target=None) -> Setup:
 def engine_options(task: DIPTask, operator) -> dict:
     """The engine's keyword arguments shared by every problem of ``task`` (``operator``: any of them)."""
     config = task.config
-    module = build_network(config.network, operator.n_channels)
+    module = build_network(config.network, operator.n_channels, tuple(operator.image_shape[:2]))
     return dict(
         loss_fn=task.make_loss(network_forward(module, config.compute_dtype)),
         iterations=config.iterations,
