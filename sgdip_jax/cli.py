@@ -628,10 +628,10 @@ def _diverged_status(outcomes: list[Outcome], config, out_path: Path) -> int:
     for o in bad:
         where = f" slice {o.problem.meta['slice']}" if "slice" in o.problem.meta else ""
         lr = getattr(config, "lr", None)
-        hint = f"; lower the step size, e.g. --set lr={lr / 10:g}" if lr is not None else ""
-        print(f"{PROG}: error:{where} the loss was not finite at iteration {o.result.diverged} "
-              f"(lr = {lr:g}); the images of iteration {o.result.iterations} are saved in {out_path}{hint}",
-              file=sys.stderr)
+        setting = "" if lr is None else f" (lr = {lr:g})"
+        hint = "" if lr is None else f"; lower the step size, e.g. --set lr={lr / 10:g}"
+        print(f"{PROG}: error:{where} the loss was not finite at iteration {o.result.diverged}{setting}; "
+              f"the images of iteration {o.result.iterations} are saved in {out_path}{hint}", file=sys.stderr)
     return FAILED if bad else 0
 
 

@@ -7,10 +7,8 @@ subprocess. DIP runs use a one-level U-Net of width 4 on 32x32 images for a hand
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 import tomllib
 
 import h5py
@@ -20,6 +18,7 @@ import pytest
 from PIL import Image
 from pydicom.data import get_testdata_file
 
+from conftest import SIGINT, signal_during_run
 from sgdip_jax.cli import build_parser, main
 from sgdip_jax.data import center_crop, read_fastmri, sample_image, sample_mri, save_case, write_fastmri
 from sgdip_jax.metrics import evaluate
@@ -342,17 +341,9 @@ def test_ctrl_c_saves_partial_result(files, tmp_path):
     """SIGINT during a long DIP run: the run stops after its current chunk, the EMA image and the
     history so far are saved, metrics.json says interrupted, exit status 130."""
     out = tmp_path / "int"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sgdip_jax.cli", "reconstruct", str(files["case"]), "--method", "dip",
-         "--iters", "1000000", "--network", "unet1", "--width", "4", "--set", "chunk=10", "--out", str(out)],
-        stderr=subprocess.PIPE, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"},
-    )
-    for line in proc.stderr:  # the log line printed just before the run starts
-        if "case.npz: dip" in line:
-            break
-    time.sleep(2.0)
-    proc.send_signal(signal.SIGINT)
-    err = proc.communicate(timeout=300)[1]
+    proc, err, _ = signal_during_run(  # the log line "case.npz: dip" is printed just before the run starts
+        ["reconstruct", files["case"], "--method", "dip", "--iters", "1000000", "--network", "unet1",
+         "--width", "4", "--set", "chunk=10", "--out", out], "case.npz: dip", SIGINT, 2.0)
     assert proc.returncode == 130, err
     m = load_metrics(out)
     assert m["interrupted"] is True and 0 < m["iterations"] < 1000000 and m["iterations"] % 10 == 0

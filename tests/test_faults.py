@@ -5,10 +5,6 @@ stale stores are in ``test_parallel.py``.)"""
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 
 import h5py
 import numpy as np
@@ -16,7 +12,7 @@ import pytest
 from PIL import Image
 from pydicom.data import get_testdata_file
 
-from sgdip_jax import reconstruct
+from conftest import SIGINT, SIGTERM, signal_during_run
 from sgdip_jax.cli import main
 from sgdip_jax.data import sample_mri, save_case, write_fastmri
 from sgdip_jax.operators.coils import birdcage_maps
@@ -102,16 +98,9 @@ def test_a_diverged_run_exits_1_naming_lr_and_keeps_the_last_finite_images(files
 
 def test_sigterm_stops_after_the_chunk_saves_and_leaves_no_staging_folder(files, tmp_path):
     out = tmp_path / "term"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sgdip_jax.cli", "reconstruct", str(files / "case.npz"), "--method", "dip",
-         "--iters", "1000000", "--network", "unet1", "--width", "4", "--set", "chunk=10", "--out", str(out)],
-        stderr=subprocess.PIPE, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
-    for line in proc.stderr:
-        if "case.npz: dip" in line:
-            break
-    time.sleep(2.0)
-    proc.send_signal(signal.SIGTERM)
-    err = proc.communicate(timeout=300)[1]
+    proc, err, _ = signal_during_run(
+        ["reconstruct", files / "case.npz", "--method", "dip", "--iters", "1000000", "--network", "unet1",
+         "--width", "4", "--set", "chunk=10", "--out", out], "case.npz: dip", SIGTERM, 2.0)
     assert proc.returncode == 143, err
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["interrupted"] is True and 0 < metrics["iterations"] < 1000000
@@ -134,24 +123,15 @@ def test_ssim_of_a_tiny_image_is_absent_with_a_reason_not_a_crash(files, tmp_pat
     assert metrics["metrics"]["ssim"] is None and metrics["metrics"]["psnr"] > 0
 
 
-def test_a_damaged_slice_in_the_store_is_found_first_and_recomputed(files, tmp_path, capsys, monkeypatch):
+def test_a_damaged_slice_in_the_store_is_found_first_and_recomputed(files, tmp_path, capsys,
+                                                                    crash_after_first_batch):
     out = tmp_path / "v"
     argv = ["reconstruct", files / "vol.h5", "--slices", "all", "--acceleration", "2", "--center-fraction", "0.375",
             "--method", "dip", *TINY, "--out", out]
-    real = reconstruct.reconstruct_batch
-    calls = []
-
-    def stop_after_first(problems, *args, **kwargs):
-        if calls:
-            raise KeyboardInterrupt
-        calls.append(1)
-        return real(problems, *args, **kwargs)
-
-    monkeypatch.setattr(reconstruct, "reconstruct_batch", stop_after_first)
     assert run(argv, capsys)[0] == 130
     stored = tmp_path / "v.partial" / "slice_0000.bin"
     stored.write_bytes(stored.read_bytes()[:100])  # truncated
-    monkeypatch.setattr(reconstruct, "reconstruct_batch", real)
+    crash_after_first_batch()  # restored
     rc, cap = run([a for a in argv if a != "--quiet"], capsys)
     assert rc == 0 and "slices [0] were damaged and are computed again" in cap.err
     assert json.loads((out / "metrics.json").read_text())["slices"][0]["metrics"] is not None
@@ -181,19 +161,11 @@ def test_bad_files_and_options_give_one_line_and_exit_2(files, tmp_path, capsys,
 
 def test_ctrl_c_stops_tv_at_the_next_chunk(files, tmp_path):
     out = tmp_path / "tv"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sgdip_jax.cli", "reconstruct", str(files / "case.npz"), "--method", "tv",
-         "--iters", "3000000", "--set", "lam=0.001", "--out", str(out)],
-        stderr=subprocess.PIPE, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
-    for line in proc.stderr:
-        if "case.npz: tv" in line:
-            break
-    time.sleep(3.0)
-    start = time.monotonic()
-    proc.send_signal(signal.SIGINT)
-    err = proc.communicate(timeout=120)[1]
+    proc, err, took = signal_during_run(
+        ["reconstruct", files / "case.npz", "--method", "tv", "--iters", "3000000", "--set", "lam=0.001",
+         "--out", out], "case.npz: tv", SIGINT, 3.0, timeout=120)
     assert proc.returncode == 130, err
-    assert time.monotonic() - start < 60  # 3e6 steps would take hours
+    assert took < 60  # 3e6 steps would take hours
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["interrupted"] is True and 0 < metrics["iterations"] < 3000000
 

@@ -33,9 +33,9 @@ def _run_script(code: str, env_extra: dict, timeout: int = 600) -> str:
 
 
 def test_batch_of_6_sharded_over_4_devices_equals_each_slice_alone():
-    """6 tiny slices (own masks, noise and phase) with self-guided DIP: alone, batched on one device
-    and batched over 4 forced host devices (padded to 8) give the same images; the batched state is
-    on 4 devices.
+    """6 tiny slices (own masks, noise and phase) with self-guided DIP batched on one device and over
+    4 forced host devices (padded to 8) give the images of the first and the last slice (the one
+    copied into the padding) run alone; the batched state is on 4 devices.
 
     Squared-L2 terms: batch layouts change the convolution algorithm and so the rounding, and the
     sign gradients of L1 terms amplify such differences (with the L1 defaults, 12 iterations measured
@@ -56,7 +56,7 @@ def test_batch_of_6_sharded_over_4_devices_equals_each_slice_alone():
                     for s in range(6)]
         config = SGDIPConfig(network=NetworkConfig(name="unet1", base=4), iterations=12, chunk=4,
                              data_loss="l2", reg_loss="l2", lr=3e-3, noise_scale=0.1)
-        alone = [reconstruct_problem(p, "sgdip", config, 3, progress=False).image for p in problems]
+        alone = [reconstruct_problem(p, "sgdip", config, 3, progress=False).image for p in problems[::5]]
         one = reconstruct_batch(problems, "sgdip", config, 3, devices=jax.devices()[:1], progress=False)
         seen = []
         import sgdip_jax.parallel as par
@@ -66,7 +66,8 @@ def test_batch_of_6_sharded_over_4_devices_equals_each_slice_alone():
             return run(*a, **k)
         par.engine.run = spy
         four = reconstruct_batch(problems, "sgdip", config, 3, devices=jax.devices(), progress=False)
-        a, b, c = np.stack(alone), np.stack([o.image for o in one]), np.stack([o.image for o in four])
+        a, b, c = (np.stack(alone), np.stack([o.image for o in one[::5]]),
+                   np.stack([o.image for o in four[::5]]))
         print(seen[0], np.abs(a - b).max() / np.abs(a).max(), np.abs(a - c).max() / np.abs(a).max(),
               np.abs(a[0] - a[1]).max() / np.abs(a).max())
         """,
@@ -227,7 +228,7 @@ def test_resume_with_other_settings_is_refused(tmp_path):
     assert SliceStore(tmp_path / "p", {"acceleration": 8}, force=True).done() == set()
 
 
-def test_resume_from_another_input_file_is_refused(volume, tmp_path, monkeypatch):
+def test_resume_from_another_input_file_is_refused(volume, tmp_path, crash_after_first_batch):
     """Interrupted on one volume, the same command on a different file must not mix their slices."""
     other = tmp_path / "other.h5"
     with h5py.File(volume, "r") as src, h5py.File(other, "w") as dst:
@@ -235,18 +236,8 @@ def test_resume_from_another_input_file_is_refused(volume, tmp_path, monkeypatch
             dst.create_dataset(key, data=src[key][()][::-1] if key == "kspace" else src[key][()])
         dst.attrs.update(src.attrs)
     out = tmp_path / "o"
-    real = reconstruct.reconstruct_batch
-    calls = []
-
-    def stop_after_first(problems, *args, **kwargs):
-        if calls:
-            raise KeyboardInterrupt
-        calls.append(1)
-        return real(problems, *args, **kwargs)
-
-    monkeypatch.setattr(reconstruct, "reconstruct_batch", stop_after_first)
     assert cli.main(_volume_args(volume, out, "--batch", "2")) == cli.INTERRUPTED
-    monkeypatch.setattr(reconstruct, "reconstruct_batch", real)
+    crash_after_first_batch()  # restored
     assert cli.main(_volume_args(other, out, "--batch", "2")) == 2
     assert not out.exists() and len(list((tmp_path / "o.partial").glob("slice_*.bin"))) == 2
 
