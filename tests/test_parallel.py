@@ -154,10 +154,10 @@ def test_two_processes_with_jax_distributed_equal_single_process(volume, single_
 
 def test_a_killed_peer_ends_process_0_in_bounded_time_and_the_rerun_resumes(volume, single_process, tmp_path):
     """Process 1 is killed (SIGKILL) once it has saved its first slice: process 0 finishes its own
-    slices, exits 1 within --peer-timeout (5 s) plus polling, naming process 1, and writes no volume.
+    slices, exits 1 within --peer-timeout (10 s) plus polling, naming process 1, and writes no volume.
     Rerunning both processes computes only the missing slice and gives the single-process volume."""
     out = tmp_path / "k"
-    procs = _start_processes(volume, out, _free_port(), 1, "--peer-timeout", "5", "--set", "iterations=200")
+    procs = _start_processes(volume, out, _free_port(), 1, "--peer-timeout", "10", "--set", "iterations=200")
     first = tmp_path / "k.partial" / "slice_0002.bin"
     deadline = time.monotonic() + 300
     while not first.exists() and procs[1].poll() is None and time.monotonic() < deadline:
@@ -174,7 +174,7 @@ def test_a_killed_peer_ends_process_0_in_bounded_time_and_the_rerun_resumes(volu
     assert sorted(p.name for p in (tmp_path / "k.partial").glob("slice_*")) == [
         "slice_0000.bin", "slice_0001.bin", "slice_0002.bin"]
 
-    procs = _start_processes(volume, out, _free_port(), 1, "--peer-timeout", "5", "--set", "iterations=200",
+    procs = _start_processes(volume, out, _free_port(), 1, "--peer-timeout", "10", "--set", "iterations=200",
                              quiet=False)
     errs = _finish(procs)
     for p, e in zip(procs, errs):
