@@ -54,6 +54,14 @@ VARIANTS = {  # overrides of the SGDIPConfig defaults; "dip" is vanilla DIP with
     "c0.5-K2": {"noise_scale": 0.5, "draws": 2, "alpha": 0.005},
     "c0.5-K8": {"noise_scale": 0.5, "draws": 8, "alpha": 0.005},
     "c0.5-dc": {"noise_scale": 0.5, "data_consistency": True, "alpha": 0.005},
+    "tv0.001": {"tv": 0.001},
+    "tv0.003": {"tv": 0.003},
+    "tv0.01": {"tv": 0.01},
+    "tv0.03": {"tv": 0.03},
+    "tv0.1": {"tv": 0.1},
+    "lr2e-2-hl300": {"lr": 2e-2, "lr_half_life": 300},
+    "lr3e-2-hl200": {"lr": 3e-2, "lr_half_life": 200},
+    "lr2e-2-hl300-tv0.01": {"lr": 2e-2, "lr_half_life": 300, "tv": 0.01},
 }
 
 def make_case(name, size, seed):

@@ -120,9 +120,11 @@ class RunOutput:
         ]
 
 
-def adam(lr: float, clip_norm: float | None = None) -> optax.GradientTransformation:
-    """Adam with learning rate ``lr``, after clipping the group's global gradient norm at ``clip_norm``."""
-    tx = optax.adam(lr)
+def adam(lr: float, clip_norm: float | None = None, half_life: float | None = None) -> optax.GradientTransformation:
+    """Adam with learning rate ``lr`` (halved every ``half_life`` steps, continuously:
+    ``lr 2^(-t / half_life)``; ``None``: constant), after clipping the group's global gradient norm
+    at ``clip_norm``."""
+    tx = optax.adam(lr if half_life is None else optax.exponential_decay(lr, half_life, 0.5))
     return tx if clip_norm is None else optax.chain(optax.clip_by_global_norm(clip_norm), tx)
 
 

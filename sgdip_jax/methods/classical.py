@@ -312,7 +312,7 @@ def _cg_sense(operator, y, config, key, target, progress, callback=None):
 # --------------------------------------------------------------------------- total variation
 
 
-def _grad(x, axes):
+def finite_differences(x, axes):
     """``G x``: circular forward differences ``x - roll(x, 1)`` along ``axes``, stacked first."""
     return jnp.stack([x - jnp.roll(x, 1, axis=a) for a in axes])
 
@@ -346,9 +346,9 @@ def _tv_step(static, consts, state):
     op, y, lam, s, t = (consts[k] for k in ("operator", "y", "lam", "sigma", "tau"))
     x, xb, u, q = state
     u = (u + s * (op(xb) - y)) / (1.0 + s)
-    q = _project_ball(q + s * _grad(xb, axes), lam, isotropic)
+    q = _project_ball(q + s * finite_differences(xb, axes), lam, isotropic)
     x_new = x - t * (op.adjoint(u) + _grad_adjoint(q, axes))
-    objective = _data_term(op, x_new, y) + lam * _tv_norm(_grad(x_new, axes), isotropic)
+    objective = _data_term(op, x_new, y) + lam * _tv_norm(finite_differences(x_new, axes), isotropic)
     return (x_new, 2.0 * x_new - x, u, q), _metrics(consts, x_new, objective)
 
 

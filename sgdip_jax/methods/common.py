@@ -36,6 +36,8 @@ class DIPBaseConfig:
     ``network``: which network (output channels are set from the operator).
     ``iterations``: optimisation steps. ``lr``: Adam learning rate of the weights;
     ``clip_norm``: clip the weights' global gradient norm (``None``: no clipping).
+    ``lr_half_life``: halve ``lr`` every this many steps, ``lr 2^(-t / lr_half_life)`` (``None``:
+    constant); the schedule does not depend on ``iterations``, so a longer run continues the same path.
     ``ema``: weight ``beta`` of the moving average of the iterates.
     ``rescale``: scale the measurements so ``||A^H y|| = ||f(z_0)||`` (outputs scaled back).
     ``data_consistency``: replace the measured part of the final images, ``x + A^H (y - A x)``
@@ -52,6 +54,7 @@ class DIPBaseConfig:
     iterations: int = 500
     lr: float = 1e-3
     clip_norm: float | None = None
+    lr_half_life: float | None = None
     ema: float = 0.99
     rescale: bool = True
     data_consistency: bool = False
@@ -71,6 +74,7 @@ class DIPBaseConfig:
             raise ValueError(f"ema must be in [0, 1), got {self.ema}")
         check_number(self.lr, "lr")
         check_number(self.clip_norm, "clip_norm", optional=True)
+        check_number(self.lr_half_life, "lr_half_life", optional=True)
 
 
 def check_number(value, field, *, minimum: float = 0.0, inclusive: bool = False, optional: bool = False):
@@ -290,7 +294,7 @@ def engine_options(task: DIPTask, operator) -> dict:
     return dict(
         loss_fn=task.make_loss(network_forward(module, config.compute_dtype)),
         iterations=config.iterations,
-        optimizer=engine.adam(config.lr, config.clip_norm),
+        optimizer=engine.adam(config.lr, config.clip_norm, config.lr_half_life),
         z_optimizer=task.z_optimizer,
         chunk=config.chunk,
         ema=config.ema,

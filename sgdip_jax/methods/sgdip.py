@@ -2,12 +2,15 @@
 
 Weights ``theta`` **and** input ``z`` are optimised jointly with a denoising regulariser:
 
-    min_{theta, z}  D( A mean_k f_theta(z + eta_k),  y_s )  +  alpha R,
+    min_{theta, z}  D( A mean_k f_theta(z + eta_k),  y_s )  +  alpha R  [+ tv TV(x_hat)],
     R = mean_k D'( f_theta(z + eta_k), z )        (reg_on="per_draw")
     R = D'( mean_k f_theta(z + eta_k), z )        (reg_on="mean")
 
 with ``K = draws`` noise draws evaluated as one batch of the network (batch axis ``k``), and the
 reconstruction ``x_hat = mean_k f_theta(z + eta_k)`` (reported as its moving average).
+The optional last term (``tv > 0``, "DIP-TV"; not in the paper) is the isotropic total variation
+``TV(x) = mean_i sqrt(sum_d |(G_d x)_i|^2 + eps)`` of the image, with the circular differences of
+the ``tv`` baseline (:func:`~.classical.finite_differences`).
 ``D`` / ``D'`` are ``"l1"`` (mean absolute value) or ``"l2"`` (mean square) over real entries:
 ``D`` over the *measured* entries of ``y`` only (:func:`~.common.measured_discrepancy`, so ``alpha``
 means the same at every sampling rate), ``D'`` over all entries of the image. Noise:
@@ -26,6 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from .. import engine
+from .classical import finite_differences
 from .common import (DISCREPANCIES, DIPBaseConfig, DIPTask, check_choice, check_number, discrepancy,
                      measured_discrepancy, run_dip)
 from .result import Result
@@ -44,6 +48,7 @@ class SGDIPConfig(DIPBaseConfig):
     ``noise``: ``"uniform"`` or ``"gaussian"``; ``noise_scale``: ``c`` (relative to ``max|z|``).
     ``z_init``: ``"zero_filled"`` (``A^H y_s``) or ``"uniform"`` (``U[0, 1)``, operator channels).
     ``lr_z`` / ``clip_norm_z``: Adam learning rate and gradient-norm clip of the input.
+    ``tv``: weight of the DIP-TV term (0: the paper's objective).
 
     Defaults (MRI): L1 data and regulariser terms, per-draw regulariser, ``alpha = 0.005``, ``K = 4``,
     uniform input noise of a large amplitude ``c = 0.5``, ``z`` from the zero-filled image, Adam
@@ -68,6 +73,7 @@ class SGDIPConfig(DIPBaseConfig):
     z_init: str = "zero_filled"
     lr_z: float = 1e-2
     clip_norm_z: float | None = None
+    tv: float = 0.0
 
     @classmethod
     def inpainting(cls, **overrides):
@@ -90,6 +96,7 @@ class SGDIPConfig(DIPBaseConfig):
         check_number(self.noise_scale, "noise_scale", inclusive=True)
         check_number(self.lr_z, "lr_z", inclusive=True)
         check_number(self.clip_norm_z, "clip_norm_z", optional=True)
+        check_number(self.tv, "tv", inclusive=True)
 
 
 def draw_noise(key, z, config: SGDIPConfig):
@@ -99,13 +106,24 @@ def draw_noise(key, z, config: SGDIPConfig):
     return config.noise_scale * jax.lax.stop_gradient(jnp.max(jnp.abs(z))) * u
 
 
+def total_variation(x, eps: float = 1e-12):
+    """``mean_i sqrt(sum_d |(G_d x)_i|^2 + eps)`` over the first two (spatial) axes of ``x``."""
+    g = finite_differences(x, (0, 1))
+    return jnp.mean(jnp.sqrt(jnp.sum(jnp.abs(g) ** 2, axis=0) + eps))
+
+
 def objective(outs, z, operator, y, config: SGDIPConfig):
     """``(loss, x_hat, terms)`` from the network outputs ``outs (K, h, w, c)`` of the draws."""
     x_hat = jnp.mean(outs, axis=0)
-    data = measured_discrepancy(operator(operator.from_channels(x_hat)) - y, operator.mask, config.data_loss)
+    image = operator.from_channels(x_hat)
+    data = measured_discrepancy(operator(image) - y, operator.mask, config.data_loss)
     residual = outs - z if config.reg_on == "per_draw" else x_hat - z[0]
     reg = discrepancy(residual, config.reg_loss)
-    return data + config.alpha * reg, x_hat, {"data": data, "reg": reg}
+    loss, terms = data + config.alpha * reg, {"data": data, "reg": reg}
+    if config.tv > 0:
+        terms["tv"] = total_variation(image)
+        loss = loss + config.tv * terms["tv"]
+    return loss, x_hat, terms
 
 
 def sgdip_loss(forward, config: SGDIPConfig):
