@@ -12,8 +12,9 @@ import dataclasses
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -71,15 +72,28 @@ class Problem:
         return np.broadcast_to(np.asarray(self.operator.mask), self.hw)
 
 
-def make_problem(label: str, size: int, coils: int, acceleration: float = 4.0, snr_db: float | None = None,
-                 seed: int = 0, name: str = "shoulder") -> Problem:
+def make_problem(
+    label: str,
+    size: int,
+    coils: int,
+    acceleration: float = 4.0,
+    snr_db: float | None = None,
+    seed: int = 0,
+    name: str = "shoulder",
+) -> Problem:
     """The bundled MR case (simulated coils and phase on a real magnitude image) at ``size``.
 
     Noiseless ``y = A x`` unless ``snr_db`` is given (then the sample's noisy k-space is used).
     ``coils = 1`` is single-coil (``S = 1``).
     """
-    case = sample_mri(name=name, size=size, coils=max(coils, 1), acceleration=acceleration,
-                      snr_db=30.0 if snr_db is None else snr_db, seed=seed)
+    case = sample_mri(
+        name=name,
+        size=size,
+        coils=max(coils, 1),
+        acceleration=acceleration,
+        snr_db=30.0 if snr_db is None else snr_db,
+        seed=seed,
+    )
     if coils == 1 and snr_db is not None:
         raise ValueError("snr_db: noisy problems are multi-coil here (coils > 1)")
     smaps = np.ones((1, size, size), np.complex64) if coils == 1 else case.smaps
@@ -141,8 +155,16 @@ def run_tracked(method: str, problem: Problem, config, key) -> tuple[Any, np.nda
         steps.append(info.iteration)
         frames.append(np.asarray(info.state.ema))
 
-    result = run_method(method, problem.operator, jnp.asarray(problem.y_kspace), config, key,
-                        target=jnp.asarray(problem.x), progress=False, callback=record)
+    result = run_method(
+        method,
+        problem.operator,
+        jnp.asarray(problem.y_kspace),
+        config,
+        key,
+        target=jnp.asarray(problem.x),
+        progress=False,
+        callback=record,
+    )
     images = np.asarray(channels_to_complex(jnp.asarray(np.stack(frames))))
     # The engine works on rescaled measurements; the final frame is the result's EMA image times the scale.
     scale = np.linalg.norm(images[-1]) / np.linalg.norm(result.ema_image)
@@ -219,12 +241,20 @@ def parser(description: str, size: int, name: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--size", type=int, default=size, help=f"image size (default {size})")
     default_out = Path(__file__).resolve().parent / "outputs" / name
-    p.add_argument("--out", type=Path, default=default_out,
-                   help=f"output folder for figures and summary.json (default analysis/outputs/{name})")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=default_out,
+        help=f"output folder for figures and summary.json (default analysis/outputs/{name})",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="smallest configuration (CI smoke test)")
-    p.add_argument("--cache", type=Path, default=None,
-                   help="folder to store and reuse empirical kernels (keyed by network, input and parameters)")
+    p.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="folder to store and reuse empirical kernels (keyed by network, input and parameters)",
+    )
     return p
 
 

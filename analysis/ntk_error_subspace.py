@@ -93,8 +93,7 @@ def figures(out: Path, results: dict, widths: dict, hw) -> list[str]:
     for ax, (prob, per_net) in zip(axes[0], results.items()):
         for label, r in per_net.items():
             ax.loglog(r["iterations"][1:], r["gap"][1:], marker="o", ms=3, label=label)
-        ax.set(title=f"{prob}: kernel prediction vs GD", xlabel="iteration",
-               ylabel="||f_nn - f_lin|| / ||f_lin - f0||")
+        ax.set(title=f"{prob}: kernel prediction vs GD", xlabel="iteration", ylabel="||f_nn - f_lin|| / ||f_lin - f0||")
         ax.legend(fontsize=7)
     names.append(common.save_figure(fig, out / "gap_over_iterations.png"))
 
@@ -102,10 +101,12 @@ def figures(out: Path, results: dict, widths: dict, hw) -> list[str]:
     for ax, (prob, per_net) in zip(axes[0], results.items()):
         labels = list(per_net)
         pos = np.arange(len(labels))
-        bars = [("null_fraction_trained", "trained (last iteration)"),
-                ("effective_null_fraction_trained", "trained, effective null space"),
-                ("null_fraction_kernel_limit", "kernel limit"),
-                ("effective_null_fraction_kernel_limit", "kernel limit, effective null space")]
+        bars = [
+            ("null_fraction_trained", "trained (last iteration)"),
+            ("effective_null_fraction_trained", "trained, effective null space"),
+            ("null_fraction_kernel_limit", "kernel limit"),
+            ("effective_null_fraction_kernel_limit", "kernel limit, effective null space"),
+        ]
         for i, (key, text) in enumerate(bars):
             ax.bar(pos + 0.2 * (i - 1.5), [per_net[k][key] for k in labels], 0.2, label=text)
         ax.set_xticks(pos, labels, rotation=30, fontsize=7)
@@ -124,8 +125,12 @@ def figures(out: Path, results: dict, widths: dict, hw) -> list[str]:
     label = "unet2-wide" if "unet2-wide" in per_net else next(iter(per_net))
     im = per_net[label]["_images"]
     mag = lambda v: np.abs(v.reshape(*hw, 2)[..., 0] + 1j * v.reshape(*hw, 2)[..., 1])  # noqa: E731
-    panels = [("x* (scaled)", mag(im["x"])), ("kernel limit", mag(im["limit"])),
-              ("GD trained", mag(im["trained"])), ("|trained - x*|", mag(im["trained"] - im["x"]))]
+    panels = [
+        ("x* (scaled)", mag(im["x"])),
+        ("kernel limit", mag(im["limit"])),
+        ("GD trained", mag(im["trained"])),
+        ("|trained - x*|", mag(im["trained"] - im["x"])),
+    ]
     fig, axes = plt.subplots(1, 4, figsize=(10, 2.8))
     for ax, (title, img) in zip(axes, panels):
         ax.imshow(img, cmap="gray")
@@ -164,8 +169,16 @@ def main(argv=None) -> dict:
         kernels[name] = common.timed(common.kernel, nets[name], args.cache)
         print(f"kernel of {name} ({nets[name].n_params} parameters): {kernels[name][1]:.0f}s", flush=True)
 
-    results, summary = {}, {"size": size, "iterations": iterations, "eta": f"{ETA_SCALE} / lambda_max(A K A^T)",
-                            "problems": problems, "networks": {k: common.ZOO[k] for k in labels}}
+    results, summary = (
+        {},
+        {
+            "size": size,
+            "iterations": iterations,
+            "eta": f"{ETA_SCALE} / lambda_max(A K A^T)",
+            "problems": problems,
+            "networks": {k: common.ZOO[k] for k in labels},
+        },
+    )
     for prob_label, (coils, acceleration) in problems.items():
         problem = common.make_problem(prob_label, size, coils, acceleration, seed=args.seed)
         A_dense = dense_matrix(problem.A)
@@ -175,12 +188,15 @@ def main(argv=None) -> dict:
                 continue
             r = results[prob_label][name] = analyse(problem, A_dense, net, kernels[name][0], iterations)
             r["seconds_kernel"] = kernels[name][1]
-            print(f"{prob_label:22s} {name:16s} params {r['params']:7d}  final gap {r['final_gap']:.3f}  "
-                  f"null fraction trained {r['null_fraction_trained']:.4f} "
-                  f"limit {r['null_fraction_kernel_limit']:.6f} (effective: trained "
-                  f"{r['effective_null_fraction_trained']:.4f} "
-                  f"limit {r['effective_null_fraction_kernel_limit']:.6f})  "
-                  f"train {r['seconds_training']:.0f}s", flush=True)
+            print(
+                f"{prob_label:22s} {name:16s} params {r['params']:7d}  final gap {r['final_gap']:.3f}  "
+                f"null fraction trained {r['null_fraction_trained']:.4f} "
+                f"limit {r['null_fraction_kernel_limit']:.6f} (effective: trained "
+                f"{r['effective_null_fraction_trained']:.4f} "
+                f"limit {r['effective_null_fraction_kernel_limit']:.6f})  "
+                f"train {r['seconds_training']:.0f}s",
+                flush=True,
+            )
     single = results["single-coil 4x"]
     widths = {base: single[name] for base, name in width_names.items()}
     results = {p: {n: r for n, r in per.items() if n in labels} for p, per in results.items()}

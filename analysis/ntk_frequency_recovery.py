@@ -34,8 +34,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
-from sgdip_jax.methods import DIPConfig  # noqa: E402
 from sgdip_jax.config import NetworkConfig  # noqa: E402
+from sgdip_jax.methods import DIPConfig  # noqa: E402
 from sgdip_jax.ntk import KernelRegime, coupling, dense_matrix, fourier_kernel, frequency_block_norms  # noqa: E402
 
 KERNEL_TIMES = (1e2, 1e3, 1e4, 1e5)
@@ -50,8 +50,7 @@ def dip_config(label: str, hw, iterations: int) -> DIPConfig:
     if name in ("deep_decoder", "conv_decoder"):
         options["out_size"] = tuple(hw)
     network = NetworkConfig(name=name, base=base, norm="group", options=tuple(options.items()))
-    return DIPConfig(network=network, iterations=iterations, chunk=max(1, iterations // 20),
-                     input_channels=in_channels)
+    return DIPConfig(network=network, iterations=iterations, chunk=max(1, iterations // 20), input_channels=in_channels)
 
 
 def analyse(problem: common.Problem, A_dense: np.ndarray, label: str, key, iterations: int, cache=None) -> dict:
@@ -68,7 +67,8 @@ def analyse(problem: common.Problem, A_dense: np.ndarray, label: str, key, itera
     kernel_unsampled = common.unsampled_error(from_zero, problem.x_flat, problem.mask)
     kernel_cosine = common.unsampled_cosine(from_zero, problem.x_flat, problem.mask)
     (result, steps, images), t_dip = common.timed(
-        common.run_tracked, "dip", problem, dip_config(label, problem.hw, iterations), key)
+        common.run_tracked, "dip", problem, dip_config(label, problem.hw, iterations), key
+    )
     images_flat = np.stack([np.stack([im.real, im.imag], -1).ravel() for im in images])
     dip_unsampled = common.unsampled_error(images_flat, problem.x_flat, problem.mask)
     dip_cosine = common.unsampled_cosine(images_flat, problem.x_flat, problem.mask)
@@ -76,12 +76,16 @@ def analyse(problem: common.Problem, A_dense: np.ndarray, label: str, key, itera
         "params": net.n_params,
         "coupling": coupling(K_hat, problem.mask),
         "block_diagonal_energy": float(np.sum(np.diag(blocks) ** 2) / np.sum(blocks**2)),
-        "unsampled_error_kernel": {**{f"t={t:g}": e for t, e in zip(KERNEL_TIMES, kernel_unsampled)},
-                                   "limit": kernel_unsampled[-1]},
+        "unsampled_error_kernel": {
+            **{f"t={t:g}": e for t, e in zip(KERNEL_TIMES, kernel_unsampled)},
+            "limit": kernel_unsampled[-1],
+        },
         "unsampled_error_kernel_limit": kernel_unsampled[-1],
         "unsampled_error_kernel_t1e4": kernel_unsampled[list(KERNEL_TIMES).index(1e4)],
-        "unsampled_cosine_kernel": {**{f"t={t:g}": c for t, c in zip(KERNEL_TIMES, kernel_cosine)},
-                                    "limit": kernel_cosine[-1]},
+        "unsampled_cosine_kernel": {
+            **{f"t={t:g}": c for t, c in zip(KERNEL_TIMES, kernel_cosine)},
+            "limit": kernel_cosine[-1],
+        },
         "unsampled_cosine_kernel_limit": kernel_cosine[-1],
         "dip_iterations": steps,
         "dip_unsampled_error": dip_unsampled,
@@ -133,8 +137,12 @@ def figures(out: Path, results: dict, mask: np.ndarray) -> list[str]:
     axes[0].bar(pos, [results[k]["coupling"] for k in labels])
     axes[0].set_xticks(pos, labels, rotation=30, fontsize=7)
     axes[0].set(title="coupling |K_hat[unsampl., sampl.]| / |K_hat[sampl., sampl.]|")
-    axes[1].bar(pos - 0.27, [results[k]["unsampled_error_kernel_t1e4"] for k in labels], 0.27,
-                label="kernel, t = 1e4 / lambda_max")
+    axes[1].bar(
+        pos - 0.27,
+        [results[k]["unsampled_error_kernel_t1e4"] for k in labels],
+        0.27,
+        label="kernel, t = 1e4 / lambda_max",
+    )
     axes[1].bar(pos, [results[k]["unsampled_error_kernel_limit"] for k in labels], 0.27, label="kernel limit (P x)")
     axes[1].bar(pos + 0.27, [results[k]["dip_unsampled_error_final"] for k in labels], 0.27, label="DIP (last EMA)")
     axes[1].set_yscale("log")
@@ -152,8 +160,11 @@ def figures(out: Path, results: dict, mask: np.ndarray) -> list[str]:
     axes[0].axhline(1.0, color="k", lw=0.5)
     axes[0].set(xlabel="iteration", ylabel="unsampled k-space error", title="DIP: missing k-space error")
     axes[1].axhline(0.0, color="k", lw=0.5)
-    axes[1].set(xlabel="iteration", ylabel="cosine with the true missing k-space",
-                title="DIP: direction of what fills the missing k-space")
+    axes[1].set(
+        xlabel="iteration",
+        ylabel="cosine with the true missing k-space",
+        title="DIP: direction of what fills the missing k-space",
+    )
     axes[0].legend(fontsize=7)
     names.append(common.save_figure(fig, out / "unsampled_error_over_iterations.png"))
     return names
@@ -161,8 +172,9 @@ def figures(out: Path, results: dict, mask: np.ndarray) -> list[str]:
 
 # %%
 def main(argv=None) -> dict:
-    args = common.parser("Frequency recovery of DIP networks: NTK in the Fourier basis", 32,
-                         "ntk_frequency_recovery").parse_args(argv)
+    args = common.parser(
+        "Frequency recovery of DIP networks: NTK in the Fourier basis", 32, "ntk_frequency_recovery"
+    ).parse_args(argv)
     out = common.prepare_out(args.out)
     size = 16 if args.quick else args.size
     iterations = 40 if args.quick else 1500
@@ -173,13 +185,16 @@ def main(argv=None) -> dict:
     results = {}
     for label in labels:
         r = results[label] = analyse(problem, A_dense, label, key, iterations, args.cache)
-        print(f"{label:13s} params {r['params']:7d} coupling {r['coupling']:.4f} "
-              f"block-diag {r['block_diagonal_energy']:.3f} "
-              f"unsampled error: kernel t=1e4 {r['unsampled_error_kernel_t1e4']:.3f} "
-              f"limit {r['unsampled_error_kernel_limit']:.3f} DIP final {r['dip_unsampled_error_final']:.3f} "
-              f"(min {r['dip_unsampled_error_min']:.3f}) cosine: kernel limit {r['unsampled_cosine_kernel_limit']:.3f} "
-              f"DIP final {r['dip_unsampled_cosine_final']:.3f} PSNR {r['dip_psnr_final']:.2f}  "
-              f"kernel {r['seconds_kernel']:.0f}s DIP {r['seconds_dip']:.0f}s", flush=True)
+        print(
+            f"{label:13s} params {r['params']:7d} coupling {r['coupling']:.4f} "
+            f"block-diag {r['block_diagonal_energy']:.3f} "
+            f"unsampled error: kernel t=1e4 {r['unsampled_error_kernel_t1e4']:.3f} "
+            f"limit {r['unsampled_error_kernel_limit']:.3f} DIP final {r['dip_unsampled_error_final']:.3f} "
+            f"(min {r['dip_unsampled_error_min']:.3f}) cosine: kernel limit {r['unsampled_cosine_kernel_limit']:.3f} "
+            f"DIP final {r['dip_unsampled_cosine_final']:.3f} PSNR {r['dip_psnr_final']:.2f}  "
+            f"kernel {r['seconds_kernel']:.0f}s DIP {r['seconds_dip']:.0f}s",
+            flush=True,
+        )
     summary = {
         "size": size,
         "acceleration": 4.0,

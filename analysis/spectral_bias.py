@@ -84,8 +84,14 @@ def spectra(problem: common.Problem, net: common.DipNet, k: int, num_iter: int, 
     """Lanczos top-k of ``K`` and ``A K A^T`` from NTK-vector products (and dense references)."""
     vp = ntk_vp_fn(net.apply, net.params, net.z)
     n, m = 2 * problem.hw[0] * problem.hw[1], problem.A.shape[0]
-    out = {"n": n, "m": m, "k": k, "num_iter": num_iter,
-           "lanczos_basis_bytes": 4 * (num_iter + 1) * n, "dense_kernel_bytes": 4 * n * n}
+    out = {
+        "n": n,
+        "m": m,
+        "k": k,
+        "num_iter": num_iter,
+        "lanczos_basis_bytes": 4 * (num_iter + 1) * n,
+        "dense_kernel_bytes": 4 * n * n,
+    }
     vectors = {}
     for name, matvec, dim in (("K", vp, n), ("AKAt", sandwich(vp, problem.A), m)):
         t0 = time.perf_counter()
@@ -102,12 +108,14 @@ def spectra(problem: common.Problem, net: common.DipNet, k: int, num_iter: int, 
         for name, M in (("K", K), ("AKAt", A @ K @ A.T)):
             lam, vec = np.linalg.eigh(M)
             lam, vec = lam[::-1], vec[:, ::-1]
-            out[name].update({
-                "dense_eigvals": lam,
-                "lanczos_rel_error": np.abs(out[name]["lanczos_eigvals"] - lam[:k]) / lam[:k],
-                "lanczos_vector_overlap": np.abs(np.sum(np.asarray(vectors[name]) * vec[:, :k], axis=0)),
-                "_dense_vectors": vec,
-            })
+            out[name].update(
+                {
+                    "dense_eigvals": lam,
+                    "lanczos_rel_error": np.abs(out[name]["lanczos_eigvals"] - lam[:k]) / lam[:k],
+                    "lanczos_vector_overlap": np.abs(np.sum(np.asarray(vectors[name]) * vec[:, :k], axis=0)),
+                    "_dense_vectors": vec,
+                }
+            )
         out["_K"], out["_A"] = K, A
     return out
 
@@ -118,8 +126,10 @@ def dip_runs(problem: common.Problem, label: str, key, iterations: int) -> dict:
     name, overrides, _ = common.ZOO[label]
     network = NetworkConfig(name=name, base=overrides["base"], norm="group")
     chunk = max(1, iterations // 60)
-    configs = {"dip": DIPConfig(network=network, iterations=iterations, chunk=chunk),
-               "sgdip": SGDIPConfig(network=network, iterations=iterations, chunk=chunk)}
+    configs = {
+        "dip": DIPConfig(network=network, iterations=iterations, chunk=chunk),
+        "sgdip": SGDIPConfig(network=network, iterations=iterations, chunk=chunk),
+    }
     runs = {}
     for method, config in configs.items():
         (result, steps, images), seconds = common.timed(common.run_tracked, method, problem, config, key)
@@ -151,8 +161,9 @@ def figures(out: Path, spec: dict, radii: dict, predicted: dict | None, runs: di
             ref = lam[0]
         else:
             ref = s["lanczos_eigvals"][0]
-        ax.semilogy(np.arange(1, spec["k"] + 1), s["lanczos_eigvals"] / ref, "o", ms=3,
-                    label=f"Lanczos top-{spec['k']}")
+        ax.semilogy(
+            np.arange(1, spec["k"] + 1), s["lanczos_eigvals"] / ref, "o", ms=3, label=f"Lanczos top-{spec['k']}"
+        )
         ax.set(title=f"eigenvalues of {'K' if name == 'K' else 'A K A^T'} (normalised)", xlabel="index", ylim=(1e-8, 2))
         ax.set_xscale("log")
         ax.legend(fontsize=7)
@@ -162,8 +173,12 @@ def figures(out: Path, spec: dict, radii: dict, predicted: dict | None, runs: di
         fig, ax = plt.subplots(figsize=(5, 3.4))
         for name, r in radii.items():
             ax.plot(np.arange(1, r.size + 1), r, lw=0.6, label=name)
-        ax.set(xscale="log", xlabel="eigenvector index (descending eigenvalue)", ylabel="mean |k| / k_max",
-               title="frequency content of eigenvectors")
+        ax.set(
+            xscale="log",
+            xlabel="eigenvector index (descending eigenvalue)",
+            ylabel="mean |k| / k_max",
+            title="frequency content of eigenvectors",
+        )
         ax.legend(fontsize=7)
         names.append(common.save_figure(fig, out / "eigenvector_frequency.png"))
 
@@ -226,8 +241,9 @@ def kernel_analysis(problem: common.Problem, net: common.DipNet, spec: dict) -> 
 
 # %%
 def main(argv=None) -> dict:
-    p = common.parser("Spectral bias of DIP: NTK spectra, band errors, DIP vs self-guided DIP", size=32,
-                      name="spectral_bias")
+    p = common.parser(
+        "Spectral bias of DIP: NTK spectra, band errors, DIP vs self-guided DIP", size=32, name="spectral_bias"
+    )
     p.add_argument("--no-dip", action="store_true", help="spectra only, no DIP / self-guided DIP runs")
     args = p.parse_args(argv)
     out = common.prepare_out(args.out)
@@ -239,18 +255,23 @@ def main(argv=None) -> dict:
     label = QUICK_NETWORK if args.quick else NETWORK
     net = common.make_network(label, problem.hw, key)
     spec = spectra(problem, net, k, num_iter, size <= DENSE_MAX_SIZE, args.cache)
-    print(f"Lanczos top-{k}: K {spec['K']['lanczos_seconds']:.1f}s, A K A^T {spec['AKAt']['lanczos_seconds']:.1f}s; "
-          f"basis {spec['lanczos_basis_bytes'] / 2**20:.1f} MiB vs dense K "
-          f"{spec['dense_kernel_bytes'] / 2**20:.1f} MiB",
-          flush=True)
+    print(
+        f"Lanczos top-{k}: K {spec['K']['lanczos_seconds']:.1f}s, A K A^T {spec['AKAt']['lanczos_seconds']:.1f}s; "
+        f"basis {spec['lanczos_basis_bytes'] / 2**20:.1f} MiB vs dense K "
+        f"{spec['dense_kernel_bytes'] / 2**20:.1f} MiB",
+        flush=True,
+    )
     radii, predicted, eigen_summary = kernel_analysis(problem, net, spec) if "_K" in spec else ({}, None, {})
     runs = {} if args.no_dip else dip_runs(problem, label, key, iterations)
     zero_filled = np.asarray(problem.operator.adjoint(jnp.asarray(problem.y_kspace)))
     zero_filled_psnr = float(psnr(zero_filled[None], problem.x)[0])
     for method, r in runs.items():
-        print(f"{method:6s} PSNR final {r['psnr_final']:.2f} max {r['psnr_max']:.2f} at {r['psnr_argmax_iteration']} "
-              f"(drop {r['psnr_drop_after_peak']:.2f} dB) band errors final {np.round(r['band_errors'][-1], 3)} "
-              f"{r['seconds']:.0f}s", flush=True)
+        print(
+            f"{method:6s} PSNR final {r['psnr_final']:.2f} max {r['psnr_max']:.2f} at {r['psnr_argmax_iteration']} "
+            f"(drop {r['psnr_drop_after_peak']:.2f} dB) band errors final {np.round(r['band_errors'][-1], 3)} "
+            f"{r['seconds']:.0f}s",
+            flush=True,
+        )
     summary = {
         "size": size,
         "coils": 4,
@@ -259,13 +280,17 @@ def main(argv=None) -> dict:
         "network": {"label": label, "zoo": common.ZOO[label], "norm": "group", "params": net.n_params},
         "band_edges": BAND_EDGES,
         "zero_filled_psnr": zero_filled_psnr,
-        "spectra": {name: {k2: v for k2, v in spec[name].items() if not k2.startswith("_") and k2 != "dense_eigvals"}
-                    for name in ("K", "AKAt")},
+        "spectra": {
+            name: {k2: v for k2, v in spec[name].items() if not k2.startswith("_") and k2 != "dense_eigvals"}
+            for name in ("K", "AKAt")
+        },
         "memory": {k2: spec[k2] for k2 in ("n", "m", "k", "num_iter", "lanczos_basis_bytes", "dense_kernel_bytes")},
         "eigenvectors": eigen_summary,
-        "dip": {m: {k2: v for k2, v in r.items() if k2 not in ("psnr_history", "band_errors", "iterations")}
-                | {"band_errors_final": r["band_errors"][-1], "band_errors_min": r["band_errors"].min(axis=0)}
-                for m, r in runs.items()},
+        "dip": {
+            m: {k2: v for k2, v in r.items() if k2 not in ("psnr_history", "band_errors", "iterations")}
+            | {"band_errors_final": r["band_errors"][-1], "band_errors_min": r["band_errors"].min(axis=0)}
+            for m, r in runs.items()
+        },
         "figures": figures(out, spec, radii, predicted, runs),
     }
     path = common.write_summary(out, summary)

@@ -24,8 +24,12 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", type=int, default=96)
     p.add_argument("--iters", type=int, default=500)
-    p.add_argument("--cases", nargs="+", default=[f"{n}:{a}:{s}" for n, a, s in CASES],
-                   help="NAME:ACCELERATION:SNR_DB, NAME a sample_mri image (default: %(default)s)")
+    p.add_argument(
+        "--cases",
+        nargs="+",
+        default=[f"{n}:{a}:{s}" for n, a, s in CASES],
+        help="NAME:ACCELERATION:SNR_DB, NAME a sample_mri image (default: %(default)s)",
+    )
     args = p.parse_args(argv)
     config = SGDIPConfig(network=NetworkConfig("unet4", base=16), iterations=args.iters)
     print("| case | EMA image | after data consistency |\n|---|---|---|")
@@ -35,8 +39,11 @@ def main(argv=None):
         case = sample_mri(name, size=args.size, coils=8, acceleration=acceleration, snr_db=snr, seed=0)
         op, y = case.operator(), jnp.asarray(case.y)
         image = jnp.asarray(run_method("sgdip", op, y, config, 0, target=case.x, progress=False).ema_image)
-        print(f"| {name} {args.size}px {acceleration:g}x {snr:g} dB | {float(psnr(image, case.x)):.2f} | "
-              f"{float(psnr(data_consistency(op, image, y), case.x)):.2f} |", flush=True)
+        print(
+            f"| {name} {args.size}px {acceleration:g}x {snr:g} dB | {float(psnr(image, case.x)):.2f} | "
+            f"{float(psnr(data_consistency(op, image, y), case.x)):.2f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -47,31 +47,142 @@ HERE = Path(__file__).resolve().parent
 # part -> (time cap in seconds, arguments on a GPU, arguments of the CPU dry run); {cache} and {out}
 # are the shared compilation cache and the part's own folder. The caps add up to 8.5 minutes.
 PARTS = {
-    "speed_paper": (170, ["speed.py", "--paper", "--cache", "{cache}", "--json", "{out}/speed.json"],
-                    ["speed.py", "--quick", "--cache", "{cache}", "--json", "{out}/speed.json"]),
-    "speed_paper_warm": (45, ["speed.py", "--paper", "--draws", "4", "--dtypes", "float32", "--iters", "20",
-                              "--no-torch", "--cache", "{cache}", "--json", "{out}/speed.json"],
-                         ["speed.py", "--quick", "--iters", "5", "--no-torch", "--cache", "{cache}",
-                          "--json", "{out}/speed.json"]),
-    "speed_320": (60, ["speed.py", "--mode", "320", "--cache", "{cache}", "--json", "{out}/speed.json"],
-                  ["speed.py", "--quick", "--dtypes", "float32", "--iters", "10", "--cache", "{cache}",
-                   "--json", "{out}/speed.json"]),
-    "throughput": (80, ["throughput.py", "--size", "320", "--network", "unet4", "--base", "64", "--batches",
-                        "1", "2", "4", "8", "--devices", "--out", "{out}/throughput.json"],
-                   ["throughput.py", "--size", "16", "--network", "unet1", "--base", "4", "--chunk", "2", "--chunks",
-                    "3", "--batches", "1", "2", "--devices", "--out", "{out}/throughput.json"]),
-    "quality": (155, ["quality.py", "--size", "320", "--cases", "4x30", "4x20", "--methods", "tv", "dip", "sgdip",
-                      "--overfit", "--overfit-only", "--cache", "{cache}", "--out", "{out}"],
-                ["quality.py", "--quick", "--iters", "6", "--cases", "4x30", "--methods", "tv", "dip", "sgdip",
-                 "--overfit", "--overfit-only", "--cache", "{cache}", "--out", "{out}"]),
+    "speed_paper": (
+        170,
+        ["speed.py", "--paper", "--cache", "{cache}", "--json", "{out}/speed.json"],
+        ["speed.py", "--quick", "--cache", "{cache}", "--json", "{out}/speed.json"],
+    ),
+    "speed_paper_warm": (
+        45,
+        [
+            "speed.py",
+            "--paper",
+            "--draws",
+            "4",
+            "--dtypes",
+            "float32",
+            "--iters",
+            "20",
+            "--no-torch",
+            "--cache",
+            "{cache}",
+            "--json",
+            "{out}/speed.json",
+        ],
+        ["speed.py", "--quick", "--iters", "5", "--no-torch", "--cache", "{cache}", "--json", "{out}/speed.json"],
+    ),
+    "speed_320": (
+        60,
+        ["speed.py", "--mode", "320", "--cache", "{cache}", "--json", "{out}/speed.json"],
+        [
+            "speed.py",
+            "--quick",
+            "--dtypes",
+            "float32",
+            "--iters",
+            "10",
+            "--cache",
+            "{cache}",
+            "--json",
+            "{out}/speed.json",
+        ],
+    ),
+    "throughput": (
+        80,
+        [
+            "throughput.py",
+            "--size",
+            "320",
+            "--network",
+            "unet4",
+            "--base",
+            "64",
+            "--batches",
+            "1",
+            "2",
+            "4",
+            "8",
+            "--devices",
+            "--out",
+            "{out}/throughput.json",
+        ],
+        [
+            "throughput.py",
+            "--size",
+            "16",
+            "--network",
+            "unet1",
+            "--base",
+            "4",
+            "--chunk",
+            "2",
+            "--chunks",
+            "3",
+            "--batches",
+            "1",
+            "2",
+            "--devices",
+            "--out",
+            "{out}/throughput.json",
+        ],
+    ),
+    "quality": (
+        155,
+        [
+            "quality.py",
+            "--size",
+            "320",
+            "--cases",
+            "4x30",
+            "4x20",
+            "--methods",
+            "tv",
+            "dip",
+            "sgdip",
+            "--overfit",
+            "--overfit-only",
+            "--cache",
+            "{cache}",
+            "--out",
+            "{out}",
+        ],
+        [
+            "quality.py",
+            "--quick",
+            "--iters",
+            "6",
+            "--cases",
+            "4x30",
+            "--methods",
+            "tv",
+            "dip",
+            "sgdip",
+            "--overfit",
+            "--overfit-only",
+            "--cache",
+            "{cache}",
+            "--out",
+            "{out}",
+        ],
+    ),
 }
-RESULT_FILES = {"speed_paper": "speed.json", "speed_paper_warm": "speed.json", "speed_320": "speed.json",
-                "throughput": "throughput.json", "quality": "quality.json"}
+RESULT_FILES = {
+    "speed_paper": "speed.json",
+    "speed_paper_warm": "speed.json",
+    "speed_320": "speed.json",
+    "throughput": "throughput.json",
+    "quality": "quality.json",
+}
 
 # the project's GPU targets (issue tracker): ratio to PyTorch eager at the paper configuration,
 # K = 4, same precision; 4000 iterations; compile + first step cold and warm; device memory
-TARGETS = {"ratio_to_torch_min": 2.0, "s_for_4000_iterations_max": 60.0, "cold_start_s_max": 30.0,
-           "warm_start_s_max": 5.0, "peak_memory_gb_max": 40.0}
+TARGETS = {
+    "ratio_to_torch_min": 2.0,
+    "s_for_4000_iterations_max": 60.0,
+    "cold_start_s_max": 30.0,
+    "warm_start_s_max": 5.0,
+    "peak_memory_gb_max": 40.0,
+}
 
 
 def run_part(name: str, argv: list[str], cap: float, log) -> dict:
@@ -79,8 +190,14 @@ def run_part(name: str, argv: list[str], cap: float, log) -> dict:
     log.write(f"\n===== {name}: {' '.join(argv)} (cap {cap:g} s)\n")
     log.flush()
     start = time.monotonic()
-    proc = subprocess.Popen([sys.executable, *argv], cwd=HERE, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, *argv],
+        cwd=HERE,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     try:
         proc.wait(timeout=cap)
         capped = False
@@ -113,27 +230,44 @@ def read_targets(results: dict) -> dict:
     for dtype in ("float32", "bfloat16"):
         r = _row(paper, 4, dtype)
         ratio = None if r is None or r.get("ratio") is None else r["ratio"]
-        out[f"ratio_to_torch_K4_{dtype}"] = {"value": ratio, "target": f">= {TARGETS['ratio_to_torch_min']}",
-                                            "met": None if ratio is None else ratio >= TARGETS["ratio_to_torch_min"]}
+        out[f"ratio_to_torch_K4_{dtype}"] = {
+            "value": ratio,
+            "target": f">= {TARGETS['ratio_to_torch_min']}",
+            "met": None if ratio is None else ratio >= TARGETS["ratio_to_torch_min"],
+        }
     r = _row(paper, 4, "float32")
     if r is not None:
         total = r["compile_s"] + 4000 * r["jax_s_per_it"]
         out["s_for_4000_iterations_K4_float32"] = {
-            "value": total, "how": "compile + 4000 x median s/it", "target": f"< {TARGETS['s_for_4000_iterations_max']}",
-            "met": total < TARGETS["s_for_4000_iterations_max"]}
+            "value": total,
+            "how": "compile + 4000 x median s/it",
+            "target": f"< {TARGETS['s_for_4000_iterations_max']}",
+            "met": total < TARGETS["s_for_4000_iterations_max"],
+        }
         cold = r["compile_s"] + r["jax_s_per_it"]
-        out["cold_start_s"] = {"value": cold, "how": "compile (empty cache) + one step",
-                               "target": f"< {TARGETS['cold_start_s_max']}", "met": cold < TARGETS["cold_start_s_max"]}
+        out["cold_start_s"] = {
+            "value": cold,
+            "how": "compile (empty cache) + one step",
+            "target": f"< {TARGETS['cold_start_s_max']}",
+            "met": cold < TARGETS["cold_start_s_max"],
+        }
         if r.get("peak_mem_gb") is not None:
             peak = max(x["peak_mem_gb"] for x in paper if x.get("peak_mem_gb") is not None)
-            out["peak_memory_gb"] = {"value": peak, "how": "peak_bytes_in_use over the paper settings",
-                                     "target": f"< {TARGETS['peak_memory_gb_max']}",
-                                     "met": peak < TARGETS["peak_memory_gb_max"]}
+            out["peak_memory_gb"] = {
+                "value": peak,
+                "how": "peak_bytes_in_use over the paper settings",
+                "target": f"< {TARGETS['peak_memory_gb_max']}",
+                "met": peak < TARGETS["peak_memory_gb_max"],
+            }
     w = _row(warm, 4, "float32")
     if w is not None:
         value = w["compile_s"] + w["jax_s_per_it"]
-        out["warm_start_s"] = {"value": value, "how": "compile (filled cache, new process) + one step",
-                               "target": f"< {TARGETS['warm_start_s_max']}", "met": value < TARGETS["warm_start_s_max"]}
+        out["warm_start_s"] = {
+            "value": value,
+            "how": "compile (filled cache, new process) + one step",
+            "target": f"< {TARGETS['warm_start_s_max']}",
+            "met": value < TARGETS["warm_start_s_max"],
+        }
     return out
 
 
@@ -157,8 +291,11 @@ def _write(path: Path, data: dict) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--out", type=Path, required=True, help="folder for suite.json, suite.log and parts/")
     p.add_argument("--dry-run", action="store_true", help="tiny sizes on any machine (CPU); PyTorch optional")
     p.add_argument("--parts", nargs="+", choices=list(PARTS), default=list(PARTS), help="parts to run (default all)")
@@ -172,8 +309,14 @@ def main(argv=None) -> int:
         caps[name] = float(value)
     args.out.mkdir(parents=True, exist_ok=True)
     cache = args.out / "jax_cache"
-    suite = {"dry_run": args.dry_run, "python": sys.version.split()[0], "packages": versions(),
-             "caps_s": caps, "parts": {}, "targets": {}}
+    suite = {
+        "dry_run": args.dry_run,
+        "python": sys.version.split()[0],
+        "packages": versions(),
+        "caps_s": caps,
+        "parts": {},
+        "targets": {},
+    }
     with open(args.out / "suite.log", "a") as log:
         for name in args.parts:
             folder = args.out / "parts" / name
@@ -186,11 +329,16 @@ def main(argv=None) -> int:
             suite["parts"][name] = record
             suite["targets"] = read_targets(suite["parts"])
             _write(args.out / "suite.json", suite)
-            print(f"{name}: exit {record['returncode']}, {record['wall_s']:.0f} s"
-                  f"{' (stopped at its cap)' if record['stopped_at_cap'] else ''}", flush=True)
+            print(
+                f"{name}: exit {record['returncode']}, {record['wall_s']:.0f} s"
+                f"{' (stopped at its cap)' if record['stopped_at_cap'] else ''}",
+                flush=True,
+            )
     for key, t in suite["targets"].items():
         value = "-" if t["value"] is None else f"{t['value']:.3g}"
-        print(f"  {key}: {value} (target {t['target']}, {'met' if t['met'] else 'not met' if t['met'] is False else '?'})")
+        print(
+            f"  {key}: {value} (target {t['target']}, {'met' if t['met'] else 'not met' if t['met'] is False else '?'})"
+        )
     return 0 if all(r["returncode"] == 0 for r in suite["parts"].values()) else 1
 
 

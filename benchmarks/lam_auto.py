@@ -26,8 +26,11 @@ from sgdip_jax.metrics import psnr
 
 CASES = [(name, acc, snr) for name in ("shoulder", "head") for acc in (4, 8) for snr in (30, 20)]
 GRID = np.logspace(-5, -1.5, 15)
-METHODS = {"tv": (tv, TVConfig(), GRID), "l1-wavelet": (l1_wavelet, L1WaveletConfig(), GRID),
-           "cg-sense": (cg_sense, CGSenseConfig(), np.r_[0.0, np.logspace(-4, 0, 9)])}
+METHODS = {
+    "tv": (tv, TVConfig(), GRID),
+    "l1-wavelet": (l1_wavelet, L1WaveletConfig(), GRID),
+    "cg-sense": (cg_sense, CGSenseConfig(), np.r_[0.0, np.logspace(-4, 0, 9)]),
+}
 
 
 def main(argv=None):
@@ -36,8 +39,10 @@ def main(argv=None):
     p.add_argument("--out", default=None, help="JSON file for all rows")
     args = p.parse_args(argv)
     rows = []
-    print("| case | sigma estimate / true | method | grid best (oracle) | auto (GCV) | discrepancy, true sigma "
-          "| discrepancy, estimated sigma | auto lam / oracle lam | auto time (s) |")
+    print(
+        "| case | sigma estimate / true | method | grid best (oracle) | auto (GCV) | discrepancy, true sigma "
+        "| discrepancy, estimated sigma | auto lam / oracle lam | auto time (s) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for name, acc, snr in CASES:
         case = sample_mri(name, size=args.size, coils=8, acceleration=acc, snr_db=snr, seed=0)
@@ -53,15 +58,25 @@ def main(argv=None):
             seconds = time.perf_counter() - start
             disc = fn(op, y, dataclasses.replace(config, lam="discrepancy"), sigma=sigma)
             est = fn(op, y, dataclasses.replace(config, lam="discrepancy"))
-            row = {"case": f"{name} {args.size}px {acc}x {snr} dB", "method": method, "sigma_ratio": ratio,
-                   "oracle": values[best], "oracle_lam": float(grid[best]),
-                   **{k: float(psnr(np.abs(r.image), x)) for k, r in (("auto", auto), ("disc", disc), ("disc_est", est))},
-                   "auto_lam": auto.config["lam"], "auto_seconds": seconds}
+            row = {
+                "case": f"{name} {args.size}px {acc}x {snr} dB",
+                "method": method,
+                "sigma_ratio": ratio,
+                "oracle": values[best],
+                "oracle_lam": float(grid[best]),
+                **{k: float(psnr(np.abs(r.image), x)) for k, r in (("auto", auto), ("disc", disc), ("disc_est", est))},
+                "auto_lam": auto.config["lam"],
+                "auto_seconds": seconds,
+            }
             rows.append(row)
             lam_ratio = row["auto_lam"] / row["oracle_lam"] if row["oracle_lam"] > 0 else float("inf")
-            print(f"| {row['case']} | {ratio:.2f} | {method} | {row['oracle']:.2f} | {row['auto'] - row['oracle']:+.2f} | "
-                  f"{row['disc'] - row['oracle']:+.2f} | {row['disc_est'] - row['oracle']:+.2f} | {lam_ratio:.2g} | "
-                  f"{seconds:.1f} |", flush=True)
+            print(
+                f"| {row['case']} | {ratio:.2f} | {method} | {row['oracle']:.2f} | "
+                f"{row['auto'] - row['oracle']:+.2f} | "
+                f"{row['disc'] - row['oracle']:+.2f} | {row['disc_est'] - row['oracle']:+.2f} | {lam_ratio:.2g} | "
+                f"{seconds:.1f} |",
+                flush=True,
+            )
     if args.out:
         with open(args.out, "w") as f:
             json.dump(rows, f, indent=1)

@@ -12,7 +12,8 @@ Sections (each prints a markdown table; all rows go to ``OUT/quality.json``, fig
   pixels missing (Bernoulli) and a centred square hole of a quarter of the side. Methods: masked
   input, biharmonic (``skimage.restoration.inpaint_biharmonic``), isotropic TV (``lam="auto"``,
   and ``tv-oracle`` with ``lam`` swept), vanilla DIP on the DIP skip network (the DIP paper's
-  inpainting settings: 32 uniform input channels, Adam 0.01, input noise 0.03, widths from ``--skip-width``/``--skip-scales``) and
+  inpainting settings: 32 uniform input channels, Adam 0.01, input noise 0.03, widths from
+  ``--skip-width``/``--skip-scales``) and
   self-guided DIP with its inpainting preset (``SGDIPConfig.inpainting()``: ``z ~ U[0, 1)``; the
   MRI default ``z`` = zero-filled image is the masked image, a fixed point for inpainting).
   Inpainting is noiseless.
@@ -67,8 +68,16 @@ from sgdip_jax.config import NetworkConfig, from_dict, to_dict
 from sgdip_jax.data.samples import IMAGE_SAMPLES, sample_image, sample_mri, smooth_phase
 from sgdip_jax.figures import comparison_figure, curves_figure
 from sgdip_jax.methods import DIPConfig, RefDIPConfig, SGDIPConfig, run_method
-from sgdip_jax.methods.classical import CGSenseConfig, L1WaveletConfig, TVConfig, best_lambda, cg_sense, l1_wavelet, tv
-from sgdip_jax.methods.classical import zero_filled
+from sgdip_jax.methods.classical import (
+    CGSenseConfig,
+    L1WaveletConfig,
+    TVConfig,
+    best_lambda,
+    cg_sense,
+    l1_wavelet,
+    tv,
+    zero_filled,
+)
 from sgdip_jax.methods.result import atomic_write
 from sgdip_jax.metrics import center_crop, evaluate
 from sgdip_jax.operators import Inpainting, MultiCoilMRI
@@ -76,8 +85,18 @@ from sgdip_jax.operators.masks import parse_mask_spec
 
 MRI_CASES = {"4x30": (4, 30), "4x20": (4, 20), "8x30": (8, 30), "8x20": (8, 20)}
 INPAINT_CASES = {"p50": "bernoulli:0.5", "p80": "bernoulli:0.8", "box": "box"}
-MRI_METHODS = ("zero-filled", "cg-sense", "tv", "l1-wavelet", "cg-sense-oracle", "tv-oracle", "l1-wavelet-oracle",
-               "dip", "ref-dip", "sgdip")
+MRI_METHODS = (
+    "zero-filled",
+    "cg-sense",
+    "tv",
+    "l1-wavelet",
+    "cg-sense-oracle",
+    "tv-oracle",
+    "l1-wavelet-oracle",
+    "dip",
+    "ref-dip",
+    "sgdip",
+)
 INPAINT_METHODS = ("masked", "biharmonic", "tv", "tv-oracle", "dip", "sgdip")
 ORACLE = "-oracle"  # suffix: the best lam of the grid by PSNR against the reference
 DIP_METHODS = ("dip", "ref-dip", "sgdip")
@@ -99,8 +118,16 @@ CLASSICAL = {
 REF_ROTATION_DEG = 3.0
 REF_SHIFT = (0.02, -0.015)  # fraction of the field of view (rows, columns)
 
-QUICK = {"size": 32, "image_size": 32, "network": "unet2", "base": 8, "iters": 20, "skip_width": 8,
-         "skip_scales": 2, "images": ["camera"]}
+QUICK = {
+    "size": 32,
+    "image_size": 32,
+    "network": "unet2",
+    "base": 8,
+    "iters": 20,
+    "skip_width": 8,
+    "skip_scales": 2,
+    "images": ["camera"],
+}
 
 
 # --------------------------------------------------------------------------- problems
@@ -156,8 +183,21 @@ def mri_problem(name, size, reference, seed):
     acceleration, snr_db = MRI_CASES[name]
     case = sample_mri("shoulder", size=size, coils=COILS, acceleration=acceleration, snr_db=snr_db, seed=seed)
     prior = motion_reference(case.x, case.sigma, seed) if reference == "motion" else lowres_reference(case)
-    info = {k: case.meta[k] for k in ("source", "source_file", "size", "coils", "acceleration", "actual_acceleration",
-                                      "center_fraction", "mask_type", "snr_db", "seed")}
+    info = {
+        k: case.meta[k]
+        for k in (
+            "source",
+            "source_file",
+            "size",
+            "coils",
+            "acceleration",
+            "actual_acceleration",
+            "center_fraction",
+            "mask_type",
+            "snr_db",
+            "seed",
+        )
+    }
     info.update(sigma=float(case.sigma), reference=reference)
     label = f"shoulder {size}px {acceleration}x {snr_db} dB"
     return Problem("mri", name, label, case.operator(), np.asarray(case.y), np.asarray(case.x), info, prior)
@@ -192,10 +232,17 @@ def dip_config(method, section, args, overrides=None):
     changes = {"network": network_config(args, base.network)}
     if section == "inpainting" and method == "dip":
         width, scales = args.skip_width, args.skip_scales
-        options = (("num_channels_down", (width,) * scales), ("num_channels_up", (width,) * scales),
-                   ("num_channels_skip", (4,) * scales))
-        changes = {"network": NetworkConfig(name="skip", options=options), "input_channels": 32, "lr": 0.01,
-                   "input_noise": 0.03}
+        options = (
+            ("num_channels_down", (width,) * scales),
+            ("num_channels_up", (width,) * scales),
+            ("num_channels_skip", (4,) * scales),
+        )
+        changes = {
+            "network": NetworkConfig(name="skip", options=options),
+            "input_channels": 32,
+            "lr": 0.01,
+            "input_noise": 0.03,
+        }
     if args.iters:
         changes["iterations"] = args.iters
     config = dataclasses.replace(base, **changes)
@@ -214,8 +261,15 @@ def describe(config) -> str:
 
 def metrics_row(problem, method, image, wall_time, setting):
     m = evaluate(image, problem.target)
-    return {"section": problem.section, "case": problem.case, "problem": problem.label, "method": method,
-            **m, "setting": setting, "wall_time": float(wall_time)}
+    return {
+        "section": problem.section,
+        "case": problem.case,
+        "problem": problem.label,
+        "method": method,
+        **m,
+        "setting": setting,
+        "wall_time": float(wall_time),
+    }
 
 
 def run_auto(problem, method):
@@ -235,8 +289,9 @@ def run_classical(problem, method):
     result, table = best_lambda(fn, problem.operator, problem.y, problem.target, lams, config)
     lam = result.config["lam"]
     edge = " (grid edge)" if lam != 0 and lam in (min(lams), max(lams)) else ""  # lam = 0 cannot go lower
-    row = metrics_row(problem, method, result.image, time.perf_counter() - start,
-                      f"best lam {lam:g} of {len(lams)}, oracle{edge}")
+    row = metrics_row(
+        problem, method, result.image, time.perf_counter() - start, f"best lam {lam:g} of {len(lams)}, oracle{edge}"
+    )
     row.update(lam=lam, lam_table=table)
     return row, result.image
 
@@ -244,13 +299,20 @@ def run_classical(problem, method):
 def run_dip_method(problem, method, config, seed):
     """DIP-family run: metrics of the final EMA image, best PSNR over iterations (oracle) and its iteration."""
     kwargs = {"prior_image": problem.prior} if method == "ref-dip" else {}
-    result = run_method(method, problem.operator, problem.y, config, key=seed, target=problem.target,
-                        progress=False, **kwargs)
+    result = run_method(
+        method, problem.operator, problem.y, config, key=seed, target=problem.target, progress=False, **kwargs
+    )
     history = np.asarray(result.history["psnr"], np.float64)
     best = int(np.nanargmax(history))
     row = metrics_row(problem, method, result.ema_image, result.wall_time, describe(config))
-    row.update(iterations=int(result.iterations), oracle_psnr=float(history[best]), oracle_iteration=best + 1,
-               es_stop_iteration=result.stop_iteration, psnr_history=history.tolist(), config=to_dict(config))
+    row.update(
+        iterations=int(result.iterations),
+        oracle_psnr=float(history[best]),
+        oracle_iteration=best + 1,
+        es_stop_iteration=result.stop_iteration,
+        psnr_history=history.tolist(),
+        config=to_dict(config),
+    )
     return row, result.ema_image
 
 
@@ -265,8 +327,11 @@ def run_method_row(problem, method, args):
         from skimage.restoration import inpaint_biharmonic
 
         missing = np.asarray(problem.operator.mask) == 0
-        image = inpaint_biharmonic(problem.y, missing[..., 0] if missing.ndim == 3 else missing,
-                                   channel_axis=-1 if problem.y.ndim == 3 else None)
+        image = inpaint_biharmonic(
+            problem.y,
+            missing[..., 0] if missing.ndim == 3 else missing,
+            channel_axis=-1 if problem.y.ndim == 3 else None,
+        )
         return metrics_row(problem, method, image, time.perf_counter() - start, "scikit-image"), image
     image = zero_filled(problem.operator, problem.y).image  # "zero-filled" (MRI) and "masked" (inpainting)
     return metrics_row(problem, method, image, time.perf_counter() - start, "A^H y"), image
@@ -293,16 +358,48 @@ def oracle_cell(row):
 
 def results_table(rows) -> str:
     headers = ["problem", "method", "PSNR (dB)", "SSIM", "best PSNR over its (oracle) @ it", "setting", "time (s)"]
-    return markdown(headers, [[r["problem"], r["method"], f"{r['psnr']:.2f}", f"{r['ssim']:.4f}", oracle_cell(r),
-                               r["setting"], f"{r['wall_time']:.1f}"] for r in rows])
+    return markdown(
+        headers,
+        [
+            [
+                r["problem"],
+                r["method"],
+                f"{r['psnr']:.2f}",
+                f"{r['ssim']:.4f}",
+                oracle_cell(r),
+                r["setting"],
+                f"{r['wall_time']:.1f}",
+            ]
+            for r in rows
+        ],
+    )
 
 
 def overfit_table(rows) -> str:
-    headers = ["problem", "method", "PSNR at 1x (dB)", "peak PSNR (oracle)", "iteration of peak",
-               "PSNR at 3x (dB)", "3x - peak (dB)"]
-    return markdown(headers, [[r["problem"], r["method"], f"{r['psnr_at_1x']:.2f}", f"{r['oracle_psnr']:.2f}",
-                               r["oracle_iteration"], f"{r['psnr_at_3x']:.2f}",
-                               f"{r['psnr_at_3x'] - r['oracle_psnr']:+.2f}"] for r in rows])
+    headers = [
+        "problem",
+        "method",
+        "PSNR at 1x (dB)",
+        "peak PSNR (oracle)",
+        "iteration of peak",
+        "PSNR at 3x (dB)",
+        "3x - peak (dB)",
+    ]
+    return markdown(
+        headers,
+        [
+            [
+                r["problem"],
+                r["method"],
+                f"{r['psnr_at_1x']:.2f}",
+                f"{r['oracle_psnr']:.2f}",
+                r["oracle_iteration"],
+                f"{r['psnr_at_3x']:.2f}",
+                f"{r['psnr_at_3x'] - r['oracle_psnr']:+.2f}",
+            ]
+            for r in rows
+        ],
+    )
 
 
 def plain(value):
@@ -312,8 +409,9 @@ def plain(value):
 
 def git_commit():
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True,
-                             timeout=10)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return (out.stdout.strip() or None) if out.returncode == 0 else None
@@ -375,15 +473,21 @@ def run_tables(problems, methods, args, report):
                 rows.append(row)
                 shown[method] = row
                 report.add(section, row, problem)
-                print(f"  {problem.label}: {method} {row['psnr']:.2f} dB ({row['wall_time']:.0f} s)", file=sys.stderr,
-                      flush=True)
+                print(
+                    f"  {problem.label}: {method} {row['psnr']:.2f} dB ({row['wall_time']:.0f} s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
             if not images:
                 continue
-            report.figure(figure_name(problem, "images"),
-                          comparison_figure(images, problem.target, shown, title=problem.label))
+            report.figure(
+                figure_name(problem, "images"), comparison_figure(images, problem.target, shown, title=problem.label)
+            )
             curves = {m: {"psnr": np.asarray(r["psnr_history"])} for m, r in shown.items() if "psnr_history" in r}
-            report.figure(figure_name(problem, "psnr"), curves_figure(curves, "psnr", "PSNR of the EMA image (dB)",
-                                                                      title=problem.label))
+            report.figure(
+                figure_name(problem, "psnr"),
+                curves_figure(curves, "psnr", "PSNR of the EMA image (dB)", title=problem.label),
+            )
         if rows:
             print(f"\n## {section}\n\n{results_table(rows)}\n", flush=True)
 
@@ -400,11 +504,17 @@ def run_overfit(problems, methods, args, report):
             row.update(iterations_1x=n, psnr_at_1x=history[n - 1], psnr_at_3x=history[-1])
             rows.append(row)
             report.add("overfit", row, problem)
-            print(f"  {problem.label}: {method} to {3 * n} it, peak {row['oracle_psnr']:.2f} dB, final "
-                  f"{row['psnr_at_3x']:.2f} dB ({row['wall_time']:.0f} s)", file=sys.stderr, flush=True)
+            print(
+                f"  {problem.label}: {method} to {3 * n} it, peak {row['oracle_psnr']:.2f} dB, final "
+                f"{row['psnr_at_3x']:.2f} dB ({row['wall_time']:.0f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
             curves[f"{method} (1x = {n} it)"] = {"psnr": np.asarray(history)}
-        report.figure(figure_name(problem, "overfit"),
-                      curves_figure(curves, "psnr", "PSNR of the EMA image (dB)", title=f"{problem.label}, to 3x"))
+        report.figure(
+            figure_name(problem, "overfit"),
+            curves_figure(curves, "psnr", "PSNR of the EMA image (dB)", title=f"{problem.label}, to 3x"),
+        )
     if rows:
         print(f"\n## overfitting (to 3x the iterations)\n\n{overfit_table(rows)}\n", flush=True)
 
@@ -413,8 +523,11 @@ def run_overfit(problems, methods, args, report):
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--quick", action="store_true", help=f"tiny CPU smoke test (defaults: {QUICK})")
     p.add_argument("--size", type=int, help="MRI image size in px (default 320)")
     p.add_argument("--image-size", type=int, help="inpainting crop size in px (default 256)")
@@ -423,23 +536,36 @@ def parse_args(argv):
     p.add_argument("--base", type=int, help="width of that network's first level (default: the network's)")
     p.add_argument("--skip-width", type=int, help="channels per scale of the inpainting DIP skip network (default 128)")
     p.add_argument("--skip-scales", type=int, help="scales of the inpainting DIP skip network (default 5)")
-    p.add_argument("--cases", nargs="+", help=f"cases: MRI {list(MRI_CASES)}, inpainting {list(INPAINT_CASES)} "
-                                              "(default: all)")
+    p.add_argument(
+        "--cases", nargs="+", help=f"cases: MRI {list(MRI_CASES)}, inpainting {list(INPAINT_CASES)} (default: all)"
+    )
     p.add_argument("--images", nargs="+", help="photographs for inpainting (default: camera astronaut)")
-    p.add_argument("--methods", nargs="+", help=f"methods (default all): MRI {list(MRI_METHODS)}, inpainting "
-                                                f"{list(INPAINT_METHODS)}")
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        help=f"methods (default all): MRI {list(MRI_METHODS)}, inpainting {list(INPAINT_METHODS)}",
+    )
     p.add_argument("--reference", choices=("motion", "lowres"), default="motion", help="ref-dip reference image")
     p.add_argument("--overfit", action="store_true", help="also run DIP and sgdip to 3x the iterations on MRI cases")
-    p.add_argument("--overfit-only", action="store_true",
-                   help="with --overfit, run DIP and sgdip only to 3x (their 1x value is on the curve), not in the tables")
+    p.add_argument(
+        "--overfit-only",
+        action="store_true",
+        help="with --overfit, run DIP and sgdip only to 3x (their 1x value is on the curve), not in the tables",
+    )
     p.add_argument("--seed", type=int, default=0, help="simulation, mask and method seed")
     p.add_argument("--out", type=Path, help="directory for quality.json and the PNG figures")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT/quality.json")
     p.add_argument("--cache", help="JAX persistent compilation cache directory")
     args = p.parse_args(argv)
 
-    defaults = {"size": 320, "image_size": 256, "skip_width": 128, "skip_scales": 5, "images": ["camera", "astronaut"],
-                "cases": ["4x30", "p50"] if args.quick else [*MRI_CASES, *INPAINT_CASES]}
+    defaults = {
+        "size": 320,
+        "image_size": 256,
+        "skip_width": 128,
+        "skip_scales": 5,
+        "images": ["camera", "astronaut"],
+        "cases": ["4x30", "p50"] if args.quick else [*MRI_CASES, *INPAINT_CASES],
+    }
     for key, value in {**defaults, **(QUICK if args.quick else {})}.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -466,15 +592,23 @@ def main(argv=None):
         jax.config.update("jax_compilation_cache_dir", args.cache)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     report = Report(args.out, argv, args)
-    print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}; "
-          f"MRI {args.size} px, photographs {args.image_size} px, DIP iterations: {args.iters or 'config defaults'}")
+    print(
+        f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}; "
+        f"MRI {args.size} px, photographs {args.image_size} px, DIP iterations: {args.iters or 'config defaults'}"
+    )
 
     problems = [mri_problem(c, args.size, args.reference, args.seed) for c in args.cases if c in MRI_CASES]
-    problems += [inpainting_problem(image, c, args.image_size, args.seed)
-                 for c in args.cases if c in INPAINT_CASES for image in args.images]
+    problems += [
+        inpainting_problem(image, c, args.image_size, args.seed)
+        for c in args.cases
+        if c in INPAINT_CASES
+        for image in args.images
+    ]
     chosen = args.methods or [*MRI_METHODS, *INPAINT_METHODS]
-    methods = {"mri": [m for m in MRI_METHODS if m in chosen],
-               "inpainting": [m for m in INPAINT_METHODS if m in chosen]}
+    methods = {
+        "mri": [m for m in MRI_METHODS if m in chosen],
+        "inpainting": [m for m in INPAINT_METHODS if m in chosen],
+    }
     run_tables(problems, methods, args, report)
     if args.overfit:
         run_overfit(problems, methods, args, report)

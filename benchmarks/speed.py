@@ -68,7 +68,9 @@ def problem(s: Setting, seed=0):
     mask, _ = vdrs((s.height, s.width), acceleration=4, seed=seed)
     op = MultiCoilMRI.create(smaps, mask)
     rng = np.random.default_rng(seed)
-    x = jnp.asarray(rng.standard_normal((s.height, s.width)) + 1j * rng.standard_normal((s.height, s.width)), jnp.complex64)
+    x = jnp.asarray(
+        rng.standard_normal((s.height, s.width)) + 1j * rng.standard_normal((s.height, s.width)), jnp.complex64
+    )
     y = op(x)
     return op, y, np.asarray(smaps), np.asarray(mask)
 
@@ -98,16 +100,31 @@ def time_jax(s: Setting, iters: int, chunk: int):
     loss_fn = sgdip_loss(network_forward(module, s.dtype), cfg)
     data = {"operator": op, "y": y}
 
-    cost = jax.jit(jax.value_and_grad(loss_fn, argnums=(0, 2), has_aux=True)).lower(
-        params, net_state, z, jax.random.PRNGKey(1), data).compile().cost_analysis()
+    cost = (
+        jax.jit(jax.value_and_grad(loss_fn, argnums=(0, 2), has_aux=True))
+        .lower(params, net_state, z, jax.random.PRNGKey(1), data)
+        .compile()
+        .cost_analysis()
+    )
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
 
     stamps = []
     t0 = time.perf_counter()
-    out = engine.run(loss_fn, params, net_state, z, jax.random.PRNGKey(2), data, iterations=iters,
-                     optimizer=engine.adam(cfg.lr), z_optimizer=engine.adam(cfg.lr_z), chunk=chunk,
-                     progress=False, callback=lambda info: stamps.append(time.perf_counter()))
+    out = engine.run(
+        loss_fn,
+        params,
+        net_state,
+        z,
+        jax.random.PRNGKey(2),
+        data,
+        iterations=iters,
+        optimizer=engine.adam(cfg.lr),
+        z_optimizer=engine.adam(cfg.lr_z),
+        chunk=chunk,
+        progress=False,
+        callback=lambda info: stamps.append(time.perf_counter()),
+    )
     first_chunk = stamps[0] - t0
     per_chunk = np.diff(stamps)
     sec_per_it = statistics.median(per_chunk) / chunk if len(per_chunk) else first_chunk / chunk
@@ -144,10 +161,20 @@ def time_torch(s: Setting, iters: int):
     cfg = SGDIPConfig()
     if cfg.data_loss != cfg.reg_loss:
         raise ValueError("torch_reference.make_step uses one loss norm for both terms")
-    step = tr.make_step(net, torch.tensor(smaps, device=dev), torch.tensor(mask, device=dev),
-                        torch.tensor(np.asarray(y), device=dev), z, k=s.draws, noise_scale=cfg.noise_scale,
-                        alpha=cfg.alpha, loss=cfg.data_loss, lr=cfg.lr, lr_z=cfg.lr_z,
-                        dtype=torch.bfloat16 if s.dtype == "bfloat16" else None)
+    step = tr.make_step(
+        net,
+        torch.tensor(smaps, device=dev),
+        torch.tensor(mask, device=dev),
+        torch.tensor(np.asarray(y), device=dev),
+        z,
+        k=s.draws,
+        noise_scale=cfg.noise_scale,
+        alpha=cfg.alpha,
+        loss=cfg.data_loss,
+        lr=cfg.lr,
+        lr_z=cfg.lr_z,
+        dtype=torch.bfloat16 if s.dtype == "bfloat16" else None,
+    )
     sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
     for _ in range(3):
         step()
@@ -162,7 +189,9 @@ def time_torch(s: Setting, iters: int):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--mode", choices=sorted(MODES), default="demo", help="which settings to time")
     p.add_argument("--quick", dest="mode", action="store_const", const="quick", help="= --mode quick")
     p.add_argument("--paper", dest="mode", action="store_const", const="paper", help="= --mode paper")
@@ -177,15 +206,21 @@ def main(argv=None):
         jax.config.update("jax_compilation_cache_dir", args.cache)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     settings, iters, chunk = MODES[args.mode]
-    settings = [s for s in settings if (args.draws is None or s.draws in args.draws)
-                and (args.dtypes is None or s.dtype in args.dtypes)]
+    settings = [
+        s
+        for s in settings
+        if (args.draws is None or s.draws in args.draws) and (args.dtypes is None or s.dtype in args.dtypes)
+    ]
     if not settings:
         p.error(f"--draws/--dtypes leave none of mode {args.mode}'s settings")
     iters = args.iters or iters
     chunk = min(chunk, iters)
     rows = []
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}")
-    print(f"{'setting':<42} {'params':>10} {'compile s':>9} {'jax it/s':>9} {'torch it/s':>10} {'ratio':>6} {'TFLOP/s':>8} {'GB':>6}")
+    print(
+        f"{'setting':<42} {'params':>10} {'compile s':>9} {'jax it/s':>9} {'torch it/s':>10} {'ratio':>6} "
+        f"{'TFLOP/s':>8} {'GB':>6}"
+    )
     for s in settings:
         r = time_jax(s, iters, chunk)
         t = None if args.no_torch else time_torch(s, max(5, iters // 4))
@@ -194,8 +229,11 @@ def main(argv=None):
         torch_its = "-" if t is None else f"{1 / t:.2f}"
         ratio = "-" if t is None else f"{r['ratio']:.2f}"
         mem = "-" if r["peak_mem_gb"] is None else f"{r['peak_mem_gb']:.1f}"
-        print(f"{s.label:<42} {r['params']:>10,} {r['compile_s']:>9.1f} {1 / r['jax_s_per_it']:>9.2f} "
-              f"{torch_its:>10} {ratio:>6} {r['tflops']:>8.3f} {mem:>6}", flush=True)
+        print(
+            f"{s.label:<42} {r['params']:>10,} {r['compile_s']:>9.1f} {1 / r['jax_s_per_it']:>9.2f} "
+            f"{torch_its:>10} {ratio:>6} {r['tflops']:>8.3f} {mem:>6}",
+            flush=True,
+        )
         if args.json:
             Path(args.json).write_text(json.dumps(rows, indent=2))
     return rows

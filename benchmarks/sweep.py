@@ -29,10 +29,14 @@ from sgdip_jax.methods import DIPConfig, SGDIPConfig, run_method
 from sgdip_jax.metrics import evaluate
 
 CASES = {  # name -> (sample, acceleration, SNR in dB)
-    "shoulder-4x30": ("shoulder", 4, 30), "shoulder-4x20": ("shoulder", 4, 20),
-    "shoulder-8x30": ("shoulder", 8, 30), "shoulder-8x20": ("shoulder", 8, 20),
-    "head-4x30": ("head", 4, 30), "head-4x20": ("head", 4, 20),
-    "head-8x30": ("head", 8, 30), "head-8x20": ("head", 8, 20),
+    "shoulder-4x30": ("shoulder", 4, 30),
+    "shoulder-4x20": ("shoulder", 4, 20),
+    "shoulder-8x30": ("shoulder", 8, 30),
+    "shoulder-8x20": ("shoulder", 8, 20),
+    "head-4x30": ("head", 4, 30),
+    "head-4x20": ("head", 4, 20),
+    "head-8x30": ("head", 8, 30),
+    "head-8x20": ("head", 8, 20),
 }
 VARIANTS = {  # overrides of the SGDIPConfig defaults; "dip" is vanilla DIP with its defaults
     "dip": None,
@@ -63,6 +67,7 @@ VARIANTS = {  # overrides of the SGDIPConfig defaults; "dip" is vanilla DIP with
     "lr3e-2-hl200": {"lr": 3e-2, "lr_half_life": 200},
     "lr2e-2-hl300-tv0.01": {"lr": 2e-2, "lr_half_life": 300, "tv": 0.01},
 }
+
 
 def make_case(name, size, seed):
     sample, acceleration, snr = CASES[name]
@@ -98,21 +103,30 @@ def table(rows, size, seed, out=None):
     base = {name: classical(make_case(name, size, seed)) for name in cases}
     if out is not None:
         figures(rows, base, out)
-    lines = ["| variant | case | PSNR @T | PSNR @3T | peak (oracle) @ it | SSIM @3T | best classical (auto) | margin | time (s) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| variant | case | PSNR @T | PSNR @3T | peak (oracle) @ it | SSIM @3T | best classical (auto) | margin "
+        "| time (s) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     worst = {}
     for r in rows:
         best_name = max(("tv", "l1-wavelet"), key=lambda m: base[r["case"]][m]["psnr"])
         best = base[r["case"]][best_name]["psnr"]
         margin = min(r["psnr_T"], r["psnr_3T"]) - best
         worst[r["variant"]] = min(worst.get(r["variant"], np.inf), margin)
-        lines.append(f"| {r['variant']} | {r['case']} | {r['psnr_T']:.2f} | {r['psnr_3T']:.2f} | {r['peak']:.2f} @ "
-                     f"{r['peak_it']} | {r['ssim_3T']:.4f} | {best:.2f} ({best_name}) | {margin:+.2f} | {r['wall_time']:.0f} |")
+        lines.append(
+            f"| {r['variant']} | {r['case']} | {r['psnr_T']:.2f} | {r['psnr_3T']:.2f} | {r['peak']:.2f} @ "
+            f"{r['peak_it']} | {r['ssim_3T']:.4f} | {best:.2f} ({best_name}) | {margin:+.2f} | {r['wall_time']:.0f} |"
+        )
     lines += ["", "| variant | worst margin (objective) |", "|---|---|"]
     lines += [f"| {v} | {m:+.2f} |" for v, m in sorted(worst.items(), key=lambda item: -item[1])]
     lines += ["", "| case | zero-filled | TV (auto) | L1-wavelet (auto) |", "|---|---|---|---|"]
-    lines += [f"| {c} | {base[c]['zero-filled']['psnr']:.2f} | {base[c]['tv']['psnr']:.2f} (lam {base[c]['tv']['lam']:.2g}) | "
-              f"{base[c]['l1-wavelet']['psnr']:.2f} (lam {base[c]['l1-wavelet']['lam']:.2g}) |" for c in cases]
+    lines += [
+        f"| {c} | {base[c]['zero-filled']['psnr']:.2f} | "
+        f"{base[c]['tv']['psnr']:.2f} (lam {base[c]['tv']['lam']:.2g}) | "
+        f"{base[c]['l1-wavelet']['psnr']:.2f} (lam {base[c]['l1-wavelet']['lam']:.2g}) |"
+        for c in cases
+    ]
     return "\n".join(lines)
 
 
@@ -135,11 +149,20 @@ def run_variant(name, case, args):
     peak = int(np.nanargmax(psnr))
     t = args.iters
     return {
-        "variant": name, "overrides": overrides, "method": method, "iters": t, "factor": args.factor,
-        "psnr_T": float(psnr[t - 1]), "psnr_3T": float(psnr[-1]), "peak": float(psnr[peak]), "peak_it": peak + 1,
+        "variant": name,
+        "overrides": overrides,
+        "method": method,
+        "iters": t,
+        "factor": args.factor,
+        "psnr_T": float(psnr[t - 1]),
+        "psnr_3T": float(psnr[-1]),
+        "peak": float(psnr[peak]),
+        "peak_it": peak + 1,
         "ssim_T": float(ssim[t]) if len(ssim) > t else None,  # SSIM is taken at steps t % T == 0
-        "ssim_3T": float(evaluate(result.ema_image, case.x)["ssim"]), "wall_time": wall,
-        "psnr_every_10": psnr[9::10].tolist(), "config": to_dict(config),
+        "ssim_3T": float(evaluate(result.ema_image, case.x)["ssim"]),
+        "wall_time": wall,
+        "psnr_every_10": psnr[9::10].tolist(),
+        "config": to_dict(config),
     }
 
 
@@ -154,8 +177,11 @@ def main(argv=None):
     p.add_argument("--base", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
-    p.add_argument("--table", action="store_true",
-                   help="print the markdown tables of OUT/sweep.jsonl, write OUT/psnr_<case>.png, and exit")
+    p.add_argument(
+        "--table",
+        action="store_true",
+        help="print the markdown tables of OUT/sweep.jsonl, write OUT/psnr_<case>.png, and exit",
+    )
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -170,12 +196,19 @@ def main(argv=None):
             if (variant, name) in done:
                 continue
             case = make_case(name, args.size, args.seed)
-            row = {"case": name, "size": args.size, "network": f"{args.network}/{args.base}",
-                   **run_variant(variant, case, args)}
+            row = {
+                "case": name,
+                "size": args.size,
+                "network": f"{args.network}/{args.base}",
+                **run_variant(variant, case, args),
+            }
             with open(log, "a") as f:
                 f.write(json.dumps(row) + "\n")
-            print(f"{variant:>16} {name:>14}: T {row['psnr_T']:.2f}  3T {row['psnr_3T']:.2f}  peak {row['peak']:.2f}"
-                  f" @ {row['peak_it']}  ({row['wall_time']:.0f} s)", flush=True)
+            print(
+                f"{variant:>16} {name:>14}: T {row['psnr_T']:.2f}  3T {row['psnr_3T']:.2f}  peak {row['peak']:.2f}"
+                f" @ {row['peak_it']}  ({row['wall_time']:.0f} s)",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -22,8 +22,12 @@ class DoubleConv(nn.Module):
         super().__init__()
         mid = mid or cout
         self.net = nn.Sequential(
-            nn.Conv2d(cin, mid, 3, padding=1), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
-            nn.Conv2d(mid, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+            nn.Conv2d(cin, mid, 3, padding=1),
+            nn.BatchNorm2d(mid),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(mid, cout, 3, padding=1),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
         )
 
     def forward(self, x):
@@ -74,8 +78,7 @@ def fft2c(x):
     return torch.fft.fftshift(torch.fft.fft2(x, norm="ortho"), dim=(-2, -1))
 
 
-def make_step(net, smaps, mask, y, z, k=4, noise_scale=0.05, alpha=1.0, loss="l2",
-              lr=1e-3, lr_z=1e-2, dtype=None):
+def make_step(net, smaps, mask, y, z, k=4, noise_scale=0.05, alpha=1.0, loss="l2", lr=1e-3, lr_z=1e-2, dtype=None):
     """Return ``step()`` performing one self-guided DIP update of ``net`` and ``z`` (in place)."""
     z = z.clone().requires_grad_(True)
     opt_w = torch.optim.Adam(net.parameters(), lr=lr)

@@ -3,7 +3,8 @@
 Input files become problems in :mod:`sgdip_jax.inputs`, methods run through
 :mod:`sgdip_jax.reconstruct` (batches: :mod:`sgdip_jax.parallel`, processes:
 :mod:`sgdip_jax.multihost`), results are written by :mod:`sgdip_jax.outputs` and
-:mod:`sgdip_jax.figures`; this module only wires options to those pieces. Bad input ends with one line ``sgdip: error: ...`` and exit status 2. Ctrl-C during a DIP
+:mod:`sgdip_jax.figures`; this module only wires options to those pieces. Bad input ends with
+one line ``sgdip: error: ...`` and exit status 2. Ctrl-C during a DIP
 run ends it after the current chunk of iterations, saves what has been computed (EMA image,
 history) and exits with status 130; a second Ctrl-C aborts at once without saving. For several
 fastMRI slices the finished slices are what is saved (in ``OUT.partial``); rerunning the same
@@ -71,8 +72,11 @@ def _number(cast, low=None, high=None, *, low_open=False, high_open=False, name:
 
     def convert(text):
         value = cast(text)
-        if (not np.isfinite(value) or (low is not None and (value < low or (low_open and value == low)))
-                or (high is not None and (value > high or (high_open and value == high)))):
+        if (
+            not np.isfinite(value)
+            or (low is not None and (value < low or (low_open and value == low)))
+            or (high is not None and (value > high or (high_open and value == high)))
+        ):
             raise ValueError(f"expected a {name}, got {text}")
         return value
 
@@ -99,11 +103,11 @@ _nonempty.__name__ = "non-empty value"
 
 
 def _add_reconstruct(sub):
-    from .inputs import InputOptions, SMAPS_CHOICES
+    from .data.samples import MASK_TYPES
+    from .inputs import SMAPS_CHOICES, InputOptions
     from .methods import METHODS
     from .methods.common import DIPBaseConfig
     from .networks import NETWORKS
-    from .data.samples import MASK_TYPES
 
     d = InputOptions()
     p = sub.add_parser(
@@ -127,69 +131,148 @@ def _add_reconstruct(sub):
     )
     p.add_argument("input", metavar="INPUT", help="input file (.h5, .npz, DICOM, or image)")
     g = p.add_argument_group("input and sampling")
-    g.add_argument("--slice", type=int, default=d.slice,
-                   help="fastMRI slice (DICOM: frame) to reconstruct (default: the middle one)")
-    g.add_argument("--slices", default=d.slices,
-                   help="fastMRI volume: 'all', 'A:B' or 'i,j,k'; finished slices are kept in OUT.partial so "
-                        "an interrupted run resumes where it stopped (default: only --slice)")
-    g.add_argument("--acceleration", type=_acceleration, default=d.acceleration,
-                   help="undersampling factor of the retrospective line mask for fully sampled MRI data")
-    g.add_argument("--center-fraction", type=_fraction, default=d.center_fraction,
-                   help="fraction of fully sampled centre lines (default: 0.32 / acceleration, i.e. 0.08 at 4x)")
-    g.add_argument("--mask-type", default=d.mask_type,
-                   help=f"retrospective line mask: {', '.join(MASK_TYPES)}")
-    g.add_argument("--mask", type=_nonempty, default=d.mask,
-                   help="mask file (.npy, .npz with 'mask', or image; non-zero = sampled/known) or spec "
-                        "(bernoulli:MISSING, box:SIZE, vdrs|random|equispaced:ACC[:CF]); for MRI it replaces "
-                        "the line mask (default: the line mask for MRI, bernoulli:0.5 for images)")
-    g.add_argument("--smaps", default=d.smaps,
-                   help=f"coil maps: {', '.join(SMAPS_CHOICES)}; auto = the input's own maps (case, simulated "
-                        "DICOM), ESPIRiT from the centre lines for fastMRI, ones for single-coil")
-    g.add_argument("--crop", type=_nonnegative_int, default=d.crop,
-                   help="fastMRI: crop readout oversampling to this many rows and compute metrics on the "
-                        "central CROPxCROP (or reconstruction_rss's size); 0 = no crop")
-    g.add_argument("--size", type=_positive_int, default=d.size,
-                   help="DICOM: resample the image to SIZExSIZE by spectral cropping (default: native size)")
+    g.add_argument(
+        "--slice",
+        type=int,
+        default=d.slice,
+        help="fastMRI slice (DICOM: frame) to reconstruct (default: the middle one)",
+    )
+    g.add_argument(
+        "--slices",
+        default=d.slices,
+        help="fastMRI volume: 'all', 'A:B' or 'i,j,k'; finished slices are kept in OUT.partial so "
+        "an interrupted run resumes where it stopped (default: only --slice)",
+    )
+    g.add_argument(
+        "--acceleration",
+        type=_acceleration,
+        default=d.acceleration,
+        help="undersampling factor of the retrospective line mask for fully sampled MRI data",
+    )
+    g.add_argument(
+        "--center-fraction",
+        type=_fraction,
+        default=d.center_fraction,
+        help="fraction of fully sampled centre lines (default: 0.32 / acceleration, i.e. 0.08 at 4x)",
+    )
+    g.add_argument("--mask-type", default=d.mask_type, help=f"retrospective line mask: {', '.join(MASK_TYPES)}")
+    g.add_argument(
+        "--mask",
+        type=_nonempty,
+        default=d.mask,
+        help="mask file (.npy, .npz with 'mask', or image; non-zero = sampled/known) or spec "
+        "(bernoulli:MISSING, box:SIZE, vdrs|random|equispaced:ACC[:CF]); for MRI it replaces "
+        "the line mask (default: the line mask for MRI, bernoulli:0.5 for images)",
+    )
+    g.add_argument(
+        "--smaps",
+        default=d.smaps,
+        help=f"coil maps: {', '.join(SMAPS_CHOICES)}; auto = the input's own maps (case, simulated "
+        "DICOM), ESPIRiT from the centre lines for fastMRI, ones for single-coil",
+    )
+    g.add_argument(
+        "--crop",
+        type=_nonnegative_int,
+        default=d.crop,
+        help="fastMRI: crop readout oversampling to this many rows and compute metrics on the "
+        "central CROPxCROP (or reconstruction_rss's size); 0 = no crop",
+    )
+    g.add_argument(
+        "--size",
+        type=_positive_int,
+        default=d.size,
+        help="DICOM: resample the image to SIZExSIZE by spectral cropping (default: native size)",
+    )
     g.add_argument("--coils", type=_positive_int, default=d.coils, help="DICOM: number of simulated coils")
     g.add_argument("--snr-db", type=_finite, default=d.snr_db, help="DICOM: simulated k-space SNR in dB")
     m = p.add_argument_group("method")
     m.add_argument("--method", default="sgdip", help=f"reconstruction method: {', '.join(METHODS)}")
-    m.add_argument("--network", default=None,
-                   help=f"network of the DIP methods: {', '.join(NETWORKS)} (default: {DIPBaseConfig().network.name})")
-    m.add_argument("--width", type=_positive_int, default=None,
-                   help="base channel width of the network (default: the network's own)")
-    m.add_argument("--iters", type=_positive_int, default=None,
-                   help=f"iterations (default: the method's own; {DIPBaseConfig().iterations} for DIP methods)")
+    m.add_argument(
+        "--network",
+        default=None,
+        help=f"network of the DIP methods: {', '.join(NETWORKS)} (default: {DIPBaseConfig().network.name})",
+    )
+    m.add_argument(
+        "--width",
+        type=_positive_int,
+        default=None,
+        help="base channel width of the network (default: the network's own)",
+    )
+    m.add_argument(
+        "--iters",
+        type=_positive_int,
+        default=None,
+        help=f"iterations (default: the method's own; {DIPBaseConfig().iterations} for DIP methods)",
+    )
     m.add_argument("--seed", type=_seed, default=d.seed, help="random seed (network, input, masks, simulation)")
-    m.add_argument("--reference", default=None,
-                   help="ref-dip: reference image used as network input (.npy, .npz with 'x' or 'image', "
-                        "image or DICOM; default: none, required for ref-dip)")
-    m.add_argument("--early-stopping", action="store_true",
-                   help="stop DIP methods when ES-WMV detects the best iterate and report that image "
-                        "instead of the moving average")
-    m.add_argument("--set", dest="set", action="append", default=[], metavar="KEY=VALUE",
-                   help="set a field of the method's config, e.g. lr=3e-4, alpha=0.02, network.norm=group "
-                        "(repeatable; default: none)")
-    m.add_argument("--config", default=None,
-                   help="TOML/YAML/JSON file with option keys (e.g. iters = 200) and per-method tables "
-                        "(e.g. [sgdip]); command-line options override it (default: none)")
+    m.add_argument(
+        "--reference",
+        default=None,
+        help="ref-dip: reference image used as network input (.npy, .npz with 'x' or 'image', "
+        "image or DICOM; default: none, required for ref-dip)",
+    )
+    m.add_argument(
+        "--early-stopping",
+        action="store_true",
+        help="stop DIP methods when ES-WMV detects the best iterate and report that image "
+        "instead of the moving average",
+    )
+    m.add_argument(
+        "--set",
+        dest="set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set a field of the method's config, e.g. lr=3e-4, alpha=0.02, network.norm=group "
+        "(repeatable; default: none)",
+    )
+    m.add_argument(
+        "--config",
+        default=None,
+        help="TOML/YAML/JSON file with option keys (e.g. iters = 200) and per-method tables "
+        "(e.g. [sgdip]); command-line options override it (default: none)",
+    )
     s = p.add_argument_group("several slices, devices and machines")
-    s.add_argument("--batch", type=_positive_int, default=1,
-                   help="slices per compiled step (DIP methods), split over this process's devices; meant for "
-                        "GPUs, slower per slice on CPU (default: 1)")
-    s.add_argument("--coordinator", default=None, metavar="HOST:PORT",
-                   help="multi-machine run: address of process 0 for jax.distributed.initialize; each "
-                        "process takes its share of --slices (default: one process)")
-    s.add_argument("--num-processes", type=_positive_int, default=None,
-                   help="multi-machine run: number of processes (default: from the cluster environment)")
-    s.add_argument("--process-id", type=_nonnegative_int, default=None,
-                   help="multi-machine run: this process's index (default: from the cluster environment)")
-    s.add_argument("--peer-timeout", type=_positive_float, default=120.0, metavar="SECONDS",
-                   help="multi-machine run: a process whose peer sends no heartbeat for this long stops with "
-                        "an error, keeping its finished slices for the rerun (default: 120)")
+    s.add_argument(
+        "--batch",
+        type=_positive_int,
+        default=1,
+        help="slices per compiled step (DIP methods), split over this process's devices; meant for "
+        "GPUs, slower per slice on CPU (default: 1)",
+    )
+    s.add_argument(
+        "--coordinator",
+        default=None,
+        metavar="HOST:PORT",
+        help="multi-machine run: address of process 0 for jax.distributed.initialize; each "
+        "process takes its share of --slices (default: one process)",
+    )
+    s.add_argument(
+        "--num-processes",
+        type=_positive_int,
+        default=None,
+        help="multi-machine run: number of processes (default: from the cluster environment)",
+    )
+    s.add_argument(
+        "--process-id",
+        type=_nonnegative_int,
+        default=None,
+        help="multi-machine run: this process's index (default: from the cluster environment)",
+    )
+    s.add_argument(
+        "--peer-timeout",
+        type=_positive_float,
+        default=120.0,
+        metavar="SECONDS",
+        help="multi-machine run: a process whose peer sends no heartbeat for this long stops with "
+        "an error, keeping its finished slices for the rerun (default: 120)",
+    )
     o = p.add_argument_group("output")
-    o.add_argument("--out", default=None,
-                   help="output directory, refused if it exists and is not empty (default: INPUTSTEM_METHOD)")
+    o.add_argument(
+        "--out",
+        default=None,
+        help="output directory, refused if it exists and is not empty (default: INPUTSTEM_METHOD)",
+    )
     o.add_argument("--force", action="store_true", help="replace an existing output directory")
     o.add_argument("--quiet", action="store_true", help="no progress bar and no log messages")
     p.set_defaults(func=cmd_reconstruct)
@@ -209,12 +292,21 @@ def _add_demo(sub):
         ),
         formatter_class=_HelpFormatter,
     )
-    p.add_argument("--full", action="store_true",
-                   help="paper configuration: 320x320, depth-5 U-Net, 4000 iterations (GPU)")
-    p.add_argument("--size", type=_positive_int, default=None,
-                   help=f"image size (default: {DEMO['cpu']['size']}, or {DEMO['full']['size']} with --full)")
-    p.add_argument("--iters", type=_positive_int, default=None,
-                   help=f"DIP iterations (default: {DEMO['cpu']['iterations']}, or {DEMO['full']['iterations']} with --full)")
+    p.add_argument(
+        "--full", action="store_true", help="paper configuration: 320x320, depth-5 U-Net, 4000 iterations (GPU)"
+    )
+    p.add_argument(
+        "--size",
+        type=_positive_int,
+        default=None,
+        help=f"image size (default: {DEMO['cpu']['size']}, or {DEMO['full']['size']} with --full)",
+    )
+    p.add_argument(
+        "--iters",
+        type=_positive_int,
+        default=None,
+        help=f"DIP iterations (default: {DEMO['cpu']['iterations']}, or {DEMO['full']['iterations']} with --full)",
+    )
     p.add_argument("--seed", type=_seed, default=0, help="random seed (simulation and networks)")
     p.add_argument("--out", default="sgdip_demo", help="output directory (refused if it exists and is not empty)")
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
@@ -302,8 +394,10 @@ def parse_args(argv) -> argparse.Namespace:
             elif key in actions:
                 defaults[key] = _check_value(actions[key], value, args.config)
             elif key in ("out", "force"):
-                raise UsageError(f"{args.config}: {key!r} cannot be set in a config file (it decides which files "
-                                 f"are written or replaced); give --{key} on the command line")
+                raise UsageError(
+                    f"{args.config}: {key!r} cannot be set in a config file (it decides which files "
+                    f"are written or replaced); give --{key} on the command line"
+                )
             else:
                 raise UsageError(
                     f"{args.config}: unknown key {key!r}; valid keys: {sorted(actions)} "
@@ -404,8 +498,9 @@ class _InterruptFlag:
             raise KeyboardInterrupt
         self.requested = True
         self.status = 128 + signum
-        log.warning("%s: stopping after the current chunk and saving (send it again to abort)",
-                    signal.Signals(signum).name)
+        log.warning(
+            "%s: stopping after the current chunk and saving (send it again to abort)", signal.Signals(signum).name
+        )
 
     def __enter__(self):
         try:
@@ -449,7 +544,9 @@ def write_run_figures(out, prefix: str, outcome: Outcome, label: str, title: str
 
     images, reference = _figure_views(outcome, label)
     metrics = {"zero-filled": outcome.zero_filled_metrics, label: outcome.metrics}
-    out.write_bytes(f"{prefix}panel.png", comparison_figure(images, reference, {k: v for k, v in metrics.items() if v}, title))
+    out.write_bytes(
+        f"{prefix}panel.png", comparison_figure(images, reference, {k: v for k, v in metrics.items() if v}, title)
+    )
     write_curves(out, prefix, {label: outcome.result.history}, outcome.zero_filled_metrics, title)
 
 
@@ -591,15 +688,26 @@ def cmd_reconstruct(args) -> int:
     with OutputDir(out_path, force=args.force) as out, _InterruptFlag() as interrupt:
         for problem in load_problems(args.input, options):
             _log_start(args, problem)
-            outcome = reconstruct_problem(problem, args.method, config, args.seed, prior_image=_prior(args, problem),
-                                          progress=not args.quiet, interrupt=interrupt)
+            outcome = reconstruct_problem(
+                problem,
+                args.method,
+                config,
+                args.seed,
+                prior_image=_prior(args, problem),
+                progress=not args.quiet,
+                interrupt=interrupt,
+            )
             outcomes.append(outcome)
             _log_outcome(outcome, args.method)
             if interrupt.requested:
                 break
         _write_reconstruct_outputs(out, args, kind, config, outcomes)
-        save_config(out.file("config.toml"), _resolved_config(args, args.method, config), overwrite=True,
-                    comment=_run_comment(outcomes, config))
+        save_config(
+            out.file("config.toml"),
+            _resolved_config(args, args.method, config),
+            overwrite=True,
+            comment=_run_comment(outcomes, config),
+        )
         out.commit()
     log.info("wrote %s", out_path)
     if interrupt.requested:
@@ -612,8 +720,10 @@ def _run_comment(outcomes: list[Outcome], config) -> str:
     """The head of ``config.toml``: what it reruns, and what this run actually did."""
     requested = getattr(config, "iterations", getattr(config, "iters", None))
     done = sorted({o.result.iterations for o in outcomes})
-    text = (f"The settings of this run. `sgdip reconstruct INPUT --config config.toml` reruns the requested job "
-            f"({requested} iterations).\nIterations run: {', '.join(map(str, done))}")
+    text = (
+        f"The settings of this run. `sgdip reconstruct INPUT --config config.toml` reruns the requested job "
+        f"({requested} iterations).\nIterations run: {', '.join(map(str, done))}"
+    )
     if any(o.interrupted for o in outcomes):
         text += " (interrupted before the end)"
     if any(o.result.diverged is not None for o in outcomes):
@@ -630,8 +740,11 @@ def _diverged_status(outcomes: list[Outcome], config, out_path: Path) -> int:
         lr = getattr(config, "lr", None)
         setting = "" if lr is None else f" (lr = {lr:g})"
         hint = "" if lr is None else f"; lower the step size, e.g. --set lr={lr / 10:g}"
-        print(f"{PROG}: error:{where} the loss was not finite at iteration {o.result.diverged}{setting}; "
-              f"the images of iteration {o.result.iterations} are saved in {out_path}{hint}", file=sys.stderr)
+        print(
+            f"{PROG}: error:{where} the loss was not finite at iteration {o.result.diverged}{setting}; "
+            f"the images of iteration {o.result.iterations} are saved in {out_path}{hint}",
+            file=sys.stderr,
+        )
     return FAILED if bad else 0
 
 
@@ -662,8 +775,8 @@ def _reconstruct_volume(args, config, options, indices: list[int], out_path: Pat
     import jax
 
     from .inputs import fastmri_problems
-    from .outputs import check_output_dir
     from .multihost import SliceExchange, SliceStore, file_identity, process_share
+    from .outputs import check_output_dir
     from .reconstruct import outcome_from_bytes, outcome_to_bytes, reconstruct_batch
 
     lead = jax.process_index() == 0
@@ -685,16 +798,27 @@ def _reconstruct_volume(args, config, options, indices: list[int], out_path: Pat
             if several and index not in todo:
                 exchange.publish(index, store.load(index))
         for start in range(0, len(todo), args.batch):
-            block = todo[start: start + args.batch]
+            block = todo[start : start + args.batch]
             problems = list(fastmri_problems(args.input, options, block))
             for problem in problems:
                 _log_start(args, problem)
-            outcomes = reconstruct_batch(problems, args.method, config, args.seed,
-                                         prior_images=[_prior(args, p) for p in problems], devices=devices,
-                                         progress=not args.quiet, interrupt=interrupt)
+            outcomes = reconstruct_batch(
+                problems,
+                args.method,
+                config,
+                args.seed,
+                prior_images=[_prior(args, p) for p in problems],
+                devices=devices,
+                progress=not args.quiet,
+                interrupt=interrupt,
+            )
             if interrupt.requested:
-                log.warning("interrupted: %d of %d slices are saved in %s; rerun the same command to finish",
-                            len(store.done()), len(indices), store.path)
+                log.warning(
+                    "interrupted: %d of %d slices are saved in %s; rerun the same command to finish",
+                    len(store.done()),
+                    len(indices),
+                    store.path,
+                )
                 return interrupt.status
             for index, outcome in zip(block, outcomes):
                 blob = outcome_to_bytes(outcome)
@@ -722,8 +846,12 @@ def _write_volume(out_path: Path, args, config, outcomes: list[Outcome]) -> None
 
     with OutputDir(out_path, force=args.force) as out:
         _write_reconstruct_outputs(out, args, "fastmri", config, outcomes)
-        save_config(out.file("config.toml"), _resolved_config(args, args.method, config), overwrite=True,
-                    comment=_run_comment(outcomes, config))
+        save_config(
+            out.file("config.toml"),
+            _resolved_config(args, args.method, config),
+            overwrite=True,
+            comment=_run_comment(outcomes, config),
+        )
         out.commit()
     log.info("wrote %s", out_path)
 
@@ -755,7 +883,7 @@ def _write_reconstruct_outputs(out, args, kind: str, config, outcomes: list[Outc
         "seed": args.seed,
         "interrupted": any(o.interrupted for o in outcomes),
         "metric_conventions": "magnitude images; data range = maximum of the reference; centre crop to "
-                              "problem.metric_crop when set (fastMRI)",
+        "problem.metric_crop when set (fastMRI)",
         **_environment(),
     }
     if several:
@@ -791,7 +919,8 @@ def cmd_demo(args) -> int:
     out_path = Path(args.out)
     describe = (
         f"{setup['size']}x{setup['size']} shoulder (real magnitude image, 8 simulated coils, 4x VDRS, 30 dB), "
-        f"{setup['network']} U-Net" + (f" (base {setup['base']})" if setup["base"] else "")
+        f"{setup['network']} U-Net"
+        + (f" (base {setup['base']})" if setup["base"] else "")
         + f", {setup['iterations']} iterations"
     )
     with OutputDir(out_path, force=args.force) as out, _InterruptFlag() as interrupt:
@@ -801,10 +930,14 @@ def cmd_demo(args) -> int:
         outcomes: dict[str, Outcome] = {}
         configs = {}
         for method in DEMO_METHODS:
-            configs[method] = method_config(method, network=setup["network"], width=setup["base"],
-                                            iters=setup["iterations"]) if method in DIP_TASKS else method_config(method)
-            outcomes[method] = reconstruct_problem(problem, method, configs[method], args.seed,
-                                                   progress=not args.quiet, interrupt=interrupt)
+            configs[method] = (
+                method_config(method, network=setup["network"], width=setup["base"], iters=setup["iterations"])
+                if method in DIP_TASKS
+                else method_config(method)
+            )
+            outcomes[method] = reconstruct_problem(
+                problem, method, configs[method], args.seed, progress=not args.quiet, interrupt=interrupt
+            )
             if interrupt.requested:
                 break
         outcomes = dict(sorted(outcomes.items(), key=lambda item: -item[1].metrics["psnr"]))
@@ -817,11 +950,19 @@ def cmd_demo(args) -> int:
         for m, o in outcomes.items():
             if m in DIP_TASKS:
                 out.write_history(f"history_{m}.csv", o.result.history)
-        out.write_npz("recon.npz", {**{m.replace("-", "_"): o.image for m, o in outcomes.items()}, "reference": problem.reference})
-        out.write_json("metrics.json", {
-            "setup": describe, "simulated": True, "interrupted": interrupt.requested,
-            "methods": {m: _slice_summary(o) for m, o in outcomes.items()}, **_environment(),
-        })
+        out.write_npz(
+            "recon.npz", {**{m.replace("-", "_"): o.image for m, o in outcomes.items()}, "reference": problem.reference}
+        )
+        out.write_json(
+            "metrics.json",
+            {
+                "setup": describe,
+                "simulated": True,
+                "interrupted": interrupt.requested,
+                "methods": {m: _slice_summary(o) for m, o in outcomes.items()},
+                **_environment(),
+            },
+        )
         from .config import save_config, to_dict
 
         save_config(out.file("config.toml"), {m: to_dict(c) for m, c in configs.items()}, overwrite=True)
@@ -830,8 +971,10 @@ def cmd_demo(args) -> int:
     print(rows)
     print(f"\nfigures and metrics written to {out_path}/")
     if not args.full:
-        print("This is the CPU-sized demo. On a GPU, run the full paper configuration "
-              "(320x320, depth-5 U-Net, 4000 iterations) with: sgdip demo --full")
+        print(
+            "This is the CPU-sized demo. On a GPU, run the full paper configuration "
+            "(320x320, depth-5 U-Net, 4000 iterations) with: sgdip demo --full"
+        )
     return interrupt.status if interrupt.requested else 0
 
 
@@ -868,8 +1011,21 @@ def cmd_info(args) -> int:
     from .data.samples import IMAGE_SAMPLES, MRI_SAMPLES
 
     print(f"sgdip-jax {__version__} (python {platform.python_version()}, {platform.platform()})")
-    for package in ("jax", "jaxlib", "flax", "optax", "numpy", "h5py", "matplotlib", "tqdm",
-                    "pydicom", "pydicom-data", "scikit-image", "Pillow", "PyWavelets"):
+    for package in (
+        "jax",
+        "jaxlib",
+        "flax",
+        "optax",
+        "numpy",
+        "h5py",
+        "matplotlib",
+        "tqdm",
+        "pydicom",
+        "pydicom-data",
+        "scikit-image",
+        "Pillow",
+        "PyWavelets",
+    ):
         print(f"  {package:<13} {_version(package)}")
     print(f"devices (default backend {jax.default_backend()}):")
     for dev in jax.devices():

@@ -45,7 +45,8 @@ import dataclasses
 import functools
 import math
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -99,14 +100,14 @@ class RunOutput:
     chunks: int
     diverged: int | None = None
 
-    def _detected(self, batched: bool) -> "RunOutput":
+    def _detected(self, batched: bool) -> RunOutput:
         """Fill in the ES-WMV detection of an unbatched run (batched runs: per problem in :meth:`unbatch`)."""
         es = self.state.es
         if batched or es is None or not bool(es.triggered):
             return self
         return dataclasses.replace(self, stop_iteration=int(es.best_step), stop_image=es.best_image)
 
-    def unbatch(self) -> list["RunOutput"]:
+    def unbatch(self) -> list[RunOutput]:
         """One unbatched :class:`RunOutput` per problem of a batched run (same timings for all), on the
         host: the state is fetched shard by shard, since slicing a sharded array on the devices needs a
         cross-device collective that multi-process CPU runs do not complete."""
@@ -114,7 +115,9 @@ class RunOutput:
         size = len(state.step)
         return [
             dataclasses.replace(
-                self, state=jax.tree.map(lambda a: a[i], state), history={k: v[:, i] for k, v in self.history.items()}
+                self,
+                state=jax.tree.map(lambda a, i=i: a[i], state),
+                history={k: v[:, i] for k, v in self.history.items()},
             )._detected(False)
             for i in range(size)
         ]
@@ -321,7 +324,9 @@ def run(
     t0 = time.perf_counter()
     if sharding is not None:
         params, net_state, z, key, data, target = jax.device_put((params, net_state, z, key, data, target), sharding)
-    init = functools.partial(init_state, loss_fn, optimizer=optimizer, z_optimizer=z_optimizer, early_stopping=early_stopping)
+    init = functools.partial(
+        init_state, loss_fn, optimizer=optimizer, z_optimizer=z_optimizer, early_stopping=early_stopping
+    )
     state = (jax.jit(jax.vmap(init)) if batched else init)(params, net_state, z, key, data)
     if sharding is not None:
         state = jax.device_put(state, sharding)
@@ -354,7 +359,12 @@ def run(
                 bar.update(len(metrics["loss"]))
                 bar.set_postfix({k: f"{np.mean(v[-1]):.4g}" for k, v in metrics.items()}, refresh=False)
             stop = callback(ChunkInfo(done, state, metrics)) if callback is not None else False
-            es_stop = early_stopping is not None and early_stopping.stop and state.es is not None and bool(jnp.all(state.es.triggered))
+            es_stop = (
+                early_stopping is not None
+                and early_stopping.stop
+                and state.es is not None
+                and bool(jnp.all(state.es.triggered))
+            )
             if stop or es_stop:
                 break
     finally:

@@ -10,7 +10,7 @@ Both return PNG bytes, so callers decide where and how (atomically) to write the
 from __future__ import annotations
 
 import io
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -55,7 +55,9 @@ def comparison_figure(
         errors = {k: (e.mean(axis=-1) if e.ndim == 3 else e) for k, e in errors.items()}
         err_max = max(float(np.max(e)) for e in errors.values()) or 1.0
 
-    fig = Figure(figsize=(2.6 * len(columns) + 0.6, 2.8 * rows + (0.4 if title else 0.0)), dpi=100, layout="constrained")
+    fig = Figure(
+        figsize=(2.6 * len(columns) + 0.6, 2.8 * rows + (0.4 if title else 0.0)), dpi=100, layout="constrained"
+    )
     axes = fig.subplots(rows, len(columns), squeeze=False)
     for j, (label, x) in enumerate(columns):
         ax = axes[0, j]

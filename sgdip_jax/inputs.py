@@ -24,8 +24,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import h5py
 import jax
@@ -156,10 +157,15 @@ def load_mask_file(path: str | Path, shape: tuple[int, ...]) -> np.ndarray:
         raise FileNotFoundError(f"{path}: no such mask file")
     if path.suffix.lower() in (".npy", ".npz"):
         mask = load_array(path, "mask", ("mask",))
-        if not (np.issubdtype(mask.dtype, np.bool_) or np.issubdtype(mask.dtype, np.number)) or \
-                np.iscomplexobj(mask) or not np.isin(mask, (0, 1)).all():
-            raise ValueError(f"{path}: a mask holds 0 and 1 only (or booleans), got values of dtype {mask.dtype} "
-                             f"such as {np.unique(mask)[:4].tolist()}")
+        if (
+            not (np.issubdtype(mask.dtype, np.bool_) or np.issubdtype(mask.dtype, np.number))
+            or np.iscomplexobj(mask)
+            or not np.isin(mask, (0, 1)).all()
+        ):
+            raise ValueError(
+                f"{path}: a mask holds 0 and 1 only (or booleans), got values of dtype {mask.dtype} "
+                f"such as {np.unique(mask)[:4].tolist()}"
+            )
         mask = mask != 0
     else:
         img = images.load_image(path, grey=True)
@@ -320,7 +326,11 @@ def fastmri_slice_problem(data: fastmri.FastMRIData, options: InputOptions) -> P
     if options.crop and rows > options.crop:
         kspace = crop_readout(kspace, options.crop)
     h, w = kspace.shape[-2:]
-    meta: dict[str, Any] = {"slice": data.slices[0], "kspace_shape": list(data.kspace.shape[1:]), "coils": kspace.shape[0]}
+    meta: dict[str, Any] = {
+        "slice": data.slices[0],
+        "kspace_shape": list(data.kspace.shape[1:]),
+        "coils": kspace.shape[0],
+    }
     if data.mask is not None:
         if data.mask.shape != (w,):
             raise ValueError(f"{data.path}: 'mask' has shape {data.mask.shape}, expected ({w},) to match kspace")
@@ -355,7 +365,9 @@ def fastmri_slice_problem(data: fastmri.FastMRIData, options: InputOptions) -> P
         acceleration=acceleration,
         image_shape=[h, w],
         smaps=how,
-        reference="reconstruction_rss" if data.reconstruction_rss is not None else ("rss of fully sampled data" if target is not None else None),
+        reference="reconstruction_rss"
+        if data.reconstruction_rss is not None
+        else ("rss of fully sampled data" if target is not None else None),
         metric_crop=None if crop is None else list(crop),
     )
     return Problem(MultiCoilMRI.create(smaps, mask), y, target, reference, crop, meta)

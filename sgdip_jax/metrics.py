@@ -55,8 +55,7 @@ def center_crop(x, shape, axes=(-2, -1)):
         n = x.shape[axis]
         if not 0 < size <= n:
             raise ValueError(
-                f"center_crop: crop size {shape} does not fit the array shape {tuple(x.shape)} "
-                f"(axes {axes})"
+                f"center_crop: crop size {shape} does not fit the array shape {tuple(x.shape)} (axes {axes})"
             )
         start = (n - size) // 2
         index[axis] = slice(start, start + size)

@@ -21,8 +21,9 @@ import sys
 import threading
 import time
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -39,7 +40,7 @@ def process_share(items: Sequence, index: int | None = None, count: int | None =
     index = jax.process_index() if index is None else index
     count = jax.process_count() if count is None else count
     bounds = np.linspace(0, len(items), count + 1).round().astype(int)
-    return list(items[bounds[index]: bounds[index + 1]])
+    return list(items[bounds[index] : bounds[index + 1]])
 
 
 def file_identity(path: str | os.PathLike) -> dict[str, Any]:
@@ -110,15 +111,15 @@ class SliceStore:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-def start_distributed(coordinator: str | None, num_processes: int | None, process_id: int | None,
-                      peer_timeout: float) -> None:
+def start_distributed(
+    coordinator: str | None, num_processes: int | None, process_id: int | None, peer_timeout: float
+) -> None:
     """``jax.distributed.initialize`` for a volume run. :class:`SliceExchange` reports a lost peer
     after ``peer_timeout`` seconds; the coordination service's own heartbeat timeout (which aborts the
     survivors) is set 30 s later, as a backstop."""
     import jax
 
-    jax.distributed.initialize(coordinator, num_processes, process_id,
-                               heartbeat_timeout_seconds=int(peer_timeout) + 30)
+    jax.distributed.initialize(coordinator, num_processes, process_id, heartbeat_timeout_seconds=int(peer_timeout) + 30)
 
 
 class SliceExchange:
@@ -135,8 +136,14 @@ class SliceExchange:
     otherwise). ``client`` defaults to the one ``jax.distributed.initialize`` made.
     """
 
-    def __init__(self, run_key: str, peer_timeout: float = 120.0, client=None, process: int | None = None,
-                 processes: int | None = None):
+    def __init__(
+        self,
+        run_key: str,
+        peer_timeout: float = 120.0,
+        client=None,
+        process: int | None = None,
+        processes: int | None = None,
+    ):
         import jax
         from jax._src import distributed
 
@@ -150,7 +157,7 @@ class SliceExchange:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._heartbeat, daemon=True)
 
-    def __enter__(self) -> "SliceExchange":
+    def __enter__(self) -> SliceExchange:
         self._thread.start()
         return self
 
@@ -161,7 +168,8 @@ class SliceExchange:
     def _lost(self, what: str) -> None:
         sys.stderr.write(
             f"sgdip: error: {what} while process {self.process} was {self.doing}; finished slices are kept "
-            f"in each process's OUT.partial: rerun the same command on every process to resume\n")
+            f"in each process's OUT.partial: rerun the same command on every process to resume\n"
+        )
         sys.stderr.flush()
         os._exit(1)
 
@@ -182,8 +190,10 @@ class SliceExchange:
                 if beat != last:
                     seen[p] = (beat, now)
                 elif now - since > self.peer_timeout:
-                    self._lost(f"process {p} stopped responding (no heartbeat for {now - since:.0f} s, "
-                               f"--peer-timeout {self.peer_timeout:g})")
+                    self._lost(
+                        f"process {p} stopped responding (no heartbeat for {now - since:.0f} s, "
+                        f"--peer-timeout {self.peer_timeout:g})"
+                    )
             self._stop.wait(self.peer_timeout / 10)
 
     def _set(self, key: str, value: bytes) -> None:
@@ -205,7 +215,7 @@ class SliceExchange:
 
     def publish(self, index: int, blob: bytes) -> None:
         """Make slice ``index`` available to process 0."""
-        parts = [blob[i: i + CHUNK] for i in range(0, len(blob), CHUNK)] or [b""]
+        parts = [blob[i : i + CHUNK] for i in range(0, len(blob), CHUNK)] or [b""]
         for k, part in enumerate(parts):
             self._set(f"slice/{index}/{k}", part)
         self._set(f"slice/{index}/parts", str(len(parts)).encode())

@@ -19,13 +19,13 @@ import math
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
 from .methods.result import atomic_write
-
 
 MARKER = ".sgdip-result"
 """File in every committed result directory: what ``force`` may replace."""
@@ -45,8 +45,10 @@ def check_output_dir(path: str | os.PathLike, force: bool = False) -> Path:
     path = Path(path)
     resolved, cwd = path.resolve(), Path.cwd().resolve()
     if resolved == Path(resolved.anchor) or resolved == Path.home().resolve() or cwd.is_relative_to(resolved):
-        raise FileExistsError(f"output directory {str(path)!r} is the root, the home directory or holds the "
-                              f"working directory; choose a new folder for --out")
+        raise FileExistsError(
+            f"output directory {str(path)!r} is the root, the home directory or holds the "
+            f"working directory; choose a new folder for --out"
+        )
     if path.exists() and not path.is_dir():
         raise FileExistsError(f"output path {str(path)!r} exists and is not a directory")
     if _is_occupied(path) and not force:
@@ -160,7 +162,7 @@ class OutputDir:
         """Give the staged tree the permissions of ordinary new files (temp files start private)."""
         umask = os.umask(0)
         os.umask(umask)
-        for root, dirs, files in os.walk(self.staging):
+        for root, _dirs, files in os.walk(self.staging):
             os.chmod(root, 0o777 & ~umask)
             for name in files:
                 os.chmod(os.path.join(root, name), 0o666 & ~umask)
@@ -185,7 +187,7 @@ class OutputDir:
         if not self.committed:
             shutil.rmtree(self.staging, ignore_errors=True)
 
-    def __enter__(self) -> "OutputDir":
+    def __enter__(self) -> OutputDir:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -18,7 +18,7 @@ per-step draws use threefry keys, which ``jax.vmap`` leaves unchanged.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -83,8 +83,16 @@ def run_dip_batch(
         problems_padded = problems
     params, net_state, z, key, data, target = _stack([p.engine_args() for p in problems_padded])
     out = engine.run(
-        params=params, net_state=net_state, z=z, key=key, data=data, target=target,
-        progress=progress, callback=callback, batched=True, sharding=sharding,
+        params=params,
+        net_state=net_state,
+        z=z,
+        key=key,
+        data=data,
+        target=target,
+        progress=progress,
+        callback=callback,
+        batched=True,
+        sharding=sharding,
         **engine_options(tasks[0], operators[0]),
     )
     return [make_result(task, p, o) for task, p, o in zip(tasks, problems, out.unbatch()[:n])]

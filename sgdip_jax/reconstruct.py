@@ -12,7 +12,8 @@ import dataclasses
 import inspect
 import io
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
@@ -57,7 +58,10 @@ def _warn_unmeasurable(problem) -> None:
     if problem.reference is not None and min(np.shape(problem.reference)[:2]) < SSIM_WIN:
         logging.getLogger("sgdip").warning(
             "SSIM will be absent (null): the reference %s is smaller than its %dx%d window",
-            "x".join(map(str, np.shape(problem.reference)[:2])), SSIM_WIN, SSIM_WIN)
+            "x".join(map(str, np.shape(problem.reference)[:2])),
+            SSIM_WIN,
+            SSIM_WIN,
+        )
 
 
 def _scaled(problem):
@@ -68,8 +72,10 @@ def _scaled(problem):
     if not peak > 0:
         if not np.any(np.asarray(problem.y)):
             raise ValueError("the measurements are all zero (nothing was sampled where the data is non-zero)")
-        raise ValueError("the zero-filled image A^H y is all zero although the measurements are not: the coil maps "
-                         "are zero (check --smaps, the file's 'smaps', or ESPIRiT's calibration lines)")
+        raise ValueError(
+            "the zero-filled image A^H y is all zero although the measurements are not: the coil maps "
+            "are zero (check --smaps, the file's 'smaps', or ESPIRiT's calibration lines)"
+        )
     scale = 1.0 / peak
     target = None if problem.target is None else jnp.asarray(problem.target) * scale
     return zero_filled, scale, y * scale, target
@@ -77,8 +83,10 @@ def _scaled(problem):
 
 def _outcome(problem, config, result, zero_filled, scale, interrupted) -> Outcome:
     """Scale ``result`` back to the problem's units, pick the reported image and evaluate it."""
-    unscale = {k: None if getattr(result, k) is None else np.asarray(getattr(result, k)) / scale
-               for k in ("image", "ema_image", "stop_image")}
+    unscale = {
+        k: None if getattr(result, k) is None else np.asarray(getattr(result, k)) / scale
+        for k in ("image", "ema_image", "stop_image")
+    }
     result = dataclasses.replace(result, **unscale)
     use_stop = result.stop_image is not None and getattr(getattr(config, "early_stopping", None), "stop", False)
     image = result.stop_image if use_stop else result.ema_image
@@ -114,8 +122,9 @@ def reconstruct_problem(problem, method, config, seed=0, *, prior_image=None, pr
     result = run_method(method, problem.operator, y, config, seed, **kwargs)
     requested = getattr(config, "iterations", getattr(config, "iters", None))
     cut_short = requested is not None and result.iterations < requested and result.diverged is None
-    return _outcome(problem, config, result, zero_filled, scale,
-                    bool(interrupt is not None and interrupt.requested and cut_short))
+    return _outcome(
+        problem, config, result, zero_filled, scale, bool(interrupt is not None and interrupt.requested and cut_short)
+    )
 
 
 def reconstruct_batch(
@@ -140,16 +149,24 @@ def reconstruct_batch(
 
     priors = [None] * len(problems) if prior_images is None else list(prior_images)
     if method not in DIP_TASKS:
-        return [reconstruct_problem(p, method, config, seed, prior_image=r, progress=progress, interrupt=interrupt)
-                for p, r in zip(problems, priors)]
+        return [
+            reconstruct_problem(p, method, config, seed, prior_image=r, progress=progress, interrupt=interrupt)
+            for p, r in zip(problems, priors)
+        ]
     scaled = [_scaled(p) for p in problems]
     make_task = DIP_TASKS[method]
     tasks = [make_task(config, prior_image=r) if method == "ref-dip" else make_task(config) for r in priors]
     targets = None if problems[0].target is None else [t for *_, t in scaled]
     callback = None if interrupt is None else (lambda info: interrupt.requested)
     results = run_dip_batch(
-        tasks, [p.operator for p in problems], [y for *_, y, _ in scaled], [seed] * len(problems), targets,
-        devices=devices, progress=progress, callback=callback,
+        tasks,
+        [p.operator for p in problems],
+        [y for *_, y, _ in scaled],
+        [seed] * len(problems),
+        targets,
+        devices=devices,
+        progress=progress,
+        callback=callback,
     )
     interrupted = bool(interrupt is not None and interrupt.requested)
     return [_outcome(p, config, r, zf, s, interrupted) for p, r, (zf, s, *_) in zip(problems, results, scaled)]
@@ -162,8 +179,12 @@ def outcome_to_bytes(outcome: Outcome) -> bytes:
     """An outcome as one ``.npz`` file's bytes: its images, history and metadata, and the problem's
     reference, crop and provenance (the operator and measurements are not kept)."""
     r = outcome.result
-    arrays = {"image": outcome.image, "zero_filled": outcome.zero_filled, "result/image": r.image,
-              "result/ema_image": r.ema_image}
+    arrays = {
+        "image": outcome.image,
+        "zero_filled": outcome.zero_filled,
+        "result/image": r.image,
+        "result/ema_image": r.ema_image,
+    }
     if r.stop_image is not None:
         arrays["result/stop_image"] = r.stop_image
     if outcome.problem.reference is not None:
@@ -172,10 +193,16 @@ def outcome_to_bytes(outcome: Outcome) -> bytes:
     from .outputs import to_jsonable
 
     meta = {
-        "metrics": outcome.metrics, "zero_filled_metrics": outcome.zero_filled_metrics,
-        "data_scale": outcome.data_scale, "interrupted": outcome.interrupted,
-        "crop": outcome.problem.crop, "problem": outcome.problem.meta,
-        "result": {k: getattr(r, k) for k in ("method", "iterations", "config", "seed", "wall_time", "stop_iteration", "diverged")},
+        "metrics": outcome.metrics,
+        "zero_filled_metrics": outcome.zero_filled_metrics,
+        "data_scale": outcome.data_scale,
+        "interrupted": outcome.interrupted,
+        "crop": outcome.problem.crop,
+        "problem": outcome.problem.meta,
+        "result": {
+            k: getattr(r, k)
+            for k in ("method", "iterations", "config", "seed", "wall_time", "stop_iteration", "diverged")
+        },
     }
     arrays["meta"] = np.frombuffer(json.dumps(to_jsonable(meta)).encode(), np.uint8)
     buffer = io.BytesIO()
@@ -192,12 +219,23 @@ def outcome_from_bytes(blob: bytes) -> Outcome:
         arrays = {k: z[k] for k in z.files}
     meta = json.loads(arrays.pop("meta").tobytes())
     crop = None if meta["crop"] is None else tuple(meta["crop"])
-    problem = Problem(operator=None, y=None, target=None, reference=arrays.get("reference"), crop=crop,
-                      meta=meta["problem"])
-    result = Result(
-        image=arrays["result/image"], ema_image=arrays["result/ema_image"], stop_image=arrays.get("result/stop_image"),
-        history={k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("history/")}, **meta["result"],
+    problem = Problem(
+        operator=None, y=None, target=None, reference=arrays.get("reference"), crop=crop, meta=meta["problem"]
     )
-    return Outcome(problem=problem, result=result, image=arrays["image"], zero_filled=arrays["zero_filled"],
-                   metrics=meta["metrics"], zero_filled_metrics=meta["zero_filled_metrics"],
-                   data_scale=meta["data_scale"], interrupted=meta["interrupted"])
+    result = Result(
+        image=arrays["result/image"],
+        ema_image=arrays["result/ema_image"],
+        stop_image=arrays.get("result/stop_image"),
+        history={k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("history/")},
+        **meta["result"],
+    )
+    return Outcome(
+        problem=problem,
+        result=result,
+        image=arrays["image"],
+        zero_filled=arrays["zero_filled"],
+        metrics=meta["metrics"],
+        zero_filled_metrics=meta["zero_filled_metrics"],
+        data_scale=meta["data_scale"],
+        interrupted=meta["interrupted"],
+    )

@@ -32,8 +32,12 @@ def crash_after_first_batch(monkeypatch):
 def signal_during_run(argv, started: str, signum: int, delay: float, timeout: float = 300):
     """Run ``python -m sgdip_jax.cli *argv``, send ``signum`` ``delay`` seconds after the log line
     containing ``started``; ``(process, stderr after that line, seconds from the signal to exit)``."""
-    proc = subprocess.Popen([sys.executable, "-m", "sgdip_jax.cli", *map(str, argv)], stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sgdip_jax.cli", *map(str, argv)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
     for line in proc.stderr:
         if started in line:
             break

@@ -34,8 +34,9 @@ q = load_quality()
 
 
 def run_script(script, *args):
-    proc = subprocess.run([sys.executable, str(script), *map(str, args)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=TIME_BOUND)
+    proc = subprocess.run(
+        [sys.executable, str(script), *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=TIME_BOUND
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return proc.stdout
 
@@ -82,7 +83,9 @@ def test_quality_quick(tmp_path, cache):
             if method.endswith(q.ORACLE):
                 best = max(r["lam_table"], key=lambda e: e["psnr"])
                 assert r["lam"] == best["lam"] and r["psnr"] == pytest.approx(best["psnr"], abs=1e-3)
-                assert r["psnr"] >= rows[method.removesuffix(q.ORACLE)]["psnr"] - 0.05  # auto is not better than the grid's best
+                assert (
+                    r["psnr"] >= rows[method.removesuffix(q.ORACLE)]["psnr"] - 0.05
+                )  # auto is not better than the grid's best
             elif method in q.CLASSICAL[section]:
                 assert "auto: GCV" in r["setting"] and r["lam"] > 0
 
@@ -92,15 +95,18 @@ def test_quality_quick(tmp_path, cache):
     reference = np.abs(problem.target)
     zf = np.abs(zero_filled_numpy(problem.y, np.asarray(problem.operator.smaps)))
     assert mri["zero-filled"]["psnr"] == pytest.approx(
-        peak_signal_noise_ratio(reference, zf, data_range=reference.max()), abs=1e-3)
+        peak_signal_noise_ratio(reference, zf, data_range=reference.max()), abs=1e-3
+    )
     assert mri["zero-filled"]["ssim"] == pytest.approx(
-        structural_similarity(reference, zf, data_range=reference.max()), abs=1e-4)
+        structural_similarity(reference, zf, data_range=reference.max()), abs=1e-4
+    )
     problem = q.inpainting_problem("camera", "p50", size, 0)
     assert abs(data["problems"][problem.label]["missing_fraction"] - 0.5) < 0.15
     image, mask = problem.target, np.asarray(problem.operator.mask)
     for method, estimate in (("masked", image * mask), ("biharmonic", inpaint_biharmonic(image * mask, mask == 0))):
         assert inpainting[method]["psnr"] == pytest.approx(
-            peak_signal_noise_ratio(image, estimate, data_range=image.max()), abs=1e-3)
+            peak_signal_noise_ratio(image, estimate, data_range=image.max()), abs=1e-3
+        )
 
     # Overfitting runs: 3x the iterations, and the first 1x iterates are those of the table's run.
     overfit = {r["method"]: r for r in data["overfit"]}
@@ -117,8 +123,25 @@ def test_quality_quick(tmp_path, cache):
 @pytest.mark.slow
 def test_sweep_records_every_run_resumes_and_tabulates(tmp_path):
     out = tmp_path / "sweep"
-    argv = ["--size", "32", "--network", "unet1", "--base", "4", "--iters", "10", "--factor", "2",
-            "--cases", "shoulder-4x30", "--variants", "dip", "c0.5", "--out", out]
+    argv = [
+        "--size",
+        "32",
+        "--network",
+        "unet1",
+        "--base",
+        "4",
+        "--iters",
+        "10",
+        "--factor",
+        "2",
+        "--cases",
+        "shoulder-4x30",
+        "--variants",
+        "dip",
+        "c0.5",
+        "--out",
+        out,
+    ]
     stdout = run_script(SWEEP, *argv)
     rows = [json.loads(line) for line in (out / "sweep.jsonl").read_text().splitlines()]
     assert [(r["variant"], r["case"]) for r in rows] == [("dip", "shoulder-4x30"), ("c0.5", "shoulder-4x30")]
@@ -138,8 +161,13 @@ def test_quality_refuses_to_overwrite(tmp_path):
     out = tmp_path / "q"
     out.mkdir()
     (out / "quality.json").write_text("{}")
-    again = subprocess.run([sys.executable, str(QUALITY), "--quick", "--out", str(out)], cwd=ROOT,
-                           capture_output=True, text=True, timeout=TIME_BOUND)
+    again = subprocess.run(
+        [sys.executable, str(QUALITY), "--quick", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=TIME_BOUND,
+    )
     assert again.returncode == 2 and "exists" in again.stderr
 
 
@@ -163,14 +191,17 @@ def test_motion_reference_is_a_moved_copy():
     from skimage.transform import AffineTransform, warp
 
     rows, cols = np.mgrid[:48, :48]
-    x = (np.exp(-((rows - 14) ** 2 + (cols - 34) ** 2) / 18.0) + np.exp(-((rows - 30) ** 2 + (cols - 12) ** 2) / 32.0))
+    x = np.exp(-((rows - 14) ** 2 + (cols - 34) ** 2) / 18.0) + np.exp(-((rows - 30) ** 2 + (cols - 12) ** 2) / 32.0)
     x = x.astype(np.complex64)
     ref = q.motion_reference(x, 0.0, 0)
     h, w = x.shape
     centre = np.array([(w - 1) / 2, (h - 1) / 2])
     # (col, row) coordinates with rows downward: rotate about the centre by -angle, then shift.
-    motion = AffineTransform(translation=-centre) + AffineTransform(rotation=-np.deg2rad(q.REF_ROTATION_DEG)) \
+    motion = (
+        AffineTransform(translation=-centre)
+        + AffineTransform(rotation=-np.deg2rad(q.REF_ROTATION_DEG))
         + AffineTransform(translation=centre + [q.REF_SHIFT[1] * w, q.REF_SHIFT[0] * h])
+    )
     expected = warp(np.abs(x), motion.inverse, order=3, mode="constant")
     assert np.max(np.abs(np.abs(ref) - expected)) < 0.01
     assert np.max(np.abs(np.abs(ref) - np.abs(x))) > 0.1  # the motion is visible at this tolerance
@@ -237,9 +268,25 @@ def test_gpu_suite_dry_run_runs_every_part_and_reads_the_targets(tmp_path):
 
 def test_gpu_suite_stops_a_part_at_its_cap_and_keeps_going(tmp_path):
     out = tmp_path / "capped"
-    proc = subprocess.run([sys.executable, str(GPU_SUITE), "--dry-run", "--out", str(out), "--parts", "quality",
-                           "throughput", "--cap", "quality=1", "--cap", "throughput=1"],
-                          capture_output=True, text=True, timeout=TIME_BOUND)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(GPU_SUITE),
+            "--dry-run",
+            "--out",
+            str(out),
+            "--parts",
+            "quality",
+            "throughput",
+            "--cap",
+            "quality=1",
+            "--cap",
+            "throughput=1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=TIME_BOUND,
+    )
     assert proc.returncode == 1
     parts = json.loads((out / "suite.json").read_text())["parts"]
     assert list(parts) == ["quality", "throughput"]

@@ -72,8 +72,14 @@ def test_tv_matches_sigpy(case):
     # here; steps with tau / sigma = 100 (sigma tau ||[A; G]||^2 < 1, ||[A; G]||^2 <= 9) converge
     # in a few hundred. Any valid steps give the same minimiser.
     ref = mr.app.TotalVariationRecon(
-        case["y"], case["smaps"], TV_LAM, weights=case["mask"], max_iter=600,
-        sigma=0.99 / 30, tau=0.99 * 10 / 3, show_pbar=False,
+        case["y"],
+        case["smaps"],
+        TV_LAM,
+        weights=case["mask"],
+        max_iter=600,
+        sigma=0.99 / 30,
+        tau=0.99 * 10 / 3,
+        show_pbar=False,
     ).run()
     ours = C.tv(case["op"], case["y"], C.TVConfig(lam=TV_LAM, iters=600), target=case["x"])
     ref_db, ours_db = _db(ref, case), _db(ours.image, case)
@@ -100,9 +106,7 @@ def test_l1_wavelet_matches_sigpy(case):
 
 def test_zero_filled_is_the_coil_combined_adjoint(case):
     result = C.zero_filled(case["op"], case["y"], target=case["x"])
-    coil_images = np.fft.fftshift(
-        np.fft.ifft2(np.fft.ifftshift(case["y"], axes=(-2, -1)), norm="ortho"), axes=(-2, -1)
-    )
+    coil_images = np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(case["y"], axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
     expected = np.sum(np.conj(case["smaps"]) * coil_images, axis=0)
     np.testing.assert_allclose(result.image, expected, atol=1e-5 * np.abs(expected).max())
     assert result.method == "zero-filled" and result.iterations == 0
@@ -155,6 +159,7 @@ def test_l1_wavelet_denoising_closed_form(name):
 def _dual_tv_denoise(f, lam, axes, isotropic, iters=3000):
     """Independent solver: projected gradient on the dual of min 1/2||x-f||^2 + lam||G x||_1,
     max_{|q| <= lam} 1/2||f||^2 - 1/2||f - G^T q||^2 (NumPy, step 1/8). Returns the dual value."""
+
     def g(x):
         return np.stack([x - np.roll(x, 1, axis=a) for a in axes])
 
@@ -261,7 +266,7 @@ def test_errors_name_the_problem():
     y = np.zeros((16, 16), np.float32)
     with pytest.raises(ValueError, match="config: expected TVConfig"):
         C.tv(op, y, C.CGSenseConfig())
-    with pytest.raises(ValueError, match="TVConfig.lam: expected \"auto\", \"discrepancy\" or a finite number >= 0"):
+    with pytest.raises(ValueError, match='TVConfig.lam: expected "auto", "discrepancy" or a finite number >= 0'):
         C.tv(op, y, C.TVConfig(lam=-1.0))
     with pytest.raises(ValueError, match="CGSenseConfig.iters: expected an integer >= 1"):
         C.cg_sense(op, y, C.CGSenseConfig(iters=0))

@@ -9,16 +9,16 @@ import json
 import os
 import subprocess
 import sys
-import tomllib
 
 import h5py
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import tomllib
+from conftest import SIGINT, signal_during_run
 from PIL import Image
 from pydicom.data import get_testdata_file
 
-from conftest import SIGINT, signal_during_run
 from sgdip_jax.cli import build_parser, main
 from sgdip_jax.data import center_crop, read_fastmri, sample_image, sample_mri, save_case, write_fastmri
 from sgdip_jax.metrics import evaluate
@@ -87,8 +87,19 @@ def test_case_every_method(files, tmp_path, method):
     out = tmp_path / "out"
     extra = []
     if method == "ref-dip":  # reference-guided DIP with a reference image resampled from 64x64, and ES-WMV
-        extra = ["--reference", files["dicom"], "--iters", "200", "--early-stopping", "--set", "chunk=5",
-                 "--set", "early_stopping.window=3", "--set", "early_stopping.patience=2"]
+        extra = [
+            "--reference",
+            files["dicom"],
+            "--iters",
+            "200",
+            "--early-stopping",
+            "--set",
+            "chunk=5",
+            "--set",
+            "early_stopping.window=3",
+            "--set",
+            "early_stopping.patience=2",
+        ]
     assert run(["reconstruct", files["case"], "--method", method, "--out", out, *TINY, *extra]) == 0
     m, cfg = check_common_outputs(out, method)
     assert m["input_kind"] == "case" and m["simulated"] is True
@@ -121,8 +132,21 @@ def test_fastmri_volume_against_reconstruction_rss(files, tmp_path):
     """The fastMRI path: all slices, readout crop 128 -> 64 rows, retrospective 2x mask with 24 centre
     lines, ESPIRiT maps from those lines, metrics against the file's 48x48 reconstruction_rss."""
     out = tmp_path / "vol"
-    args = ["reconstruct", files["h5"], "--slices", "all", "--crop", "64", "--acceleration", "2",
-            "--center-fraction", "0.375", "--method", "cg-sense", "--quiet"]
+    args = [
+        "reconstruct",
+        files["h5"],
+        "--slices",
+        "all",
+        "--crop",
+        "64",
+        "--acceleration",
+        "2",
+        "--center-fraction",
+        "0.375",
+        "--method",
+        "cg-sense",
+        "--quiet",
+    ]
     assert run([*args, "--out", out]) == 0
     m = load_metrics(out)
     assert m["input_kind"] == "fastmri" and m["simulated"] is False and len(m["slices"]) == 3
@@ -156,7 +180,10 @@ def test_fastmri_single_slice_own_mask(files, tmp_path):
     path = tmp_path / "under.h5"
     write_fastmri(path, full.kspace * lines, mask=lines, reconstruction_rss=full.reconstruction_rss)
     out = tmp_path / "o"
-    assert run(["reconstruct", path, "--slice", "0", "--crop", "64", "--method", "zero-filled", "--out", out, "--quiet"]) == 0
+    assert (
+        run(["reconstruct", path, "--slice", "0", "--crop", "64", "--method", "zero-filled", "--out", out, "--quiet"])
+        == 0
+    )
     m = load_metrics(out)
     assert m["problem"]["acceleration"] == pytest.approx(64 / lines.sum())
     assert m["problem"]["mask"] == "file"
@@ -166,7 +193,24 @@ def test_fastmri_single_slice_own_mask(files, tmp_path):
 
 def test_dicom_is_simulated(files, tmp_path):
     out = tmp_path / "dcm"
-    assert run(["reconstruct", files["dicom"], "--size", "32", "--coils", "4", "--method", "cg-sense", "--out", out, "--quiet"]) == 0
+    assert (
+        run(
+            [
+                "reconstruct",
+                files["dicom"],
+                "--size",
+                "32",
+                "--coils",
+                "4",
+                "--method",
+                "cg-sense",
+                "--out",
+                out,
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     m, _ = check_common_outputs(out, "cg-sense")
     assert m["input_kind"] == "dicom" and m["simulated"] is True
     assert m["problem"]["coils"] == 4 and m["problem"]["image_shape"] == [32, 32]
@@ -202,8 +246,21 @@ def snapshot(d):
 
 def test_existing_output_refused_then_force(files, tmp_path, capsys):
     out = tmp_path / "d"
-    args = ["reconstruct", files["case"], "--method", "sgdip", "--iters", "200", "--out", out,
-            "--network", "unet1", "--width", "4", "--quiet"]
+    args = [
+        "reconstruct",
+        files["case"],
+        "--method",
+        "sgdip",
+        "--iters",
+        "200",
+        "--out",
+        out,
+        "--network",
+        "unet1",
+        "--width",
+        "4",
+        "--quiet",
+    ]
     assert run(args) == 0
     m = load_metrics(out)
     assert m["iterations"] == 200 and m["metrics"]["psnr"] > 0
@@ -300,7 +357,9 @@ def test_help_explains_every_option_with_default(command, capsys):
         main([command, "--help"])
     assert exc.value.code == 0
     text = capsys.readouterr().out
-    sub = next(a for a in build_parser()._actions if hasattr(a, "choices") and isinstance(a.choices, dict)).choices[command]
+    sub = next(a for a in build_parser()._actions if hasattr(a, "choices") and isinstance(a.choices, dict)).choices[
+        command
+    ]
     options = [a for a in sub._actions if a.option_strings and a.dest != "help"]
     blocks = {}
     for line in text.splitlines():
@@ -322,14 +381,31 @@ def test_subprocess_module_and_script(files, tmp_path):
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     out = tmp_path / "p"
     proc = subprocess.run(
-        [sys.executable, "-m", "sgdip_jax.cli", "reconstruct", str(files["case"]), "--method", "zero-filled",
-         "--out", str(out), "--quiet"], capture_output=True, text=True, env=env, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "sgdip_jax.cli",
+            "reconstruct",
+            str(files["case"]),
+            "--method",
+            "zero-filled",
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     assert load_metrics(out)["method"] == "zero-filled"
     proc = subprocess.run(
         [sys.executable, "-m", "sgdip_jax.cli", "reconstruct", str(tmp_path / "nope.h5")],
-        capture_output=True, text=True, env=env, timeout=300,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip() == f"sgdip: error: {tmp_path / 'nope.h5'}: no such file"
@@ -342,8 +418,26 @@ def test_ctrl_c_saves_partial_result(files, tmp_path):
     history so far are saved, metrics.json says interrupted, exit status 130."""
     out = tmp_path / "int"
     proc, err, _ = signal_during_run(  # the log line "case.npz: dip" is printed just before the run starts
-        ["reconstruct", files["case"], "--method", "dip", "--iters", "1000000", "--network", "unet1",
-         "--width", "4", "--set", "chunk=10", "--out", out], "case.npz: dip", SIGINT, 2.0)
+        [
+            "reconstruct",
+            files["case"],
+            "--method",
+            "dip",
+            "--iters",
+            "1000000",
+            "--network",
+            "unet1",
+            "--width",
+            "4",
+            "--set",
+            "chunk=10",
+            "--out",
+            out,
+        ],
+        "case.npz: dip",
+        SIGINT,
+        2.0,
+    )
     assert proc.returncode == 130, err
     m = load_metrics(out)
     assert m["interrupted"] is True and 0 < m["iterations"] < 1000000 and m["iterations"] % 10 == 0

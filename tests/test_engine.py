@@ -36,9 +36,20 @@ def toy_problem(seed=0):
 def run_toy(iterations, chunk, loop, key=jax.random.PRNGKey(7), train_z=True, **kw):
     params, net_state, z, data = toy_problem()
     return engine.run(
-        toy_loss, params, net_state, z, key, data,
-        iterations=iterations, chunk=chunk, loop=loop, ema=BETA, progress=False,
-        optimizer=optax.adam(LR), z_optimizer=optax.adam(LR_Z) if train_z else None, **kw,
+        toy_loss,
+        params,
+        net_state,
+        z,
+        key,
+        data,
+        iterations=iterations,
+        chunk=chunk,
+        loop=loop,
+        ema=BETA,
+        progress=False,
+        optimizer=optax.adam(LR),
+        z_optimizer=optax.adam(LR_Z) if train_z else None,
+        **kw,
     )
 
 
@@ -83,8 +94,16 @@ def test_batched_run_equals_separate_runs(loop):
     es = ESConfig(window=2, patience=2)
     problems = [toy_problem(seed) for seed in range(3)]
     keys = [jax.random.PRNGKey(10 + i) for i in range(3)]
-    common = dict(iterations=7, chunk=3, loop=loop, ema=BETA, progress=False, optimizer=optax.adam(LR),
-                  z_optimizer=optax.adam(LR_Z), early_stopping=es)
+    common = dict(
+        iterations=7,
+        chunk=3,
+        loop=loop,
+        ema=BETA,
+        progress=False,
+        optimizer=optax.adam(LR),
+        z_optimizer=optax.adam(LR_Z),
+        early_stopping=es,
+    )
     alone = [engine.run(toy_loss, *p[:3], k, p[3], **common) for p, k in zip(problems, keys)]
     stacked = jax.tree.map(lambda *a: jnp.stack(a), *problems)
     out = engine.run(toy_loss, *stacked[:3], jnp.stack(keys), stacked[3], batched=True, **common)
@@ -101,8 +120,17 @@ def test_batched_run_equals_separate_runs(loop):
 
 def test_fixed_input_is_not_updated_and_caller_arrays_survive():
     params, net_state, z, data = toy_problem()
-    out = engine.run(toy_loss, params, net_state, z, jax.random.PRNGKey(0), data, iterations=5,
-                     optimizer=optax.adam(LR), progress=False)
+    out = engine.run(
+        toy_loss,
+        params,
+        net_state,
+        z,
+        jax.random.PRNGKey(0),
+        data,
+        iterations=5,
+        optimizer=optax.adam(LR),
+        progress=False,
+    )
     assert out.state.z_opt_state is None
     np.testing.assert_array_equal(out.state.z, z)
     assert not np.array_equal(out.state.params["w"], params["w"])  # the caller's params are not donated
@@ -215,8 +243,15 @@ def test_early_stopping_stops_the_run_and_keeps_the_argmin_image():
 
     W, P, chunk = 10, 25, 20
     out = engine.run(
-        loss, {"w": jnp.ones(3)}, {"t": jnp.zeros((), jnp.int32)}, jnp.zeros((1, 1)), key,
-        iterations=1000, chunk=chunk, optimizer=optax.sgd(0.0), progress=False,
+        loss,
+        {"w": jnp.ones(3)},
+        {"t": jnp.zeros((), jnp.int32)},
+        jnp.zeros((1, 1)),
+        key,
+        iterations=1000,
+        chunk=chunk,
+        optimizer=optax.sgd(0.0),
+        progress=False,
         early_stopping=ESConfig(window=W, patience=P, stop=True),
     )
     seq = np.stack(

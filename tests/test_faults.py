@@ -9,10 +9,10 @@ import os
 import h5py
 import numpy as np
 import pytest
+from conftest import SIGINT, SIGTERM, signal_during_run
 from PIL import Image
 from pydicom.data import get_testdata_file
 
-from conftest import SIGINT, SIGTERM, signal_during_run
 from sgdip_jax.cli import main
 from sgdip_jax.data import sample_mri, save_case, write_fastmri
 from sgdip_jax.operators.coils import birdcage_maps
@@ -39,8 +39,12 @@ def files(tmp_path_factory):
     with h5py.File(d / "strings.h5", "w") as f:
         f["kspace"] = np.array([b"a", b"b"])
     smaps = birdcage_maps(4, (32, 32))
-    kspace = [np.asarray(fft2c(smaps * sample_mri("shoulder", size=32, coils=1, acceleration=1.0,
-                                                   center_fraction=0.0, seed=s).x)) for s in range(2)]
+    kspace = [
+        np.asarray(
+            fft2c(smaps * sample_mri("shoulder", size=32, coils=1, acceleration=1.0, center_fraction=0.0, seed=s).x)
+        )
+        for s in range(2)
+    ]
     write_fastmri(d / "vol.h5", np.stack(kspace))
     np.save(d / "nan_mask.npy", np.full((32, 32), np.nan))
     np.save(d / "half_mask.npy", np.full((32, 32), 0.5))
@@ -67,24 +71,43 @@ def snapshot(folder):
 # ----------------------------------------------------------------- item 3: divergence, numeric settings
 
 
-@pytest.mark.parametrize("setting, fragment", [
-    ("lr=nan", "lr must be a finite number > 0"),
-    ("lr=-1", "lr must be a finite number > 0"),
-    ("alpha=-5", "alpha must be a finite number >= 0"),
-    ("noise_scale=inf", "noise_scale must be a finite number >= 0"),
-    ("clip_norm=0", "clip_norm must be a finite number > 0"),
-])
+@pytest.mark.parametrize(
+    "setting, fragment",
+    [
+        ("lr=nan", "lr must be a finite number > 0"),
+        ("lr=-1", "lr must be a finite number > 0"),
+        ("alpha=-5", "alpha must be a finite number >= 0"),
+        ("noise_scale=inf", "noise_scale must be a finite number >= 0"),
+        ("clip_norm=0", "clip_norm must be a finite number > 0"),
+    ],
+)
 def test_numeric_settings_are_checked_before_any_work(files, tmp_path, capsys, setting, fragment):
-    rc, cap = run(["reconstruct", files / "case.npz", "--method", "sgdip", *TINY, "--set", setting,
-                   "--out", tmp_path / "o"], capsys)
+    rc, cap = run(
+        ["reconstruct", files / "case.npz", "--method", "sgdip", *TINY, "--set", setting, "--out", tmp_path / "o"],
+        capsys,
+    )
     assert rc == 2 and fragment in one_line(cap)
     assert not (tmp_path / "o").exists()
 
 
 def test_a_diverged_run_exits_1_naming_lr_and_keeps_the_last_finite_images(files, tmp_path, capsys):
     out = tmp_path / "o"
-    rc, cap = run(["reconstruct", files / "case.npz", "--method", "dip", *TINY, "--set", "lr=1e30",
-                   "--set", "chunk=1", "--out", out], capsys)
+    rc, cap = run(
+        [
+            "reconstruct",
+            files / "case.npz",
+            "--method",
+            "dip",
+            *TINY,
+            "--set",
+            "lr=1e30",
+            "--set",
+            "chunk=1",
+            "--out",
+            out,
+        ],
+        capsys,
+    )
     line = one_line(cap)
     assert rc == 1 and "loss was not finite at iteration" in line and "lr" in line
     metrics = json.loads((out / "metrics.json").read_text())
@@ -99,8 +122,26 @@ def test_a_diverged_run_exits_1_naming_lr_and_keeps_the_last_finite_images(files
 def test_sigterm_stops_after_the_chunk_saves_and_leaves_no_staging_folder(files, tmp_path):
     out = tmp_path / "term"
     proc, err, _ = signal_during_run(
-        ["reconstruct", files / "case.npz", "--method", "dip", "--iters", "1000000", "--network", "unet1",
-         "--width", "4", "--set", "chunk=10", "--out", out], "case.npz: dip", SIGTERM, 2.0)
+        [
+            "reconstruct",
+            files / "case.npz",
+            "--method",
+            "dip",
+            "--iters",
+            "1000000",
+            "--network",
+            "unet1",
+            "--width",
+            "4",
+            "--set",
+            "chunk=10",
+            "--out",
+            out,
+        ],
+        "case.npz: dip",
+        SIGTERM,
+        2.0,
+    )
     assert proc.returncode == 143, err
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["interrupted"] is True and 0 < metrics["iterations"] < 1000000
@@ -115,19 +156,32 @@ def test_sigterm_stops_after_the_chunk_saves_and_leaves_no_staging_folder(files,
 
 def test_ssim_of_a_tiny_image_is_absent_with_a_reason_not_a_crash(files, tmp_path, capsys):
     out = tmp_path / "o"
-    rc, cap = run(["reconstruct", files / "thin.png", "--method", "tv", "--iters", "5", "--set", "lam=0.01",
-                   "--out", out], capsys)
+    rc, cap = run(
+        ["reconstruct", files / "thin.png", "--method", "tv", "--iters", "5", "--set", "lam=0.01", "--out", out], capsys
+    )
     assert rc == 0, cap.err
     assert "SSIM will be absent" in cap.err
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["metrics"]["ssim"] is None and metrics["metrics"]["psnr"] > 0
 
 
-def test_a_damaged_slice_in_the_store_is_found_first_and_recomputed(files, tmp_path, capsys,
-                                                                    crash_after_first_batch):
+def test_a_damaged_slice_in_the_store_is_found_first_and_recomputed(files, tmp_path, capsys, crash_after_first_batch):
     out = tmp_path / "v"
-    argv = ["reconstruct", files / "vol.h5", "--slices", "all", "--acceleration", "2", "--center-fraction", "0.375",
-            "--method", "dip", *TINY, "--out", out]
+    argv = [
+        "reconstruct",
+        files / "vol.h5",
+        "--slices",
+        "all",
+        "--acceleration",
+        "2",
+        "--center-fraction",
+        "0.375",
+        "--method",
+        "dip",
+        *TINY,
+        "--out",
+        out,
+    ]
     assert run(argv, capsys)[0] == 130
     stored = tmp_path / "v.partial" / "slice_0000.bin"
     stored.write_bytes(stored.read_bytes()[:100])  # truncated
@@ -140,15 +194,18 @@ def test_a_damaged_slice_in_the_store_is_found_first_and_recomputed(files, tmp_p
 # ----------------------------------------------------------------- item 6: tracebacks -> one line
 
 
-@pytest.mark.parametrize("argv, fragment", [
-    (["empty.npz"], "empty.npz: missing key(s)"),
-    (["array.npz"], "array.npz: holds a single array"),
-    (["text.npz"], "text.npz: not a NumPy file"),
-    (["group.h5"], "group.h5: 'kspace' is an HDF5 group"),
-    (["strings.h5"], "strings.h5: 'kspace' has dtype |S1; k-space is complex"),
-    (["vol.h5", "--acceleration", "0"], "argument --acceleration: invalid number >= 1 value: '0'"),
-    (["case.npz", "--seed", "99999999999999999999"], "argument --seed: invalid seed"),
-])
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["empty.npz"], "empty.npz: missing key(s)"),
+        (["array.npz"], "array.npz: holds a single array"),
+        (["text.npz"], "text.npz: not a NumPy file"),
+        (["group.h5"], "group.h5: 'kspace' is an HDF5 group"),
+        (["strings.h5"], "strings.h5: 'kspace' has dtype |S1; k-space is complex"),
+        (["vol.h5", "--acceleration", "0"], "argument --acceleration: invalid number >= 1 value: '0'"),
+        (["case.npz", "--seed", "99999999999999999999"], "argument --seed: invalid seed"),
+    ],
+)
 def test_bad_files_and_options_give_one_line_and_exit_2(files, tmp_path, capsys, argv, fragment):
     before = snapshot(files)
     rc, cap = run(["reconstruct", files / argv[0], *argv[1:], "--quiet", "--out", tmp_path / "o"], capsys)
@@ -162,8 +219,12 @@ def test_bad_files_and_options_give_one_line_and_exit_2(files, tmp_path, capsys,
 def test_ctrl_c_stops_tv_at_the_next_chunk(files, tmp_path):
     out = tmp_path / "tv"
     proc, err, took = signal_during_run(
-        ["reconstruct", files / "case.npz", "--method", "tv", "--iters", "3000000", "--set", "lam=0.001",
-         "--out", out], "case.npz: tv", SIGINT, 3.0, timeout=120)
+        ["reconstruct", files / "case.npz", "--method", "tv", "--iters", "3000000", "--set", "lam=0.001", "--out", out],
+        "case.npz: tv",
+        SIGINT,
+        3.0,
+        timeout=120,
+    )
     assert proc.returncode == 130, err
     assert took < 60  # 3e6 steps would take hours
     metrics = json.loads((out / "metrics.json").read_text())
@@ -171,8 +232,25 @@ def test_ctrl_c_stops_tv_at_the_next_chunk(files, tmp_path):
 
 
 def test_interrupted_is_false_for_a_finished_run(files, tmp_path, capsys):
-    assert run(["reconstruct", files / "case.npz", "--method", "tv", "--iters", "5", "--set", "lam=0.01",
-                "--quiet", "--out", tmp_path / "o"], capsys)[0] == 0
+    assert (
+        run(
+            [
+                "reconstruct",
+                files / "case.npz",
+                "--method",
+                "tv",
+                "--iters",
+                "5",
+                "--set",
+                "lam=0.01",
+                "--quiet",
+                "--out",
+                tmp_path / "o",
+            ],
+            capsys,
+        )[0]
+        == 0
+    )
     assert json.loads((tmp_path / "o" / "metrics.json").read_text())["interrupted"] is False
 
 
@@ -207,21 +285,25 @@ def test_force_replaces_only_an_earlier_sgdip_result(files, tmp_path, capsys, mo
 # ----------------------------------------------------------------- item 9: odd input
 
 
-@pytest.mark.parametrize("argv, fragment", [
-    (["real.h5"], "real.h5: 'kspace' has dtype float32; k-space is complex"),
-    (["{dicom}", "--mask", "{d}/nan_mask.npy"], "a mask holds 0 and 1 only"),
-    (["{dicom}", "--mask", "{d}/half_mask.npy"], "a mask holds 0 and 1 only"),
-    (["{dicom}", "--mask", "{d}/complex_mask.npy"], "a mask holds 0 and 1 only"),
-    (["vol.h5", "--slices", "1,1"], "names a slice more than once"),
-    (["vol.h5", "--slices", "1,-1"], "names a slice more than once"),
-    (["{dicom}", "--slice", "3"], "holds a single frame"),
-    (["case.npz", "--mask", ""], "argument --mask: invalid non-empty value"),
-])
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["real.h5"], "real.h5: 'kspace' has dtype float32; k-space is complex"),
+        (["{dicom}", "--mask", "{d}/nan_mask.npy"], "a mask holds 0 and 1 only"),
+        (["{dicom}", "--mask", "{d}/half_mask.npy"], "a mask holds 0 and 1 only"),
+        (["{dicom}", "--mask", "{d}/complex_mask.npy"], "a mask holds 0 and 1 only"),
+        (["vol.h5", "--slices", "1,1"], "names a slice more than once"),
+        (["vol.h5", "--slices", "1,-1"], "names a slice more than once"),
+        (["{dicom}", "--slice", "3"], "holds a single frame"),
+        (["case.npz", "--mask", ""], "argument --mask: invalid non-empty value"),
+    ],
+)
 def test_odd_input_is_refused(files, tmp_path, capsys, argv, fragment):
     argv = [a.format(d=files, dicom=get_testdata_file("MR_small.dcm")) for a in argv]
     first = argv[0] if os.path.isabs(argv[0]) else files / argv[0]
-    rc, cap = run(["reconstruct", first, *argv[1:], "--method", "tv", "--iters", "3", "--quiet",
-                   "--out", tmp_path / "o"], capsys)
+    rc, cap = run(
+        ["reconstruct", first, *argv[1:], "--method", "tv", "--iters", "3", "--quiet", "--out", tmp_path / "o"], capsys
+    )
     assert rc == 2 and fragment in one_line(cap)
     assert not (tmp_path / "o").exists()
 
@@ -229,24 +311,42 @@ def test_odd_input_is_refused(files, tmp_path, capsys, argv, fragment):
 # ----------------------------------------------------------------- item 10: messages that say what is wrong
 
 
-@pytest.mark.parametrize("argv, fragment", [
-    (["zero_maps.npz"], "the coil maps are zero"),
-    (["{dicom}", "--snr-db", "nan"], "argument --snr-db: invalid finite number value: 'nan'"),
-    (["{dicom}", "--mask", "missing.npy"], "--mask missing.npy: no such mask file"),
-])
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["zero_maps.npz"], "the coil maps are zero"),
+        (["{dicom}", "--snr-db", "nan"], "argument --snr-db: invalid finite number value: 'nan'"),
+        (["{dicom}", "--mask", "missing.npy"], "--mask missing.npy: no such mask file"),
+    ],
+)
 def test_messages_name_what_is_wrong(files, tmp_path, capsys, argv, fragment):
     argv = [a.format(dicom=get_testdata_file("MR_small.dcm")) for a in argv]
     first = argv[0] if os.path.isabs(argv[0]) else files / argv[0]
-    rc, cap = run(["reconstruct", first, *argv[1:], "--method", "tv", "--iters", "3", "--quiet",
-                   "--out", tmp_path / "o"], capsys)
+    rc, cap = run(
+        ["reconstruct", first, *argv[1:], "--method", "tv", "--iters", "3", "--quiet", "--out", tmp_path / "o"], capsys
+    )
     assert rc == 2 and fragment in one_line(cap)
 
 
 def test_a_decoder_network_is_sized_to_the_image_instead_of_failing(files, tmp_path, capsys):
     """ConvDecoder has no output size of its own: the command sets it to the image's (it used to
     fail with a hint at a Python function)."""
-    rc, cap = run(["reconstruct", files / "case.npz", "--method", "dip", "--network", "conv_decoder",
-                   "--iters", "3", "--quiet", "--out", tmp_path / "o"], capsys)
+    rc, cap = run(
+        [
+            "reconstruct",
+            files / "case.npz",
+            "--method",
+            "dip",
+            "--network",
+            "conv_decoder",
+            "--iters",
+            "3",
+            "--quiet",
+            "--out",
+            tmp_path / "o",
+        ],
+        capsys,
+    )
     assert rc == 0, cap.err
     with np.load(tmp_path / "o" / "recon.npz") as z:
         assert z["image"].shape == (32, 32)

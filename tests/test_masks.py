@@ -76,9 +76,7 @@ def test_vdrs_outer_lines_are_uniform():
     assert not np.array_equal(vdrs((1, width), seed=1)[0], vdrs((1, width), seed=2)[0])
 
 
-@pytest.mark.parametrize(
-    "width,acceleration,center_fraction", [(368, 4, 0.08), (372, 8, 0.04), (320, 4, 0.08)]
-)
+@pytest.mark.parametrize("width,acceleration,center_fraction", [(368, 4, 0.08), (372, 8, 0.04), (320, 4, 0.08)])
 def test_random_lines_fastmri_semantics(width, acceleration, center_fraction):
     """fastMRI RandomMaskFunc: round(W*cf) centre lines; others with p = (W/acc - n_c)/(W - n_c),
     so the expected number of lines is W / acceleration."""

@@ -153,8 +153,16 @@ def test_gradient_reaches_z_only_in_sgdip():
     for name, cfg in runs.items():
         seen = []
         extra = {"prior_image": prior} if name == "ref-dip" else {}
-        run_method(name, op, y, cfg, 0, progress=False, **extra,
-                   callback=lambda info: seen.append((np.asarray(info.state.z), info.state.z_opt_state is None)))
+        run_method(
+            name,
+            op,
+            y,
+            cfg,
+            0,
+            progress=False,
+            **extra,
+            callback=lambda info, seen=seen: seen.append((np.asarray(info.state.z), info.state.z_opt_state is None)),
+        )
         moved = any(not np.array_equal(seen[0][0], s[0]) for s in seen[1:])
         assert moved == (name == "sgdip"), name
         assert all(s[1] == (name != "sgdip") for s in seen), name

@@ -17,13 +17,17 @@ from sgdip_jax.networks import (
     SkipNet,
     UNet,
     apply_network,
+    decoders,
     get_network,
     init_network,
+    layers,
     network_input_shape,
     param_count,
+    registry,
+    skip,
+    unet,
     with_image_size,
 )
-from sgdip_jax.networks import decoders, layers, registry, skip, unet
 
 # XLA compiles the default threefry PRNG slowly on CPU; the tests that run networks use the "rbg"
 # implementation (test_default_prng_init_is_deterministic covers the default one).
@@ -63,7 +67,7 @@ def loss_and_grads(net, variables, x):
     return out, new_vars, g_params, g_x
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def compiled(name: str, norm: str = "batch") -> tuple:
     """``(net, x, init, apply, step)``: jit-compiled ``init_network``, ``apply_network`` and
     ``loss_and_grads`` for a tiny network, shared by the tests (compilation dominates their time)."""
@@ -138,7 +142,7 @@ def test_unet_depths_and_transposed_upsampling(depth):
     for bilinear in (True, False):
         net = get_network("unet", depth=depth, base=2, bilinear=bilinear, out_channels=1)
         variables = shape_params(net, (1, 65, 70, 2))
-        out = jax.eval_shape(lambda v: net.apply(v, jnp.zeros((1, 65, 70, 2))), variables)
+        out = jax.eval_shape(lambda v, net=net: net.apply(v, jnp.zeros((1, 65, 70, 2))), variables)
         assert out.shape == (1, 65, 70, 1)
     with pytest.raises(ValueError, match="H, W >= 64"):
         shape_params(UNet(depth=6, base=2), (1, 63, 70, 2))
@@ -213,9 +217,12 @@ def test_batchnorm_stats_updated_only_in_train_mode():
     # PyTorch momentum 0.1: running_mean = 0.9 * 0 + 0.1 * batch mean of the first conv's output
     # (Flax keeps the biased batch variance).
     first = variables["params"]["DoubleConv_0"]["Conv_0"]
-    conv = jax.lax.conv_general_dilated(
-        x, first["kernel"], (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")
-    ) + first["bias"]
+    conv = (
+        jax.lax.conv_general_dilated(
+            x, first["kernel"], (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+        + first["bias"]
+    )
     stats = updated["batch_stats"]["DoubleConv_0"]["Norm_0"]["BatchNorm_0"]
     np.testing.assert_allclose(stats["mean"], 0.1 * conv.mean(axis=(0, 1, 2)), rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(stats["var"], 0.9 + 0.1 * conv.var(axis=(0, 1, 2)), rtol=1e-4)
@@ -257,7 +264,7 @@ def test_jit_and_vmap_over_independent_networks(name):
     xs = jnp.stack([x, 2 * x, -x])
     if name == "unet2":
         stacked = jit(jax.vmap(functools.partial(init_network, net)))(jax.random.split(KEY, 3), xs)
-        singles = [jax.tree.map(lambda a: a[i], stacked) for i in range(3)]
+        singles = [jax.tree.map(lambda a, i=i: a[i], stacked) for i in range(3)]
         assert not tree_equal(singles[0]["params"], singles[1]["params"])
         batched, single = jit(jax.vmap(functools.partial(loss_and_grads, net))), step
     else:
@@ -272,15 +279,15 @@ def test_jit_and_vmap_over_independent_networks(name):
         # Relative L2 error per output: gradients of conv biases followed by BatchNorm are pure
         # rounding noise, so elementwise tolerances are meaningless for them.
         for a, b in zip(results, single(singles[i], xs[i])):
-            a_i, b = flat(jax.tree.map(lambda leaf: leaf[i], a)), flat(b)
+            a_i, b = flat(jax.tree.map(lambda leaf, i=i: leaf[i], a)), flat(b)
             assert np.linalg.norm(a_i - b) <= 1e-4 * np.linalg.norm(b)
 
 
 def test_normal002_init():
     net = UNet(depth=1, base=16, weight_init="normal002")
     variables = jit(functools.partial(init_network, net))(KEY, jnp.zeros((1, 8, 8, 2)))
-    kernels = [l for p, l in jax.tree_util.tree_leaves_with_path(variables["params"]) if "kernel" in str(p)]
-    biases = [l for p, l in jax.tree_util.tree_leaves_with_path(variables["params"]) if "bias" in str(p)]
+    kernels = [leaf for p, leaf in jax.tree_util.tree_leaves_with_path(variables["params"]) if "kernel" in str(p)]
+    biases = [leaf for p, leaf in jax.tree_util.tree_leaves_with_path(variables["params"]) if "bias" in str(p)]
     big = np.concatenate([np.ravel(k) for k in kernels])
     assert abs(big.std() - 0.02) < 0.002 and abs(big.mean()) < 0.002
     assert all(not np.any(b) for b in biases)

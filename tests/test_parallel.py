@@ -17,17 +17,18 @@ import pytest
 
 from sgdip_jax import cli, reconstruct
 from sgdip_jax.data import sample_mri, write_fastmri
+from sgdip_jax.multihost import SliceStore, process_share
 from sgdip_jax.operators.coils import birdcage_maps
 from sgdip_jax.operators.fft import fft2c
-from sgdip_jax.multihost import SliceStore, process_share
 
 TINY = ["--network", "unet1", "--width", "4", "--iters", "12", "--set", "chunk=4", "--quiet"]
 
 
 def _run_script(code: str, env_extra: dict, timeout: int = 600) -> str:
     env = {**os.environ, "JAX_PLATFORMS": "cpu", **env_extra}
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                          env=env, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env, timeout=timeout
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return proc.stdout
 
@@ -93,8 +94,24 @@ def volume(tmp_path_factory):
 
 
 def _volume_args(path, out, *extra):
-    return ["reconstruct", str(path), "--slices", "all", "--crop", "32", "--acceleration", "2",
-            "--center-fraction", "0.375", "--method", "dip", *TINY, *extra, "--out", str(out)]
+    return [
+        "reconstruct",
+        str(path),
+        "--slices",
+        "all",
+        "--crop",
+        "32",
+        "--acceleration",
+        "2",
+        "--center-fraction",
+        "0.375",
+        "--method",
+        "dip",
+        *TINY,
+        *extra,
+        "--out",
+        str(out),
+    ]
 
 
 def _read(out):
@@ -121,8 +138,22 @@ def _start_processes(volume, out, port, devices, *extra, quiet=True):
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
     return [
         subprocess.Popen(
-            [sys.executable, "-m", "sgdip_jax.cli", *args, "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            [
+                sys.executable,
+                "-m",
+                "sgdip_jax.cli",
+                *args,
+                "--coordinator",
+                f"127.0.0.1:{port}",
+                "--num-processes",
+                "2",
+                "--process-id",
+                str(i),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
         )
         for i in range(2)
     ]
@@ -172,10 +203,14 @@ def test_a_killed_peer_ends_process_0_in_bounded_time_and_the_rerun_resumes(volu
     assert time.monotonic() - killed < 120
     assert not out.exists()
     assert sorted(p.name for p in (tmp_path / "k.partial").glob("slice_*")) == [
-        "slice_0000.bin", "slice_0001.bin", "slice_0002.bin"]
+        "slice_0000.bin",
+        "slice_0001.bin",
+        "slice_0002.bin",
+    ]
 
-    procs = _start_processes(volume, out, _free_port(), 1, "--peer-timeout", "10", "--set", "iterations=200",
-                             quiet=False)
+    procs = _start_processes(
+        volume, out, _free_port(), 1, "--peer-timeout", "10", "--set", "iterations=200", quiet=False
+    )
     errs = _finish(procs)
     for p, e in zip(procs, errs):
         assert p.returncode == 0, e[-4000:]
@@ -201,11 +236,17 @@ def test_interrupted_volume_resumes_with_the_missing_slices_only(volume, single_
     monkeypatch.setattr(reconstruct, "reconstruct_batch", crash_on_second_batch)
     assert cli.main(_volume_args(volume, out, "--batch", "2")) == cli.INTERRUPTED
     assert not out.exists() and sorted(os.listdir(tmp_path / "resumed.partial")) == [
-        "run.json", "slice_0000.bin", "slice_0001.bin"]
+        "run.json",
+        "slice_0000.bin",
+        "slice_0001.bin",
+    ]
 
     computed.clear()
-    monkeypatch.setattr(reconstruct, "reconstruct_batch", lambda problems, *a, **k: (
-        computed.append([p.meta["slice"] for p in problems]), real(problems, *a, **k))[1])
+    monkeypatch.setattr(
+        reconstruct,
+        "reconstruct_batch",
+        lambda problems, *a, **k: (computed.append([p.meta["slice"] for p in problems]), real(problems, *a, **k))[1],
+    )
     assert cli.main(_volume_args(volume, out, "--batch", "2")) == 0
     assert computed == [[2, 3]]
     images, slices = _read(out)

@@ -113,7 +113,10 @@ def test_espirit_odd_sizes_and_coil_counts(coils, shape, calib, kernel):
     kspace = _simulate(image, birdcage_maps(coils, shape), 1.0)
     est, eig = espirit(kspace, calib_width=calib, kernel_size=kernel, return_eigenvalues=True)
     ref, ref_eig = sigpy.mri.app.EspiritCalib(
-        kspace.astype(np.complex128), calib_width=calib, kernel_width=kernel, output_eigenvalue=True,
+        kspace.astype(np.complex128),
+        calib_width=calib,
+        kernel_width=kernel,
+        output_eigenvalue=True,
         show_pbar=False,
     ).run()
     assert est.shape == kspace.shape

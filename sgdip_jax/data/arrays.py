@@ -23,8 +23,9 @@ def load_arrays(path: str | os.PathLike, what: str) -> dict[str | None, np.ndarr
     with open(path, "rb") as f:
         head = f.read(6)
     if not (head.startswith(NPY_MAGIC) or head.startswith(ZIP_MAGIC)):
-        raise ValueError(f"{path}: not a NumPy file (neither an .npz archive nor an .npy array); expected the {what} "
-                         f"as .npz or .npy")
+        raise ValueError(
+            f"{path}: not a NumPy file (neither an .npz archive nor an .npy array); expected the {what} as .npz or .npy"
+        )
     try:
         loaded = np.load(path, allow_pickle=False)
         if isinstance(loaded, np.lib.npyio.NpzFile):
@@ -34,8 +35,10 @@ def load_arrays(path: str | os.PathLike, what: str) -> dict[str | None, np.ndarr
             arrays = {None: loaded}
     except ValueError as err:
         if "pickle" in str(err).lower() or "object" in str(err).lower():
-            raise ValueError(f"{path}: holds Python objects, which are not read (only numeric arrays); "
-                             f"expected the {what} as numeric arrays") from None
+            raise ValueError(
+                f"{path}: holds Python objects, which are not read (only numeric arrays); "
+                f"expected the {what} as numeric arrays"
+            ) from None
         raise ValueError(f"{path}: damaged NumPy file ({' '.join(str(err).split())})") from None
     except (zipfile.BadZipFile, OSError, EOFError) as err:
         raise ValueError(f"{path}: damaged NumPy file ({' '.join(str(err).split())})") from None

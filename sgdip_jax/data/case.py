@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from ..methods.result import atomic_write
-from .arrays import load_arrays
 from ..operators.mri import MultiCoilMRI
+from .arrays import load_arrays
 
 REQUIRED = ("y", "smaps", "mask")
 OPTIONAL = ("x", "sigma", "meta")
@@ -56,9 +56,7 @@ def _finite(name, a, source):
 
 def _numeric(name, a, source, expected, complex_ok=True):
     a = np.asarray(a)
-    if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool) or (
-        np.iscomplexobj(a) and not complex_ok
-    ):
+    if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool) or (np.iscomplexobj(a) and not complex_ok):
         raise ValueError(f"{source}: field '{name}' must be {expected}, got dtype {a.dtype}")
     return a
 
@@ -77,9 +75,7 @@ def validate_case(case: Case, source: str | os.PathLike = "case") -> Case:
     c, h, w = y.shape
     smaps = _numeric("smaps", case.smaps, source, f"complex64 ({c}, {h}, {w})")
     if smaps.shape != y.shape:
-        raise ValueError(
-            f"{source}: field 'smaps' must match k-space 'y' {y.shape} (C, H, W), got {smaps.shape}"
-        )
+        raise ValueError(f"{source}: field 'smaps' must match k-space 'y' {y.shape} (C, H, W), got {smaps.shape}")
     mask = _numeric("mask", case.mask, source, f"float32 ({h}, {w})", complex_ok=False)
     if mask.shape not in ((h, w), (1, w)):
         raise ValueError(
@@ -131,8 +127,9 @@ def load_case(path: str | os.PathLike) -> Case:
     path = Path(path)
     arrays = load_arrays(path, "case")
     if None in arrays:
-        raise ValueError(f"{path}: holds a single array (.npy content); a case file is an .npz archive with keys "
-                         f"{list(REQUIRED)}")
+        raise ValueError(
+            f"{path}: holds a single array (.npy content); a case file is an .npz archive with keys {list(REQUIRED)}"
+        )
     missing = [k for k in REQUIRED if k not in arrays]
     if missing:
         raise ValueError(

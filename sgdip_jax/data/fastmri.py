@@ -22,8 +22,9 @@ import dataclasses
 import io
 import os
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import h5py
 import jax.numpy as jnp
@@ -89,9 +90,7 @@ def _parse_header(xml_text, path):
         try:
             return tuple(int(node.find(f"m:{k}", ns).text) for k in "xyz")
         except (AttributeError, TypeError, ValueError):
-            raise ValueError(
-                f"{path}: ismrmrd_header {space}/matrixSize needs integer x, y and z"
-            ) from None
+            raise ValueError(f"{path}: ismrmrd_header {space}/matrixSize needs integer x, y and z") from None
 
     return size("encodedSpace"), size("reconSpace")
 
@@ -147,12 +146,12 @@ def read_fastmri(path: str | os.PathLike, slice: int | Sequence[int] | None = No
         if not isinstance(ks, h5py.Dataset):
             raise ValueError(f"{path}: 'kspace' is an HDF5 group; expected a dataset of complex k-space")
         if not np.issubdtype(ks.dtype, np.complexfloating):
-            raise ValueError(f"{path}: 'kspace' has dtype {ks.dtype}; k-space is complex (complex64 in fastMRI "
-                             f"files; write real data as a complex array with zero imaginary part)")
-        if ks.ndim not in (3, 4):
             raise ValueError(
-                f"{path}: 'kspace' must be (slices, H, W) or (slices, coils, H, W), got shape {ks.shape}"
+                f"{path}: 'kspace' has dtype {ks.dtype}; k-space is complex (complex64 in fastMRI "
+                f"files; write real data as a complex array with zero imaginary part)"
             )
+        if ks.ndim not in (3, 4):
+            raise ValueError(f"{path}: 'kspace' must be (slices, H, W) or (slices, coils, H, W), got shape {ks.shape}")
         rows = _slice_indices(slice, ks.shape[0], path)
 
         def optional(name, dtype):

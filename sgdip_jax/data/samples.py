@@ -131,9 +131,7 @@ def sample_mri(
     phase_key, noise_key = jax.random.split(jax.random.PRNGKey(seed))
     x = (magnitude * jnp.exp(1j * smooth_phase(shape, phase_key))).astype(jnp.complex64)
     smaps = birdcage_maps(coils, shape)
-    mask, actual = MASK_TYPES[mask_type](
-        shape, acceleration=acceleration, center_fraction=center_fraction, seed=seed
-    )
+    mask, actual = MASK_TYPES[mask_type](shape, acceleration=acceleration, center_fraction=center_fraction, seed=seed)
     y, noise, sigma = simulate_measurements(x, smaps, mask, snr_db, noise_key)
     file_name, description = MRI_SAMPLES[name]
     meta = {
@@ -153,9 +151,7 @@ def sample_mri(
         "phase": "quadratic polynomial, coefficients N(0, (pi/4)^2)",
         "seed": int(seed),
     }
-    case = Case(
-        y=np.asarray(y), smaps=smaps, mask=mask, x=np.asarray(x), sigma=float(sigma), meta=meta
-    )
+    case = Case(y=np.asarray(y), smaps=smaps, mask=mask, x=np.asarray(x), sigma=float(sigma), meta=meta)
     return (case, np.asarray(noise)) if return_noise else case
 
 

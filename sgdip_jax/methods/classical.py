@@ -139,7 +139,7 @@ def _check(config, cls):
         raise ValueError(f"config: expected {cls.__name__}, got {type(config).__name__}")
     lam = getattr(config, "lam", 0.0)
     if lam not in parameter_choice.RULES and not (isinstance(lam, (int, float)) and np.isfinite(lam) and lam >= 0):
-        raise ValueError(f"{cls.__name__}.lam: expected \"auto\", \"discrepancy\" or a finite number >= 0, got {lam!r}")
+        raise ValueError(f'{cls.__name__}.lam: expected "auto", "discrepancy" or a finite number >= 0, got {lam!r}')
     if not getattr(config, "iters", 1) >= 1:
         raise ValueError(f"{cls.__name__}.iters: expected an integer >= 1, got {config.iters}")
 
@@ -226,13 +226,16 @@ def _solve(name, solve, operator, y, config, key, target, progress, sigma, callb
     forward = partial(_forward, operator)
     rule = {"rule": "gcv" if config.lam == "auto" else "discrepancy"}
     with tqdm(desc=f"{name} (lam {config.lam})", unit="solve", disable=not progress) as bar:
+
         def run(lam, data=y):
             result = solve(operator, data, dataclasses.replace(config, lam=lam), key, target, False, callback)
             bar.update(1)
             return result
 
         if config.lam == "auto":
-            lam, result, table = parameter_choice.gcv_lambda(run, forward, y, parameter_choice.measured(operator, y), lo, hi)
+            lam, result, table = parameter_choice.gcv_lambda(
+                run, forward, y, parameter_choice.measured(operator, y), lo, hi
+            )
             rule["table"] = table
         else:
             source = "given"
@@ -243,9 +246,15 @@ def _solve(name, solve, operator, y, config, key, target, progress, sigma, callb
             m = parameter_choice.measured_count(operator, y)
             goal = parameter_choice.TAU * m * float(sigma) ** 2
             lam, result, residual = parameter_choice.discrepancy_lambda(
-                run, lambda r: _sqnorm(forward(jnp.asarray(r.image)) - y), lo, hi, goal)
-            rule.update(tau=parameter_choice.TAU, sigma=float(sigma), sigma_source=source, measured=m,
-                        residual_ratio=residual / (m * float(sigma) ** 2) if sigma > 0 else None)
+                run, lambda r: _sqnorm(forward(jnp.asarray(r.image)) - y), lo, hi, goal
+            )
+            rule.update(
+                tau=parameter_choice.TAU,
+                sigma=float(sigma),
+                sigma_source=source,
+                measured=m,
+                residual_ratio=residual / (m * float(sigma) ** 2) if sigma > 0 else None,
+            )
     result.config["lam"] = lam
     result.config["lam_rule"] = rule
     result.wall_time = time.perf_counter() - start
@@ -445,7 +454,9 @@ def _fista_step(static, consts, state):
     return (u_new, v, t_new), _metrics(consts, x, objective)
 
 
-def l1_wavelet(operator, y, config=L1WaveletConfig(), key=None, *, target=None, progress=False, sigma=None, callback=None):
+def l1_wavelet(
+    operator, y, config=L1WaveletConfig(), key=None, *, target=None, progress=False, sigma=None, callback=None
+):
     """L1-wavelet regularised least squares by FISTA (SigPy ``L1WaveletRecon``), from ``x = 0``.
     ``sigma``: noise level for ``lam="discrepancy"`` (``None``: estimated from ``y``)."""
     _check(config, L1WaveletConfig)

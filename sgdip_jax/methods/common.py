@@ -14,7 +14,8 @@ initial network output; every reported image is divided by ``s`` again.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -84,8 +85,10 @@ def check_number(value, field, *, minimum: float = 0.0, inclusive: bool = False,
         return
     number = isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
     if not number or not np.isfinite(value) or value < minimum or (value == minimum and not inclusive):
-        raise ValueError(f"{field} must be a finite number {'>=' if inclusive else '>'} {minimum:g}"
-                         f"{' (or unset)' if optional else ''}, got {value!r}")
+        raise ValueError(
+            f"{field} must be a finite number {'>=' if inclusive else '>'} {minimum:g}"
+            f"{' (or unset)' if optional else ''}, got {value!r}"
+        )
 
 
 def check_choice(value, choices, field):
@@ -338,7 +341,14 @@ def run_dip(task: DIPTask, operator, y, key, *, target=None, progress: bool = Tr
     problem = setup(task, operator, y, key, target)
     params, net_state, z, key, data, target = problem.engine_args()
     out = engine.run(
-        params=params, net_state=net_state, z=z, key=key, data=data, target=target,
-        progress=progress, callback=callback, **engine_options(task, operator),
+        params=params,
+        net_state=net_state,
+        z=z,
+        key=key,
+        data=data,
+        target=target,
+        progress=progress,
+        callback=callback,
+        **engine_options(task, operator),
     )
     return make_result(task, problem, out)

@@ -78,8 +78,6 @@ def dip_task(config: DIPConfig = DIPConfig()) -> DIPTask:
     return DIPTask("dip", config, make_input, lambda forward: fixed_input_loss(forward, config.input_noise))
 
 
-def dip(
-    operator, y, config: DIPConfig = DIPConfig(), key=None, *, target=None, progress=True, callback=None
-) -> Result:
+def dip(operator, y, config: DIPConfig = DIPConfig(), key=None, *, target=None, progress=True, callback=None) -> Result:
     """Vanilla DIP reconstruction of ``y = A x + e`` (``key``: PRNG key or int seed)."""
     return run_dip(dip_task(config), operator, y, key, target=target, progress=progress, callback=callback)

@@ -57,7 +57,7 @@ class Result:
         atomic_write(path.with_suffix(".json"), lambda f: f.write(json.dumps(meta, indent=2).encode()))
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Result":
+    def load(cls, path: str | os.PathLike) -> Result:
         """Read a result written by :meth:`save`."""
         path = Path(path)
         with np.load(path) as z:

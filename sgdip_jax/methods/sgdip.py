@@ -14,8 +14,9 @@ the ``tv`` baseline (:func:`~.classical.finite_differences`).
 ``D`` / ``D'`` are ``"l1"`` (mean absolute value) or ``"l2"`` (mean square) over real entries:
 ``D`` over the *measured* entries of ``y`` only (:func:`~.common.measured_discrepancy`, so ``alpha``
 means the same at every sampling rate), ``D'`` over all entries of the image. Noise:
-``eta_k = c max|z| u_k`` with ``u_k ~ U[0, 1)`` (``"uniform"``, as the public re-implementation) or ``u_k ~ N(0, 1)`` (``"gaussian"``: relative std
-``c``); ``max|z|`` is treated as a constant (no gradient through the noise amplitude). Gradients
+``eta_k = c max|z| u_k`` with ``u_k ~ U[0, 1)`` (``"uniform"``, as the public re-implementation) or
+``u_k ~ N(0, 1)`` (``"gaussian"``: relative std ``c``); ``max|z|`` is treated as a constant (no
+gradient through the noise amplitude). Gradients
 reach ``z`` through the network input and through the regulariser's target. ``z`` starts as
 ``U[0, 1)`` noise (the reference notebook) or as the zero-filled image ``A^H y_s`` (in the units of
 the rescaled measurements), and has its own Adam (``lr_z``, optional ``clip_norm_z``).
@@ -30,8 +31,16 @@ import jax.numpy as jnp
 
 from .. import engine
 from .classical import finite_differences
-from .common import (DISCREPANCIES, DIPBaseConfig, DIPTask, check_choice, check_number, discrepancy,
-                     measured_discrepancy, run_dip)
+from .common import (
+    DISCREPANCIES,
+    DIPBaseConfig,
+    DIPTask,
+    check_choice,
+    check_number,
+    discrepancy,
+    measured_discrepancy,
+    run_dip,
+)
 from .result import Result
 
 NOISES = ("uniform", "gaussian")
@@ -80,8 +89,17 @@ class SGDIPConfig(DIPBaseConfig):
         """Inpainting settings: ``z ~ U[0, 1)``, ``c = 0.1``, ``alpha = 0.02``, squared-L2 terms, Adam
         1e-3 for the weights (the earlier preset; its measured quality, below the inpainting target,
         is in ``benchmarks/RESULTS.md``)."""
-        return cls(**{"z_init": "uniform", "noise_scale": 0.1, "alpha": 0.02, "data_loss": "l2", "reg_loss": "l2",
-                      "lr": 1e-3, **overrides})
+        return cls(
+            **{
+                "z_init": "uniform",
+                "noise_scale": 0.1,
+                "alpha": 0.02,
+                "data_loss": "l2",
+                "reg_loss": "l2",
+                "lr": 1e-3,
+                **overrides,
+            }
+        )
 
     def __post_init__(self):
         super().__post_init__()
@@ -154,7 +172,10 @@ def sgdip_task(config: SGDIPConfig = SGDIPConfig()) -> DIPTask:
         return op.to_channels(op.adjoint(y)).astype(jnp.float32)[None], True
 
     return DIPTask(
-        "sgdip", config, make_input, lambda forward: sgdip_loss(forward, config),
+        "sgdip",
+        config,
+        make_input,
+        lambda forward: sgdip_loss(forward, config),
         z_optimizer=engine.adam(config.lr_z, config.clip_norm_z),
     )
 

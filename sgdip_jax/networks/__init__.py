@@ -6,6 +6,7 @@ return ``(B, H, W, C_out)``: the U-Net and SkipNet keep the input's size, the de
 input to ``out_size`` (``network_input_shape`` gives the input shape for a target image size).
 """
 
+from .decoders import ConvDecoder, DeepDecoder
 from .registry import (
     NETWORKS,
     apply_network,
@@ -15,7 +16,6 @@ from .registry import (
     param_count,
     with_image_size,
 )
-from .decoders import ConvDecoder, DeepDecoder
 from .skip import SkipNet
 from .unet import UNet
 

@@ -8,7 +8,7 @@ All tensors are real and channels-last ``(B, H, W, C)``.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -64,9 +64,7 @@ class Norm(nn.Module):
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         check_choice(self.kind, NORMS, "norm")
         if self.kind == "batch":
-            return nn.BatchNorm(
-                use_running_average=not train, momentum=BATCHNORM_MOMENTUM, epsilon=NORM_EPS
-            )(x)
+            return nn.BatchNorm(use_running_average=not train, momentum=BATCHNORM_MOMENTUM, epsilon=NORM_EPS)(x)
         if self.kind == "group":
             return nn.GroupNorm(num_groups=group_count(x.shape[-1]), epsilon=NORM_EPS)(x)
         return x

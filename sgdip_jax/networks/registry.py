@@ -10,7 +10,8 @@ thread the variables (``"params"`` and, for BatchNorm networks, ``"batch_stats"`
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax

@@ -16,7 +16,7 @@ downsampling) or zero-padded (pooling) to its skip's size, so the output always 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp

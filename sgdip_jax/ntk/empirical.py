@@ -36,7 +36,8 @@ bounding the memory of the batched derivative passes for large outputs (DIP imag
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -22,7 +22,8 @@ models acting on real network outputs are handled through their real representat
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -163,9 +164,7 @@ def null_space_fraction(A, e, rcond: float = 1e-10):
     return float(frac) if e.ndim == 1 else frac
 
 
-def gradient_descent(
-    f: Callable, params, A: LinearMap, y, eta: float, record: Sequence[int]
-) -> np.ndarray:
+def gradient_descent(f: Callable, params, A: LinearMap, y, eta: float, record: Sequence[int]) -> np.ndarray:
     """Train ``params`` by plain gradient descent on ``1/2 ||A f(params) - y||^2`` with step ``eta``.
 
     ``f(params)`` returns the flat network output; returns the outputs after each iteration count in

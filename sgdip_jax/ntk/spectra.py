@@ -21,7 +21,7 @@ unsampled frequencies move during training only through ``K_hat[Omega^c, Omega]`
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp

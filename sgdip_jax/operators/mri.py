@@ -40,9 +40,7 @@ class MultiCoilMRI(LinearOperatorMixin):
         if not isinstance(smaps, jax.core.Tracer) and not bool(jnp.isfinite(smaps).all()):
             raise ValueError(f"smaps: contains NaN or Inf values (shape {tuple(smaps.shape)})")
         if not isinstance(mask, jax.core.Tracer) and not bool((mask != 0).any()):
-            raise ValueError(
-                f"mask: is empty (all zeros, shape {tuple(mask.shape)}); no k-space sample is kept"
-            )
+            raise ValueError(f"mask: is empty (all zeros, shape {tuple(mask.shape)}); no k-space sample is kept")
         return cls(smaps=smaps, mask=mask)
 
     @property

@@ -233,8 +233,10 @@ def _lowres(kspace, calib_width):
     height, width = kspace.shape[-2:]
     window = jnp.asarray(np.hanning(calib_width + 2)[1:-1], jnp.float32)
     top, left = height // 2 - calib_width // 2, width // 2 - calib_width // 2
-    low = jnp.zeros_like(kspace).at[..., top : top + calib_width, left : left + calib_width].set(
-        _centre_crop(kspace, calib_width) * window[:, None] * window[None, :]
+    low = (
+        jnp.zeros_like(kspace)
+        .at[..., top : top + calib_width, left : left + calib_width]
+        .set(_centre_crop(kspace, calib_width) * window[:, None] * window[None, :])
     )
     images = ifft2c(low)
     rss = jnp.sqrt(jnp.sum(jnp.abs(images) ** 2, axis=-3, keepdims=True))

@@ -62,7 +62,7 @@ def max_level(shape, wavelet: str = "db4", axes=(-2, -1)) -> int:
     return int(math.floor(math.log2(n / (length - 1)))) if n >= length - 1 else 0
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _level_matrix(wavelet: str, n: int) -> np.ndarray:
     """The orthogonal ``(n, n)`` matrix of one level on length ``n``: rows ``k`` give ``a[k]``,
     rows ``n/2 + k`` give ``d[k]``."""
