@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 
 from sgdip_jax.channels import channels_to_complex, complex_to_channels  # noqa: E402
 from sgdip_jax.data.samples import sample_mri  # noqa: E402
-from sgdip_jax.methods.result import atomic_write  # noqa: E402
+from sgdip_jax.files import atomic_write  # noqa: E402
 from sgdip_jax.networks import (  # noqa: E402
     apply_network,
     get_network,

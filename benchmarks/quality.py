@@ -67,6 +67,7 @@ import numpy as np
 from sgdip_jax.config import NetworkConfig, from_dict, to_dict
 from sgdip_jax.data.samples import IMAGE_SAMPLES, sample_image, sample_mri, smooth_phase
 from sgdip_jax.figures import comparison_figure, curves_figure
+from sgdip_jax.files import atomic_write
 from sgdip_jax.methods import DIPConfig, RefDIPConfig, SGDIPConfig, run_method
 from sgdip_jax.methods.classical import (
     CGSenseConfig,
@@ -78,7 +79,6 @@ from sgdip_jax.methods.classical import (
     tv,
     zero_filled,
 )
-from sgdip_jax.methods.result import atomic_write
 from sgdip_jax.metrics import center_crop, evaluate
 from sgdip_jax.operators import Inpainting, MultiCoilMRI
 from sgdip_jax.operators.masks import parse_mask_spec

@@ -163,7 +163,7 @@ def main(argv=None) -> int:
         f"self-guided DIP, {args.size}x{args.size}, 8 coils, {args.network}/{args.base}; "
         f"slices/hour for {args.iterations}-iteration runs\n"
     )
-    from sgdip_jax.methods.result import atomic_write
+    from sgdip_jax.files import atomic_write
 
     rows = {"batch_sizes": []}
 

@@ -201,7 +201,7 @@ def save_config(path, cfg, *, overwrite: bool = False, comment: str = "") -> Non
         text = yaml.safe_dump(data, sort_keys=False)
     if comment and suffix != ".json":
         text = "".join(f"# {line}\n" for line in comment.splitlines()) + text
-    from .methods.result import atomic_write
+    from .files import atomic_write
 
     atomic_write(path, lambda f: f.write(text.encode()))
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .methods.result import atomic_write
+from .files import atomic_write
 
 CHUNK = 1 << 20  # bytes per key-value entry; slices larger than this travel in several entries
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -25,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .methods.result import atomic_write
+from .files import atomic_write, to_jsonable
 
 MARKER = ".sgdip-result"
 """File in every committed result directory: what ``force`` may replace."""
@@ -61,28 +60,6 @@ def check_output_dir(path: str | os.PathLike, force: bool = False) -> Path:
             f"replaces only an earlier sgdip result: choose a new folder for --out"
         )
     return path
-
-
-def to_jsonable(obj: Any) -> Any:
-    """Plain-JSON version of ``obj``: numpy scalars/arrays to Python numbers/lists, NaN/Inf to ``None``."""
-    if isinstance(obj, Mapping):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return to_jsonable(obj.tolist())
-    if isinstance(obj, (np.bool_, bool)):
-        return bool(obj)
-    if isinstance(obj, (np.integer, int)):
-        return int(obj)
-    if isinstance(obj, (np.floating, float)):
-        value = float(obj)
-        return value if math.isfinite(value) else None
-    if isinstance(obj, (np.complexfloating, complex)):
-        return {"real": to_jsonable(obj.real), "imag": to_jsonable(obj.imag)}
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    return obj
 
 
 def history_csv(history: Mapping[str, np.ndarray]) -> str:

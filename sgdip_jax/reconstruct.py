@@ -18,6 +18,8 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
+from .files import to_jsonable
+
 
 @dataclasses.dataclass
 class Outcome:
@@ -179,19 +181,9 @@ def outcome_to_bytes(outcome: Outcome) -> bytes:
     """An outcome as one ``.npz`` file's bytes: its images, history and metadata, and the problem's
     reference, crop and provenance (the operator and measurements are not kept)."""
     r = outcome.result
-    arrays = {
-        "image": outcome.image,
-        "zero_filled": outcome.zero_filled,
-        "result/image": r.image,
-        "result/ema_image": r.ema_image,
-    }
-    if r.stop_image is not None:
-        arrays["result/stop_image"] = r.stop_image
+    arrays = {"image": outcome.image, "zero_filled": outcome.zero_filled, **r.to_arrays("result/")}
     if outcome.problem.reference is not None:
         arrays["reference"] = outcome.problem.reference
-    arrays.update({f"history/{k}": np.asarray(v) for k, v in r.history.items()})
-    from .outputs import to_jsonable
-
     meta = {
         "metrics": outcome.metrics,
         "zero_filled_metrics": outcome.zero_filled_metrics,
@@ -199,10 +191,7 @@ def outcome_to_bytes(outcome: Outcome) -> bytes:
         "interrupted": outcome.interrupted,
         "crop": outcome.problem.crop,
         "problem": outcome.problem.meta,
-        "result": {
-            k: getattr(r, k)
-            for k in ("method", "iterations", "config", "seed", "wall_time", "stop_iteration", "diverged")
-        },
+        "result": r.metadata(),
     }
     arrays["meta"] = np.frombuffer(json.dumps(to_jsonable(meta)).encode(), np.uint8)
     buffer = io.BytesIO()
@@ -222,13 +211,7 @@ def outcome_from_bytes(blob: bytes) -> Outcome:
     problem = Problem(
         operator=None, y=None, target=None, reference=arrays.get("reference"), crop=crop, meta=meta["problem"]
     )
-    result = Result(
-        image=arrays["result/image"],
-        ema_image=arrays["result/ema_image"],
-        stop_image=arrays.get("result/stop_image"),
-        history={k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("history/")},
-        **meta["result"],
-    )
+    result = Result.from_arrays(arrays, meta["result"], "result/")
     return Outcome(
         problem=problem,
         result=result,

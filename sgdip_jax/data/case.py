@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ..methods.result import atomic_write
+from ..files import atomic_write
 from ..operators.mri import MultiCoilMRI
 from .arrays import load_arrays
 

@@ -30,7 +30,7 @@ import h5py
 import jax.numpy as jnp
 import numpy as np
 
-from ..methods.result import atomic_write
+from ..files import atomic_write
 from ..metrics import center_crop
 from ..operators.fft import ifft2c
 

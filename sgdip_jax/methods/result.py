@@ -5,11 +5,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ..files import atomic_write
 
 
 @dataclasses.dataclass
@@ -37,24 +38,35 @@ class Result:
     stop_image: np.ndarray | None = None
     diverged: int | None = None
 
+    def to_arrays(self, prefix: str = "") -> dict[str, np.ndarray]:
+        """The images as ``<prefix>image``, ``<prefix>ema_image`` (and ``<prefix>stop_image``) and the
+        history as ``history/<name>``: the ``.npz`` layout of :meth:`save` and of the CLI's outcomes."""
+        arrays = {f"{prefix}image": self.image, f"{prefix}ema_image": self.ema_image}
+        if self.stop_image is not None:
+            arrays[f"{prefix}stop_image"] = self.stop_image
+        arrays.update({f"history/{k}": np.asarray(v) for k, v in self.history.items()})
+        return arrays
+
+    def metadata(self) -> dict[str, Any]:
+        """The fields that are not arrays (the ``.json`` of :meth:`save`)."""
+        return {k: getattr(self, k) for k in METADATA}
+
+    @classmethod
+    def from_arrays(cls, arrays, metadata, prefix: str = "") -> Result:
+        """Inverse of :meth:`to_arrays` and :meth:`metadata`."""
+        return cls(
+            image=arrays[f"{prefix}image"],
+            ema_image=arrays[f"{prefix}ema_image"],
+            stop_image=arrays.get(f"{prefix}stop_image"),
+            history={k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("history/")},
+            **metadata,
+        )
+
     def save(self, path: str | os.PathLike) -> None:
         """Write ``path`` (``.npz``: images + history) and ``path`` with ``.json`` (metadata), atomically."""
         path = Path(path)
-        arrays = {"image": self.image, "ema_image": self.ema_image}
-        if self.stop_image is not None:
-            arrays["stop_image"] = self.stop_image
-        arrays.update({f"history/{k}": np.asarray(v) for k, v in self.history.items()})
-        meta = {
-            "method": self.method,
-            "iterations": self.iterations,
-            "config": self.config,
-            "seed": self.seed,
-            "wall_time": self.wall_time,
-            "stop_iteration": self.stop_iteration,
-            "diverged": self.diverged,
-        }
-        atomic_write(path, lambda f: np.savez(f, **arrays))
-        atomic_write(path.with_suffix(".json"), lambda f: f.write(json.dumps(meta, indent=2).encode()))
+        atomic_write(path, lambda f: np.savez(f, **self.to_arrays()))
+        atomic_write(path.with_suffix(".json"), lambda f: f.write(json.dumps(self.metadata(), indent=2).encode()))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Result:
@@ -62,27 +74,7 @@ class Result:
         path = Path(path)
         with np.load(path) as z:
             arrays = {k: z[k] for k in z.files}
-        meta = json.loads(path.with_suffix(".json").read_text())
-        history = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("history/")}
-        return cls(
-            image=arrays["image"],
-            ema_image=arrays["ema_image"],
-            stop_image=arrays.get("stop_image"),
-            history=history,
-            **meta,
-        )
+        return cls.from_arrays(arrays, json.loads(path.with_suffix(".json").read_text()))
 
 
-def atomic_write(path: str | os.PathLike, write) -> None:
-    """Call ``write(fileobj)`` on a temporary file beside ``path``, then rename it onto ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+METADATA = ("method", "iterations", "config", "seed", "wall_time", "stop_iteration", "diverged")
