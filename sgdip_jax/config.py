@@ -14,6 +14,7 @@ import dataclasses
 import io
 import json
 import math
+import numbers
 import sys
 import types
 import typing
@@ -55,6 +56,25 @@ class NetworkConfig:
         """Keyword overrides for ``sgdip_jax.networks.get_network``."""
         explicit = {k: getattr(self, k) for k in ("base", "norm") if getattr(self, k) is not None}
         return {**explicit, "weight_init": self.weight_init, **dict(self.options)}
+
+
+def check_choice(value, choices, field: str) -> None:
+    """ValueError naming ``field`` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{field} must be one of {list(choices)}, got {value!r}")
+
+
+def check_number(value, field: str, *, minimum: float = 0.0, inclusive: bool = False, optional: bool = False):
+    """ValueError naming ``field`` unless ``value`` is a finite number ``> minimum`` (``>=`` when
+    ``inclusive``; ``None`` passes when ``optional``)."""
+    if value is None and optional:
+        return
+    number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not number or not math.isfinite(value) or value < minimum or (value == minimum and not inclusive):
+        raise ValueError(
+            f"{field} must be a finite number {'>=' if inclusive else '>'} {minimum:g}"
+            f"{' (or unset)' if optional else ''}, got {value!r}"
+        )
 
 
 def to_dict(cfg) -> dict[str, Any]:

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import engine
-from ..config import NetworkConfig, to_dict
+from ..config import NetworkConfig, check_choice, check_number, to_dict
 from ..early_stopping import ESConfig
 from .result import Result
 
@@ -76,25 +76,6 @@ class DIPBaseConfig:
         check_number(self.lr, "lr")
         check_number(self.clip_norm, "clip_norm", optional=True)
         check_number(self.lr_half_life, "lr_half_life", optional=True)
-
-
-def check_number(value, field, *, minimum: float = 0.0, inclusive: bool = False, optional: bool = False):
-    """ValueError naming ``field`` unless ``value`` is a finite number ``> minimum`` (``>=`` when
-    ``inclusive``; ``None`` passes when ``optional``)."""
-    if value is None and optional:
-        return
-    number = isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
-    if not number or not np.isfinite(value) or value < minimum or (value == minimum and not inclusive):
-        raise ValueError(
-            f"{field} must be a finite number {'>=' if inclusive else '>'} {minimum:g}"
-            f"{' (or unset)' if optional else ''}, got {value!r}"
-        )
-
-
-def check_choice(value, choices, field):
-    """ValueError naming ``field`` unless ``value`` is one of ``choices``."""
-    if value not in choices:
-        raise ValueError(f"{field} must be one of {list(choices)}, got {value!r}")
 
 
 def real_view(a):

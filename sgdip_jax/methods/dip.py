@@ -17,7 +17,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from .common import DIPBaseConfig, DIPTask, check_choice, check_number, discrepancy, run_dip
+from ..config import check_choice, check_number
+from .common import DIPBaseConfig, DIPTask, discrepancy, run_dip
 from .result import Result
 
 INPUTS = ("uniform", "gaussian")

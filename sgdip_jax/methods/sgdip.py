@@ -30,13 +30,12 @@ import jax
 import jax.numpy as jnp
 
 from .. import engine
+from ..config import check_choice, check_number
 from .classical import finite_differences
 from .common import (
     DISCREPANCIES,
     DIPBaseConfig,
     DIPTask,
-    check_choice,
-    check_number,
     discrepancy,
     measured_discrepancy,
     run_dip,

@@ -23,7 +23,8 @@ import math
 import flax.linen as nn
 import jax.numpy as jnp
 
-from .layers import INITS, NORMS, Norm, check_choice, conv_inits, resize_half_pixel_bilinear, resize_nearest
+from ..config import check_choice
+from .layers import INITS, NORMS, Norm, conv_inits, resize_half_pixel_bilinear, resize_nearest
 
 
 def _check_common(name: str, x: jnp.ndarray, norm: str, weight_init: str, out_size) -> None:

@@ -8,12 +8,13 @@ All tensors are real and channels-last ``(B, H, W, C)``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from ..config import check_choice
 
 NORMS = ("batch", "group", "none")
 INITS = ("default", "normal002")
@@ -23,12 +24,6 @@ GROUPNORM_MAX_GROUPS = 32
 # Flax's momentum is the weight of the old value, hence 0.9.
 BATCHNORM_MOMENTUM = 0.9
 NORM_EPS = 1e-5
-
-
-def check_choice(value: str, choices: Sequence[str], field: str) -> None:
-    """Raise ValueError naming ``field`` when ``value`` is not one of ``choices``."""
-    if value not in choices:
-        raise ValueError(f"{field} must be one of {list(choices)}, got {value!r}")
 
 
 def conv_inits(init: str) -> dict:

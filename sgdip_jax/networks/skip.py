@@ -21,12 +21,12 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from ..config import check_choice
 from .layers import (
     INITS,
     NORMS,
     Norm,
     PaddedConv,
-    check_choice,
     pad_or_crop_to,
     resize_half_pixel_bilinear,
     resize_nearest,

@@ -17,7 +17,8 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from .layers import INITS, NORMS, Norm, check_choice, conv_inits, pad_or_crop_to, upsample2_align_corners
+from ..config import check_choice
+from .layers import INITS, NORMS, Norm, conv_inits, pad_or_crop_to, upsample2_align_corners
 
 
 class DoubleConv(nn.Module):
