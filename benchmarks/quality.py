@@ -68,7 +68,7 @@ from sgdip_jax.config import NetworkConfig, from_dict, to_dict
 from sgdip_jax.data.samples import IMAGE_SAMPLES, sample_image, sample_mri, smooth_phase
 from sgdip_jax.figures import comparison_figure, curves_figure
 from sgdip_jax.files import atomic_write
-from sgdip_jax.methods import DIPConfig, RefDIPConfig, SGDIPConfig, run_method
+from sgdip_jax.methods import METHODS, SGDIPConfig, run_method
 from sgdip_jax.methods.classical import (
     CGSenseConfig,
     L1WaveletConfig,
@@ -107,11 +107,11 @@ COILS = 8
 CLASSICAL = {
     "mri": {
         "cg-sense": (cg_sense, CGSenseConfig(), (0.0, 1e-3, 1e-2, 1e-1)),
-        "tv": (tv, TVConfig(iters=1000, isotropic=True), (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2)),
+        "tv": (tv, TVConfig(iterations=1000, isotropic=True), (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2)),
         "l1-wavelet": (l1_wavelet, L1WaveletConfig(), (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2)),
     },
     "inpainting": {
-        "tv": (tv, TVConfig(iters=1000, isotropic=True), (1e-4, 1e-3, 3e-3, 1e-2)),
+        "tv": (tv, TVConfig(iterations=1000, isotropic=True), (1e-4, 1e-3, 3e-3, 1e-2)),
     },
 }
 
@@ -227,7 +227,7 @@ def dip_config(method, section, args, overrides=None):
     """Config of DIP ``method`` for ``section``: the method's defaults with ``--network``, ``--base``,
     ``--iters`` (for inpainting: DIP on the skip network of the DIP paper, self-guided DIP from
     ``SGDIPConfig.inpainting()``), then ``overrides``."""
-    cls = {"dip": DIPConfig, "ref-dip": RefDIPConfig, "sgdip": SGDIPConfig}[method]
+    cls = METHODS[method].config
     base = SGDIPConfig.inpainting() if (section, method) == ("inpainting", "sgdip") else cls()
     changes = {"network": network_config(args, base.network)}
     if section == "inpainting" and method == "dip":
@@ -298,7 +298,7 @@ def run_classical(problem, method):
 
 def run_dip_method(problem, method, config, seed):
     """DIP-family run: metrics of the final EMA image, best PSNR over iterations (oracle) and its iteration."""
-    kwargs = {"prior_image": problem.prior} if method == "ref-dip" else {}
+    kwargs = {"prior_image": problem.prior} if METHODS[method].needs_prior else {}
     result = run_method(
         method, problem.operator, problem.y, config, key=seed, target=problem.target, progress=False, **kwargs
     )

@@ -444,7 +444,7 @@ def method_config(method: str, *, table=None, network=None, width=None, iters=No
     from .methods import get_method
     from .networks import NETWORKS
 
-    _, cls = get_method(method)
+    cls = get_method(method).config
     fields = _fields(cls)
     data = json.loads(json.dumps(table or {}))
     for name, value in (("network", network), ("width", width)):
@@ -455,11 +455,10 @@ def method_config(method: str, *, table=None, network=None, width=None, iters=No
             continue
         _set_dotted(data, "network.name" if name == "network" else "network.base", value)
     if iters is not None:
-        key = next((k for k in ("iterations", "iters") if k in fields), None)
-        if key is None:
+        if "iterations" not in fields:
             log.warning("--iters does not apply to method %s; ignored", method)
         else:
-            data[key] = iters
+            data["iterations"] = iters
     if early_stopping:
         if "early_stopping" not in fields:
             log.warning("--early-stopping does not apply to method %s; ignored", method)
@@ -661,8 +660,8 @@ def cmd_reconstruct(args) -> int:
 
     if args.method not in METHODS:
         raise ValueError(f"unknown method {args.method!r}; valid methods: {', '.join(METHODS)}")
-    if args.method == "ref-dip" and not args.reference:
-        raise ValueError("method ref-dip needs --reference FILE (the image used as network input)")
+    if METHODS[args.method].needs_prior and not args.reference:
+        raise ValueError(f"method {args.method} needs --reference FILE (the image used as network input)")
     config = method_config(
         args.method,
         table=args.method_tables.get(args.method),
@@ -718,7 +717,7 @@ def cmd_reconstruct(args) -> int:
 
 def _run_comment(outcomes: list[Outcome], config) -> str:
     """The head of ``config.toml``: what it reruns, and what this run actually did."""
-    requested = getattr(config, "iterations", getattr(config, "iters", None))
+    requested = getattr(config, "iterations", None)
     done = sorted({o.result.iterations for o in outcomes})
     text = (
         f"The settings of this run. `sgdip reconstruct INPUT --config config.toml` reruns the requested job "
@@ -749,10 +748,11 @@ def _diverged_status(outcomes: list[Outcome], config, out_path: Path) -> int:
 
 
 def _prior(args, problem):
-    """``ref-dip``'s reference image for ``problem`` (``None`` for other methods)."""
+    """The prior image for ``problem`` of a method that needs one (``ref-dip``), else ``None``."""
     from .inputs import load_reference_image
+    from .methods import METHODS
 
-    if args.method != "ref-dip":
+    if not METHODS[args.method].needs_prior:
         return None
     op = problem.operator
     complex_image = np.issubdtype(np.dtype(op.image_dtype), np.complexfloating)
@@ -909,7 +909,7 @@ def cmd_demo(args) -> int:
     from .data.samples import sample_mri
     from .figures import comparison_figure
     from .inputs import problem_from_case
-    from .methods import DIP_TASKS
+    from .methods import METHODS
     from .outputs import OutputDir
     from .reconstruct import reconstruct_problem
 
@@ -932,7 +932,7 @@ def cmd_demo(args) -> int:
         for method in DEMO_METHODS:
             configs[method] = (
                 method_config(method, network=setup["network"], width=setup["base"], iters=setup["iterations"])
-                if method in DIP_TASKS
+                if METHODS[method].is_dip
                 else method_config(method)
             )
             outcomes[method] = reconstruct_problem(
@@ -945,10 +945,10 @@ def cmd_demo(args) -> int:
         images = {m: o.image for m, o in outcomes.items()}
         metrics = {m: o.metrics for m, o in outcomes.items()}
         out.write_bytes("panel.png", comparison_figure(images, problem.reference, metrics, f"demo: {describe}"))
-        histories = {m: o.result.history for m, o in outcomes.items() if m in DIP_TASKS}
+        histories = {m: o.result.history for m, o in outcomes.items() if METHODS[m].is_dip}
         write_curves(out, "", histories, outcomes["zero-filled"].metrics, "shoulder, 4x")
         for m, o in outcomes.items():
-            if m in DIP_TASKS:
+            if METHODS[m].is_dip:
                 out.write_history(f"history_{m}.csv", o.result.history)
         out.write_npz(
             "recon.npz", {**{m.replace("-", "_"): o.image for m, o in outcomes.items()}, "reference": problem.reference}
@@ -980,12 +980,12 @@ def cmd_demo(args) -> int:
 
 def _demo_table(outcomes: dict[str, Outcome]) -> str:
     """One line per method, best PSNR first; the classical methods show the ``lam`` they chose."""
-    from .methods import DIP_TASKS
+    from .methods import METHODS
 
     lines = [f"{'method':<12} {'PSNR (dB)':>9} {'SSIM':>7} {'time (s)':>9}  setting"]
     for method, o in outcomes.items():
         m, config = o.metrics, o.result.config
-        setting = f"{o.result.iterations} iterations" if method in DIP_TASKS else ""
+        setting = f"{o.result.iterations} iterations" if METHODS[method].is_dip else ""
         if "lam_rule" in config:
             setting = f"lam {config['lam']:.3g} ({config['lam_rule']['rule']}, from the data)"
         lines.append(f"{method:<12} {m['psnr']:>9.2f} {m['ssim']:>7.4f} {o.result.wall_time:>9.1f}  {setting}".rstrip())

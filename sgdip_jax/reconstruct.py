@@ -9,7 +9,6 @@ images scaled back, and a problem gives the same images alone or in a batch.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import io
 import json
 from collections.abc import Sequence
@@ -116,13 +115,12 @@ def reconstruct_problem(problem, method, config, seed=0, *, prior_image=None, pr
         kwargs["target"] = target
     if prior_image is not None:
         kwargs["prior_image"] = prior_image
-    fn, _ = get_method(method)
-    if "sigma" in inspect.signature(fn).parameters:
+    if get_method(method).takes_sigma:
         kwargs["sigma"] = None if problem.sigma is None else problem.sigma * scale
-    if interrupt is not None and "callback" in inspect.signature(fn).parameters:
+    if interrupt is not None:
         kwargs["callback"] = lambda info: interrupt.requested
     result = run_method(method, problem.operator, y, config, seed, **kwargs)
-    requested = getattr(config, "iterations", getattr(config, "iters", None))
+    requested = getattr(config, "iterations", None)
     cut_short = requested is not None and result.iterations < requested and result.diverged is None
     return _outcome(
         problem, config, result, zero_filled, scale, bool(interrupt is not None and interrupt.requested and cut_short)
@@ -146,18 +144,18 @@ def reconstruct_batch(
     given; see :func:`sgdip_jax.parallel.run_dip_batch`); classical methods run one after another.
     ``prior_images``: one reference image per problem (``ref-dip``).
     """
-    from .methods import DIP_TASKS
+    from .methods import get_method
     from .parallel import run_dip_batch
 
     priors = [None] * len(problems) if prior_images is None else list(prior_images)
-    if method not in DIP_TASKS:
+    spec = get_method(method)
+    if not spec.is_dip:
         return [
             reconstruct_problem(p, method, config, seed, prior_image=r, progress=progress, interrupt=interrupt)
             for p, r in zip(problems, priors)
         ]
     scaled = [_scaled(p) for p in problems]
-    make_task = DIP_TASKS[method]
-    tasks = [make_task(config, prior_image=r) if method == "ref-dip" else make_task(config) for r in priors]
+    tasks = [spec.make_task(config, prior_image=r) for r in priors]
     targets = None if problems[0].target is None else [t for *_, t in scaled]
     callback = None if interrupt is None else (lambda info: interrupt.requested)
     results = run_dip_batch(

@@ -58,7 +58,7 @@ def test_cg_sense_matches_sigpy(case, lam, iters):
     ref = mr.app.SenseRecon(
         case["y"], case["smaps"], lamda=lam, weights=case["mask"], max_iter=iters, show_pbar=False
     ).run()
-    ours = C.cg_sense(case["op"], case["y"], C.CGSenseConfig(lam=lam, iters=iters), jax.random.PRNGKey(0))
+    ours = C.cg_sense(case["op"], case["y"], C.CGSenseConfig(lam=lam, iterations=iters), jax.random.PRNGKey(0))
     assert np.linalg.norm(ours.image - ref) / np.linalg.norm(ref) < 1e-3
     # the cheap objective CG records is the objective of its iterate
     residual = case["op"](ours.image) - case["y"]
@@ -81,7 +81,7 @@ def test_tv_matches_sigpy(case):
         tau=0.99 * 10 / 3,
         show_pbar=False,
     ).run()
-    ours = C.tv(case["op"], case["y"], C.TVConfig(lam=TV_LAM, iters=600), target=case["x"])
+    ours = C.tv(case["op"], case["y"], C.TVConfig(lam=TV_LAM, iterations=600), target=case["x"])
     ref_db, ours_db = _db(ref, case), _db(ours.image, case)
     print(f"TV lam={TV_LAM}: ours {ours_db:.2f} dB, SigPy {ref_db:.2f} dB")
     assert abs(ours_db - ref_db) < 0.5
@@ -97,7 +97,7 @@ def test_l1_wavelet_matches_sigpy(case):
     ref = mr.app.L1WaveletRecon(
         case["y"], case["smaps"], WAVELET_LAM, weights=case["mask"], max_iter=300, show_pbar=False
     ).run()
-    ours = C.l1_wavelet(case["op"], case["y"], C.L1WaveletConfig(lam=WAVELET_LAM, iters=300))
+    ours = C.l1_wavelet(case["op"], case["y"], C.L1WaveletConfig(lam=WAVELET_LAM, iterations=300))
     ref_db, ours_db = _db(ref, case), _db(ours.image, case)
     print(f"L1-wavelet lam={WAVELET_LAM}: ours {ours_db:.2f} dB, SigPy {ref_db:.2f} dB")
     assert abs(ours_db - ref_db) < 0.5
@@ -135,7 +135,7 @@ def test_cg_inpainting_closed_form():
     mask = (rng.random((16, 16)) < 0.5).astype(np.float32)
     op = Inpainting.create(mask)
     y = mask * _grey(16)
-    result = C.cg_sense(op, y, C.CGSenseConfig(lam=0.5, iters=3))
+    result = C.cg_sense(op, y, C.CGSenseConfig(lam=0.5, iterations=3))
     np.testing.assert_allclose(result.image, y / 1.5, atol=1e-6)
 
 
@@ -146,7 +146,7 @@ def test_l1_wavelet_denoising_closed_form(name):
     f = (_grey(32) * np.exp(1j * rng.uniform(0, 0.5, (32, 32)))).astype(np.complex64)
     op = MultiCoilMRI.create(np.ones((1, 32, 32), np.complex64), np.ones((32, 32), np.float32))
     lam = 0.05
-    config = C.L1WaveletConfig(lam=lam, iters=20, wavelet=name, levels=2)
+    config = C.L1WaveletConfig(lam=lam, iterations=20, wavelet=name, levels=2)
     result = C.l1_wavelet(op, fft2c(jnp.asarray(f))[None], config)
     coeffs = pywt.wavedec2(f.astype(np.complex128), name, mode="periodization", level=2)
     arr, slices = pywt.coeffs_to_array(coeffs)
@@ -189,7 +189,7 @@ def test_tv_denoising_duality_gap(isotropic, colour):
     f = (clean + 0.1 * rng.standard_normal(clean.shape)).astype(np.float32)
     op = Inpainting.create(np.ones(clean.shape[:2], np.float32), channels=3 if colour else None)
     lam = 0.08
-    result = C.tv(op, f, C.TVConfig(lam=lam, iters=600, isotropic=isotropic), target=clean)
+    result = C.tv(op, f, C.TVConfig(lam=lam, iterations=600, isotropic=isotropic), target=clean)
     axes = (0, 1)
     primal = _tv_primal(result.image.astype(np.float64), f.astype(np.float64), lam, axes, isotropic)
     dual = _dual_tv_denoise(f.astype(np.float64), lam, axes, isotropic)
@@ -206,9 +206,9 @@ def test_inpainting_colour_beats_masked_input(method):
     op = Inpainting.create(mask, channels=3)
     y = op(jnp.asarray(clean))
     if method is C.tv:
-        config = C.TVConfig(lam=0.02, iters=300)
+        config = C.TVConfig(lam=0.02, iterations=300)
     else:
-        config = C.L1WaveletConfig(lam=0.02, iters=200, levels=2)
+        config = C.L1WaveletConfig(lam=0.02, iterations=200, levels=2)
     result = method(op, y, config, target=clean)
     assert result.image.shape == clean.shape and result.image.dtype == np.float32
     assert result.history["psnr"][-1] > float(psnr(y, clean)) + 8
@@ -222,7 +222,7 @@ def test_progress_chunks_match_one_scan():
     clean = _grey(16)
     op = Inpainting.create((rng.random((16, 16)) < 0.7).astype(np.float32))
     y = op(jnp.asarray(clean))
-    config = C.TVConfig(lam=0.02, iters=120)
+    config = C.TVConfig(lam=0.02, iterations=120)
     a = C.tv(op, y, config, target=clean)
     b = C.tv(op, y, config, target=clean, progress=True)
     assert len(b.history["objective"]) == 120 and len(b.history["psnr"]) == 120
@@ -236,7 +236,7 @@ def test_best_lambda_picks_the_highest_psnr():
     op = Inpainting.create(np.ones((24, 24), np.float32))
     y = (clean + 0.1 * rng.standard_normal(clean.shape)).astype(np.float32)
     lams = [1e-4, 0.05, 5.0]
-    best, table = C.best_lambda(C.tv, op, y, clean, lams, C.TVConfig(iters=200))
+    best, table = C.best_lambda(C.tv, op, y, clean, lams, C.TVConfig(iterations=200))
     assert [row["lam"] for row in table] == lams
     values = [row["psnr"] for row in table]
     assert best.config["lam"] == lams[int(np.argmax(values))] == 0.05
@@ -248,7 +248,7 @@ def test_best_lambda_picks_the_highest_psnr():
 def test_result_fields_and_round_trip(tmp_path):
     op = Inpainting.create(np.ones((16, 16), np.float32))
     y = _grey(16)
-    config = C.L1WaveletConfig(lam=0.01, iters=5, wavelet="db2")
+    config = C.L1WaveletConfig(lam=0.01, iterations=5, wavelet="db2")
     result = C.l1_wavelet(op, y, config, jax.random.PRNGKey(7))
     assert result.method == "l1-wavelet" and result.iterations == 5 and result.seed == 7
     assert result.config == dataclasses.asdict(config)
@@ -258,7 +258,7 @@ def test_result_fields_and_round_trip(tmp_path):
     loaded = Result.load(tmp_path / "r.npz")
     np.testing.assert_array_equal(loaded.image, result.image)
     assert loaded.config == result.config
-    assert C.cg_sense(op, y, C.CGSenseConfig(iters=2), 3).seed == 3
+    assert C.cg_sense(op, y, C.CGSenseConfig(iterations=2), 3).seed == 3
 
 
 def test_errors_name_the_problem():
@@ -268,8 +268,8 @@ def test_errors_name_the_problem():
         C.tv(op, y, C.CGSenseConfig())
     with pytest.raises(ValueError, match='TVConfig.lam: expected "auto", "discrepancy" or a finite number >= 0'):
         C.tv(op, y, C.TVConfig(lam=-1.0))
-    with pytest.raises(ValueError, match="CGSenseConfig.iters: expected an integer >= 1"):
-        C.cg_sense(op, y, C.CGSenseConfig(iters=0))
+    with pytest.raises(ValueError, match="CGSenseConfig.iterations: expected an integer >= 1"):
+        C.cg_sense(op, y, C.CGSenseConfig(iterations=0))
     with pytest.raises(ValueError, match="y: expected measurements of shape"):
         C.cg_sense(op, np.zeros((8, 8), np.float32))
     with pytest.raises(ValueError, match="target: expected shape"):

@@ -281,7 +281,7 @@ def test_config_file_and_cli_override(files, tmp_path):
     assert run(["reconstruct", files["case"], "--config", cfg, "--iters", "4", "--out", out, "--quiet"]) == 0
     resolved = tomllib.loads((out / "config.toml").read_text())
     assert resolved["method"] == "tv"
-    assert resolved["tv"] == {"lam": 0.002, "iters": 4, "isotropic": True}
+    assert resolved["tv"] == {"lam": 0.002, "iterations": 4, "isotropic": True}
     assert len((out / "history.csv").read_text().splitlines()) == 1 + 4
     # the written config reproduces the run, and YAML works the same way
     out2 = tmp_path / "c2"
@@ -289,10 +289,10 @@ def test_config_file_and_cli_override(files, tmp_path):
     with np.load(out / "recon.npz") as a, np.load(out2 / "recon.npz") as b:
         assert np.array_equal(a["image"], b["image"])
     yml = tmp_path / "run.yaml"
-    yml.write_text("method: cg-sense\ncg-sense:\n  iters: 3\n")
+    yml.write_text("method: cg-sense\ncg-sense:\n  iterations: 3\n")
     out3 = tmp_path / "c3"
     assert run(["reconstruct", files["case"], "--config", yml, "--set", "lam=0.01", "--out", out3, "--quiet"]) == 0
-    assert tomllib.loads((out3 / "config.toml").read_text())["cg-sense"] == {"lam": 0.01, "iters": 3}
+    assert tomllib.loads((out3 / "config.toml").read_text())["cg-sense"] == {"lam": 0.01, "iterations": 3}
 
 
 # ------------------------------------------------------------------------------------------ errors

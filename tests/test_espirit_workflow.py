@@ -13,7 +13,7 @@ from sgdip_jax.operators.sensitivity import espirit
 def test_cg_sense_with_espirit_maps_within_1db_of_true_maps():
     case = sample_mri("shoulder", size=320, coils=8, acceleration=4, snr_db=30, seed=0)
     maps = espirit(case.y, calib_width=24)  # the case has 25 fully sampled centre lines (8 %)
-    cfg = CGSenseConfig(lam=1e-3, iters=30)
+    cfg = CGSenseConfig(lam=1e-3, iterations=30)
     true = cg_sense(case.operator(), case.y, cfg).image
     est = cg_sense(MultiCoilMRI.create(maps, case.mask), case.y, cfg).image
     p_true = float(psnr(np.abs(true), np.abs(case.x)))

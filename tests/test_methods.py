@@ -237,6 +237,55 @@ def test_result_round_trip_and_config_reuse(small_case, tmp_path):
     assert from_dict(SGDIPConfig, back.config) == cfg
 
 
+def test_a_new_dip_variant_is_one_loss_and_one_config(small_case):
+    """A toy DIP method (L1 data term on a fixed uniform input) registered from outside the package
+    runs by name, alone and batched, through the same engine as the built-in methods."""
+    import dataclasses
+
+    from sgdip_jax.inputs import Problem
+    from sgdip_jax.methods import Method, register
+    from sgdip_jax.methods.common import DIPBaseConfig, DIPTask, discrepancy, run_dip
+    from sgdip_jax.methods.dip import random_input
+    from sgdip_jax.reconstruct import reconstruct_batch
+
+    @dataclasses.dataclass(frozen=True)
+    class ToyConfig(DIPBaseConfig):
+        input_scale: float = 0.1
+
+    def toy_task(config):
+        def make_input(key, op, y, input_shape):
+            return random_input(key, input_shape(op.n_channels), "uniform", config.input_scale), False
+
+        def make_loss(forward):
+            def loss_fn(params, net_state, z, key, data):
+                out, net_state = forward(params, net_state, z)
+                op = data["operator"]
+                term = discrepancy(op(op.from_channels(out[0])) - data["y"], "l1")
+                return term, {"image": out[0], "net_state": net_state, "terms": {"data": term}}
+
+            return loss_fn
+
+        return DIPTask("toy", config, make_input, make_loss)
+
+    def toy(operator, y, config=ToyConfig(), key=None, *, target=None, progress=True, callback=None):
+        return run_dip(toy_task(config), operator, y, key, target=target, progress=progress, callback=callback)
+
+    op, y, x = small_case
+    register(Method("toy", toy, ToyConfig, toy_task))
+    try:
+        with pytest.raises(ValueError, match="already registered"):
+            register(Method("toy", toy, ToyConfig, toy_task))
+        config = {"network": to_dict(TINY), "iterations": 30, "lr": 1e-2}
+        result = run_method("toy", op, y, config, 0, target=x, progress=False)
+        assert result.method == "toy" and result.iterations == 30
+        assert result.history["loss"][-1] < result.history["loss"][0]
+        problem = Problem(operator=op, y=np.asarray(y), target=x, reference=x, crop=None, meta={})
+        (batched,) = reconstruct_batch([problem], "toy", from_dict(ToyConfig, config), 0, progress=False)
+        assert batched.result.method == "toy" and batched.result.iterations == 30
+    finally:
+        METHODS.pop("toy")
+
+
 def test_registry():
     assert set(METHODS) == {"sgdip", "dip", "ref-dip", "zero-filled", "cg-sense", "tv", "l1-wavelet"}
     op, y, *_ = random_mri()

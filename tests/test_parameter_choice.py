@@ -61,7 +61,7 @@ def test_gcv_degrees_of_freedom_match_the_trace_of_a_linear_estimator():
     rng = np.random.default_rng(2)
     y = rng.standard_normal((32, 32)).astype(np.float32)
     op = Inpainting.create(np.ones((32, 32), np.float32))
-    solve = lambda lam, data: C.cg_sense(op, data, C.CGSenseConfig(lam=lam, iters=5))
+    solve = lambda lam, data: C.cg_sense(op, data, C.CGSenseConfig(lam=lam, iterations=5))
     lam, result, table = P.gcv_lambda(solve, op, y, P.measured(op, y), 1e-2, 1e2)
     probe = [row["df"] * (1 + row["lam"]) for row in table]
     np.testing.assert_allclose(probe, probe[0], rtol=1e-3)
@@ -73,16 +73,16 @@ def test_gcv_degrees_of_freedom_match_the_trace_of_a_linear_estimator():
 def test_auto_records_gcv_and_reproduces_with_the_chosen_lam():
     case = sample_mri("shoulder", size=48, coils=4, acceleration=4, snr_db=25, seed=0)
     op = case.operator()
-    result = C.tv(op, case.y, C.TVConfig(iters=200))
+    result = C.tv(op, case.y, C.TVConfig(iterations=200))
     assert result.config["lam_rule"]["rule"] == "gcv" and len(result.config["lam_rule"]["table"]) == P.GRID_POINTS + 2
-    again = C.tv(op, case.y, dataclasses.replace(C.TVConfig(iters=200), lam=result.config["lam"]))
+    again = C.tv(op, case.y, dataclasses.replace(C.TVConfig(iterations=200), lam=result.config["lam"]))
     np.testing.assert_allclose(again.image, result.image, atol=1e-6)
 
 
 def test_discrepancy_meets_its_target_and_records_the_rule():
     case = sample_mri("shoulder", size=48, coils=4, acceleration=4, snr_db=25, seed=0)
     op = case.operator()
-    result = C.tv(op, case.y, C.TVConfig(lam="discrepancy", iters=200), sigma=case.sigma)
+    result = C.tv(op, case.y, C.TVConfig(lam="discrepancy", iterations=200), sigma=case.sigma)
     rule = result.config["lam_rule"]
     assert rule["sigma_source"] == "given" and rule["sigma"] == pytest.approx(case.sigma)
     m = P.measured_count(op, case.y)
@@ -90,7 +90,7 @@ def test_discrepancy_meets_its_target_and_records_the_rule():
     assert rule["residual_ratio"] == pytest.approx(P.TAU, rel=0.05)
     residual = float(jnp.sum(jnp.abs(op(jnp.asarray(result.image)) - case.y) ** 2))
     assert residual / (m * case.sigma**2) == pytest.approx(rule["residual_ratio"], rel=1e-3)
-    estimated = C.tv(op, case.y, C.TVConfig(lam="discrepancy", iters=200))
+    estimated = C.tv(op, case.y, C.TVConfig(lam="discrepancy", iterations=200))
     assert estimated.config["lam_rule"]["sigma_source"] == "estimated"
 
 

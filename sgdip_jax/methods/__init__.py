@@ -1,12 +1,16 @@
 """Reconstruction methods, each ``method(operator, y, config, key, *, target=None, ...) -> Result``.
 
-``METHODS`` maps a name to ``(function, config class)``; :func:`run_method` runs one by name.
-The DIP methods (``sgdip``, ``dip``, ``ref-dip``) share :mod:`sgdip_jax.engine`; ``DIP_TASKS`` maps
-their names to ``task(config, **kwargs) -> DIPTask`` (what :mod:`sgdip_jax.parallel` batches). The
-classical baselines live in :mod:`.classical`.
+One registry, ``METHODS``: a :class:`Method` record per name (run function, config class, the
+engine task of a DIP method, whether it needs a prior image or takes a noise level). The DIP
+methods (``sgdip``, ``dip``, ``ref-dip``) share :mod:`sgdip_jax.engine` through their
+:class:`DIPTask`; a new DIP variant is a loss and a config, registered with :func:`register`. The
+classical baselines live in :mod:`.classical`. :func:`run_method` runs a method by name.
 """
 
 from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
 
 from .classical import (
     CGSenseConfig,
@@ -24,20 +28,55 @@ from .ref_dip import RefDIPConfig, ref_dip, ref_dip_task
 from .result import Result
 from .sgdip import SGDIPConfig, sgdip, sgdip_task
 
-METHODS = {
-    "sgdip": (sgdip, SGDIPConfig),
-    "dip": (dip, DIPConfig),
-    "ref-dip": (ref_dip, RefDIPConfig),
-    "zero-filled": (zero_filled, ZeroFilledConfig),
-    "cg-sense": (cg_sense, CGSenseConfig),
-    "tv": (tv, TVConfig),
-    "l1-wavelet": (l1_wavelet, L1WaveletConfig),
-}
-DIP_TASKS = {"sgdip": sgdip_task, "dip": dip_task, "ref-dip": ref_dip_task}
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """A registered method. ``run(operator, y, config, key, *, target, progress, callback, ...)``;
+    ``config``: its config class (with an ``iterations`` field when it iterates); ``task``:
+    ``task(config) -> DIPTask`` for engine (DIP) methods, else ``None``; ``needs_prior``: ``run`` and
+    ``task`` take ``prior_image``; ``takes_sigma``: ``run`` takes the noise level ``sigma``."""
+
+    name: str
+    run: Callable
+    config: type
+    task: Callable | None = None
+    needs_prior: bool = False
+    takes_sigma: bool = False
+
+    @property
+    def is_dip(self) -> bool:
+        return self.task is not None
+
+    def make_task(self, config, prior_image=None) -> DIPTask:
+        """The engine task of ``config`` (with ``prior_image`` when the method needs one)."""
+        return self.task(config, prior_image=prior_image) if self.needs_prior else self.task(config)
 
 
-def get_method(name: str):
-    """``(function, config class)`` registered as ``name``; ValueError listing the valid names."""
+METHODS: dict[str, Method] = {}
+
+
+def register(method: Method) -> Method:
+    """Add ``method`` to :data:`METHODS` (a name may be registered once)."""
+    if method.name in METHODS:
+        raise ValueError(f"method {method.name!r} is already registered")
+    METHODS[method.name] = method
+    return method
+
+
+for _method in (
+    Method("sgdip", sgdip, SGDIPConfig, sgdip_task),
+    Method("dip", dip, DIPConfig, dip_task),
+    Method("ref-dip", ref_dip, RefDIPConfig, ref_dip_task, needs_prior=True),
+    Method("zero-filled", zero_filled, ZeroFilledConfig),
+    Method("cg-sense", cg_sense, CGSenseConfig, takes_sigma=True),
+    Method("tv", tv, TVConfig, takes_sigma=True),
+    Method("l1-wavelet", l1_wavelet, L1WaveletConfig, takes_sigma=True),
+):
+    register(_method)
+
+
+def get_method(name: str) -> Method:
+    """The :class:`Method` registered as ``name``; ValueError listing the valid names."""
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; valid methods: {sorted(METHODS)}")
     return METHODS[name]
@@ -47,23 +86,23 @@ def run_method(name: str, operator, y, config=None, key=None, **kwargs) -> Resul
     """Run method ``name``; ``config`` is its config instance, a (nested) dict, or ``None`` (defaults).
 
     ``key`` is a PRNG key or an int seed; ``kwargs`` go to the method (``target``, ``progress``,
-    ``prior_image`` for ``ref-dip``, ...).
+    ``callback``, ``prior_image`` for ``ref-dip``, ``sigma`` for the classical baselines, ...).
     """
     from ..config import from_dict
 
-    fn, cls = get_method(name)
-    if not isinstance(config, cls):
-        config = from_dict(cls, config)
-    return fn(operator, y, config, key, **kwargs)
+    method = get_method(name)
+    if not isinstance(config, method.config):
+        config = from_dict(method.config, config)
+    return method.run(operator, y, config, key, **kwargs)
 
 
 __all__ = [
-    "DIP_TASKS",
     "METHODS",
-    "DIPTask",
     "CGSenseConfig",
     "DIPConfig",
+    "DIPTask",
     "L1WaveletConfig",
+    "Method",
     "RefDIPConfig",
     "Result",
     "SGDIPConfig",
@@ -76,6 +115,7 @@ __all__ = [
     "l1_wavelet",
     "ref_dip",
     "ref_dip_task",
+    "register",
     "run_method",
     "sgdip",
     "sgdip_task",

@@ -69,35 +69,35 @@ class ZeroFilledConfig:
 @dataclasses.dataclass(frozen=True)
 class CGSenseConfig:
     """CG-SENSE. ``lam``: Tikhonov weight (``lam/2 ||x||^2``, SigPy's ``lamda``) or a rule
-    (``"auto"``: GCV, ``"discrepancy"``; see the module docstring); ``iters``: CG steps
+    (``"auto"``: GCV, ``"discrepancy"``; see the module docstring); ``iterations``: CG steps
     (unregularised CG is stopped early because later iterations amplify noise)."""
 
     lam: float | Literal["auto", "discrepancy"] = "auto"
-    iters: int = 30
+    iterations: int = 30
 
 
 @dataclasses.dataclass(frozen=True)
 class TVConfig:
     """Total variation. ``lam``: weight of ``||G x||_1`` (SigPy's ``lamda``) or a rule (``"auto"``,
-    ``"discrepancy"``); ``iters``: primal-dual steps; ``isotropic``: per-pixel gradient norm
+    ``"discrepancy"``); ``iterations``: primal-dual steps; ``isotropic``: per-pixel gradient norm
     instead of SigPy's anisotropic sum."""
 
     lam: float | Literal["auto", "discrepancy"] = "auto"
-    iters: int = 500
+    iterations: int = 500
     isotropic: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
 class L1WaveletConfig:
     """L1-wavelet. ``lam``: weight of ``||W x||_1`` (SigPy's ``lamda``) or a rule (``"auto"``,
-    ``"discrepancy"``); ``iters``: FISTA steps;
+    ``"discrepancy"``); ``iterations``: FISTA steps;
     ``wavelet``: ``"haar"``, ``"db2"`` or ``"db4"``; ``levels``: decomposition depth (``None``:
     PyWavelets' default for the image size). When an image size is not a multiple of
     ``2**levels``, the unknown is the image extended at the bottom/right to the next multiple (the
     extension is free, seen only by the wavelet penalty) and the result is cropped back."""
 
     lam: float | Literal["auto", "discrepancy"] = "auto"
-    iters: int = 300
+    iterations: int = 300
     wavelet: str = "db4"
     levels: int | None = None
 
@@ -140,8 +140,8 @@ def _check(config, cls):
     lam = getattr(config, "lam", 0.0)
     if lam not in parameter_choice.RULES and not (isinstance(lam, (int, float)) and np.isfinite(lam) and lam >= 0):
         raise ValueError(f'{cls.__name__}.lam: expected "auto", "discrepancy" or a finite number >= 0, got {lam!r}')
-    if not getattr(config, "iters", 1) >= 1:
-        raise ValueError(f"{cls.__name__}.iters: expected an integer >= 1, got {config.iters}")
+    if not getattr(config, "iterations", 1) >= 1:
+        raise ValueError(f"{cls.__name__}.iterations: expected an integer >= 1, got {config.iterations}")
 
 
 def _check_y(operator, y):
@@ -264,9 +264,10 @@ def _solve(name, solve, operator, y, config, key, target, progress, sigma, callb
 # --------------------------------------------------------------------------- zero-filled
 
 
-def zero_filled(operator, y, config=ZeroFilledConfig(), key=None, *, target=None, progress=False):
+def zero_filled(operator, y, config=ZeroFilledConfig(), key=None, *, target=None, progress=False, callback=None):
     """``x = A^H y``: the coil-combined zero-filled image for MRI (SENSE combination with
-    RSS-normalised maps), the masked image for inpainting. ``history`` holds ``psnr`` given a target."""
+    RSS-normalised maps), the masked image for inpainting. ``history`` holds ``psnr`` given a target;
+    ``progress`` and ``callback`` are accepted for a uniform signature (there is nothing to iterate)."""
     start = time.perf_counter()
     _check(config, ZeroFilledConfig)
     target = _check_target(operator, target)
@@ -314,7 +315,7 @@ def _cg_sense(operator, y, config, key, target, progress, callback=None):
         "target": _check_target(operator, target),
     }
     state = (jnp.zeros_like(b), b, b, _sqnorm(b))
-    state, history, done = _iterate(_cg_step, None, consts, state, config.iters, progress, "cg-sense", callback)
+    state, history, done = _iterate(_cg_step, None, consts, state, config.iterations, progress, "cg-sense", callback)
     return _result("cg-sense", state[0], history, done, config, key, start)
 
 
@@ -405,7 +406,7 @@ def _tv(operator, y, config, key, target, progress, callback=None):
     x0 = jnp.zeros(operator.image_shape, operator.image_dtype)
     state = (x0, x0, jnp.zeros_like(y), jnp.zeros((len(axes),) + x0.shape, x0.dtype))
     static = (axes, bool(config.isotropic))
-    state, history, done = _iterate(_tv_step, static, consts, state, config.iters, progress, "tv", callback)
+    state, history, done = _iterate(_tv_step, static, consts, state, config.iterations, progress, "tv", callback)
     return _result("tv", state[0], history, done, config, key, start)
 
 
@@ -483,7 +484,9 @@ def _l1_wavelet(operator, y, config, key, target, progress, callback=None):
     u0 = jnp.zeros(padded, operator.image_dtype)
     state = (u0, u0, jnp.float32(1.0))
     static = (config.wavelet, levels, axes)
-    state, history, done = _iterate(_fista_step, static, consts, state, config.iters, progress, "l1-wavelet", callback)
+    state, history, done = _iterate(
+        _fista_step, static, consts, state, config.iterations, progress, "l1-wavelet", callback
+    )
     return _result("l1-wavelet", _crop(state[0], shape), history, done, config, key, start)
 
 
