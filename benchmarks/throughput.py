@@ -1,7 +1,7 @@
 """Slices per hour of self-guided DIP when several slices share one compiled step.
 
 For each batch size ``B``, ``B`` simulated slices (shoulder image, 8 coils, 4x VDRS, own noise and
-phase per slice) are reconstructed together by :func:`sgdip_jax.parallel.run_dip_batch` for
+phase per slice) are reconstructed together by :func:`sgdip_jax.methods.common.run_dip_batch` for
 ``--chunks`` chunks of ``--chunk`` iterations; the host is synchronised at the end of every chunk,
 the time per batched iteration is the median chunk time (after the first chunk) over ``--chunk``,
 and the fixed cost (setup + compilation) is the time to the end of the first chunk minus one
@@ -42,7 +42,7 @@ def measure(args, batch: int) -> dict:
     from sgdip_jax.data import sample_mri
     from sgdip_jax.inputs import problem_from_case
     from sgdip_jax.methods import SGDIPConfig, sgdip_task
-    from sgdip_jax.parallel import run_dip_batch
+    from sgdip_jax.methods.common import run_dip_batch
 
     problems = [
         problem_from_case(sample_mri("shoulder", size=args.size, coils=8, acceleration=4.0, seed=s))

@@ -1,9 +1,9 @@
 """The ``sgdip`` command: ``sgdip reconstruct``, ``sgdip demo`` and ``sgdip info``.
 
 Input files become problems in :mod:`sgdip_jax.inputs`, methods run through
-:mod:`sgdip_jax.reconstruct` (batches: :mod:`sgdip_jax.parallel`, processes:
-:mod:`sgdip_jax.multihost`), results are written by :mod:`sgdip_jax.outputs` and
-:mod:`sgdip_jax.figures`; this module only wires options to those pieces. Bad input ends with
+:mod:`sgdip_jax.reconstruct` (one problem, a batch, or a volume over several processes), and
+:mod:`sgdip_jax.report` writes the results through :mod:`sgdip_jax.outputs`; this module only
+parses options and prints. Bad input ends with
 one line ``sgdip: error: ...`` and exit status 2. Ctrl-C during a DIP
 run ends it after the current chunk of iterations, saves what has been computed (EMA image,
 history) and exits with status 130; a second Ctrl-C aborts at once without saving. For several
@@ -513,117 +513,6 @@ class _InterruptFlag:
             signal.signal(s, previous)
 
 
-def _device() -> dict[str, str]:
-    import jax
-
-    dev = jax.devices()[0]
-    return {"platform": dev.platform, "device": getattr(dev, "device_kind", str(dev)), "count": jax.device_count()}
-
-
-def _environment() -> dict[str, Any]:
-    import jax
-
-    return {"sgdip_jax": __version__, "jax": jax.__version__, "python": platform.python_version(), **_device()}
-
-
-def _figure_views(outcome: Outcome, label: str):
-    """``(images, reference)`` for the comparison panel, centre-cropped like the metrics."""
-    from .data.fastmri import center_crop
-
-    problem = outcome.problem
-    images = {"zero-filled": outcome.zero_filled, label: outcome.image}
-    if problem.crop:
-        images = {k: center_crop(np.asarray(v), problem.crop, axes=(0, 1)) for k, v in images.items()}
-    return images, problem.reference
-
-
-def write_run_figures(out, prefix: str, outcome: Outcome, label: str, title: str) -> None:
-    """``panel.png``, ``psnr.png`` and ``loss.png`` of one reconstruction under ``prefix``."""
-    from .figures import comparison_figure
-
-    images, reference = _figure_views(outcome, label)
-    metrics = {"zero-filled": outcome.zero_filled_metrics, label: outcome.metrics}
-    out.write_bytes(
-        f"{prefix}panel.png", comparison_figure(images, reference, {k: v for k, v in metrics.items() if v}, title)
-    )
-    write_curves(out, prefix, {label: outcome.result.history}, outcome.zero_filled_metrics, title)
-
-
-def write_curves(out, prefix: str, histories, zero_filled_metrics, title: str) -> None:
-    """``psnr.png`` (with the zero-filled PSNR as a baseline) and ``loss.png``, when recorded."""
-    from .figures import curves_figure
-
-    zf = {"zero-filled": zero_filled_metrics["psnr"]} if zero_filled_metrics else None
-    curves = (
-        ("psnr.png", "psnr", "PSNR (dB)", False, zf),
-        ("loss.png", ("loss", "data", "reg", "objective"), "loss", True, None),
-    )
-    for name, keys, ylabel, log_axis, baselines in curves:
-        png = curves_figure(histories, keys, ylabel, log=log_axis, title=title, baselines=baselines)
-        if png is not None:
-            out.write_bytes(f"{prefix}{name}", png)
-
-
-def _slice_summary(outcome: Outcome) -> dict[str, Any]:
-    r = outcome.result
-    return {
-        "metrics": outcome.metrics,
-        "zero_filled_metrics": outcome.zero_filled_metrics,
-        "iterations": r.iterations,
-        "stop_iteration": r.stop_iteration,
-        "diverged": r.diverged,
-        "wall_time": r.wall_time,
-        "data_scale": outcome.data_scale,
-        "interrupted": outcome.interrupted,
-        "problem": outcome.problem.meta,
-    }
-
-
-def _stack(outcomes, get):
-    return np.stack([np.asarray(get(o)) for o in outcomes])
-
-
-def write_reconstruction(out, outcomes: list[Outcome], h5: bool, method: str) -> None:
-    """``recon.h5`` (fastMRI inputs, slices stacked; ``reconstruction`` = centre-cropped magnitude as in
-    fastMRI submissions) or ``recon.npz`` with the reported image, its magnitude, the moving average,
-    the last iterate, the ES-WMV image (when detected), the zero-filled image and the reference."""
-    from .data.fastmri import center_crop
-
-    arrays: dict[str, np.ndarray] = {
-        "image": _stack(outcomes, lambda o: o.image),
-        "ema_image": _stack(outcomes, lambda o: o.result.ema_image),
-        "last_image": _stack(outcomes, lambda o: o.result.image),
-        "zero_filled": _stack(outcomes, lambda o: o.zero_filled),
-    }
-    if np.iscomplexobj(arrays["image"]):
-        arrays["magnitude"] = np.abs(arrays["image"])
-    if all(o.result.stop_image is not None for o in outcomes):
-        arrays["stop_image"] = _stack(outcomes, lambda o: o.result.stop_image)
-    if all(o.problem.reference is not None for o in outcomes):
-        arrays["reference"] = _stack(outcomes, lambda o: o.problem.reference)
-    crop = outcomes[0].problem.crop
-    if h5:
-        magnitude = np.abs(arrays["image"])
-        arrays["reconstruction"] = center_crop(magnitude, crop) if crop else magnitude
-        slices = [o.problem.meta.get("slice") for o in outcomes]
-        out.write_h5("recon.h5", arrays, {"method": method, "slices": slices})
-    else:
-        out.write_npz("recon.npz", {k: v[0] for k, v in arrays.items()})
-
-
-def _volume_metrics(outcomes: list[Outcome]):
-    """fastMRI volume metrics (PSNR/NRMSE/HFEN pooled, SSIM averaged, data range = volume maximum)."""
-    from .data.fastmri import center_crop
-    from .metrics import evaluate
-
-    if len(outcomes) < 2 or any(o.problem.reference is None for o in outcomes):
-        return None
-    crop = outcomes[0].problem.crop
-    x = np.stack([center_crop(np.abs(o.image), crop) if crop else np.abs(o.image) for o in outcomes], -1)
-    ref = np.stack([np.abs(o.problem.reference) for o in outcomes], -1)
-    return evaluate(x, ref)
-
-
 # --------------------------------------------------------------------------- reconstruct
 
 
@@ -652,11 +541,10 @@ def _resolved_config(args, method, config) -> dict[str, Any]:
 
 def cmd_reconstruct(args) -> int:
     """``sgdip reconstruct``: see the subcommand's ``--help``."""
-    from .config import save_config
     from .inputs import detect_kind, load_problems, selected_slices
     from .methods import METHODS
     from .outputs import OutputDir
-    from .reconstruct import reconstruct_problem
+    from .reconstruct import log_outcome, log_start, reconstruct_problem
 
     if args.method not in METHODS:
         raise ValueError(f"unknown method {args.method!r}; valid methods: {', '.join(METHODS)}")
@@ -686,7 +574,7 @@ def cmd_reconstruct(args) -> int:
     outcomes: list[Outcome] = []
     with OutputDir(out_path, force=args.force) as out, _InterruptFlag() as interrupt:
         for problem in load_problems(args.input, options):
-            _log_start(args, problem)
+            log_start(args.input, problem, args.method)
             outcome = reconstruct_problem(
                 problem,
                 args.method,
@@ -697,16 +585,10 @@ def cmd_reconstruct(args) -> int:
                 interrupt=interrupt,
             )
             outcomes.append(outcome)
-            _log_outcome(outcome, args.method)
+            log_outcome(outcome)
             if interrupt.requested:
                 break
-        _write_reconstruct_outputs(out, args, kind, config, outcomes)
-        save_config(
-            out.file("config.toml"),
-            _resolved_config(args, args.method, config),
-            overwrite=True,
-            comment=_run_comment(outcomes, config),
-        )
+        _write_outputs(out, args, kind, config, outcomes)
         out.commit()
     log.info("wrote %s", out_path)
     if interrupt.requested:
@@ -715,19 +597,20 @@ def cmd_reconstruct(args) -> int:
     return _diverged_status(outcomes, config, out_path)
 
 
-def _run_comment(outcomes: list[Outcome], config) -> str:
-    """The head of ``config.toml``: what it reruns, and what this run actually did."""
-    requested = getattr(config, "iterations", None)
-    done = sorted({o.result.iterations for o in outcomes})
-    text = (
-        f"The settings of this run. `sgdip reconstruct INPUT --config config.toml` reruns the requested job "
-        f"({requested} iterations).\nIterations run: {', '.join(map(str, done))}"
+def _write_outputs(out, args, kind: str, config, outcomes: list[Outcome]) -> None:
+    from .report import write_outputs
+
+    resolved = _resolved_config(args, args.method, config)
+    write_outputs(
+        out,
+        outcomes,
+        input_path=args.input,
+        kind=kind,
+        method=args.method,
+        seed=args.seed,
+        config=config,
+        resolved=resolved,
     )
-    if any(o.interrupted for o in outcomes):
-        text += " (interrupted before the end)"
-    if any(o.result.diverged is not None for o in outcomes):
-        text += " (stopped: the loss was not finite)"
-    return text + "."
 
 
 def _diverged_status(outcomes: list[Outcome], config, out_path: Path) -> int:
@@ -759,140 +642,42 @@ def _prior(args, problem):
     return load_reference_image(args.reference, tuple(op.image_shape), complex_image)
 
 
-def _log_start(args, problem) -> None:
-    where = f" slice {problem.meta['slice']}" if "slice" in problem.meta else ""
-    log.info("%s%s: %s, image %s", Path(args.input).name, where, args.method, tuple(problem.operator.image_shape))
-
-
 def _reconstruct_volume(args, config, options, indices: list[int], out_path: Path) -> int:
-    """Several fastMRI slices: ``--batch`` slices per compiled step over the local devices; with
-    several processes each takes a contiguous share of ``indices``. Finished slices go to
-    ``OUT.partial`` (one file each), which a rerun with the same settings resumes from; with several
-    processes they also travel to process 0 (:class:`~sgdip_jax.multihost.SliceExchange`), which
-    writes ``OUT`` once, in slice order; each store is removed once ``OUT`` is written."""
-    import contextlib
+    """Several fastMRI slices (and processes): :func:`sgdip_jax.reconstruct.reconstruct_volume`."""
+    from .multihost import file_identity
+    from .reconstruct import reconstruct_volume
 
-    import jax
-
-    from .inputs import fastmri_problems
-    from .multihost import SliceExchange, SliceStore, file_identity, process_share
-    from .outputs import check_output_dir
-    from .reconstruct import outcome_from_bytes, outcome_to_bytes, reconstruct_batch
-
-    lead = jax.process_index() == 0
-    if lead:
-        check_output_dir(out_path, args.force)
     fingerprint = {"input_file": file_identity(args.input), **_resolved_config(args, args.method, config)}
-    store = SliceStore(out_path.with_name(out_path.name + ".partial"), fingerprint, force=args.force)
-    if store.damaged:
-        log.warning("%s: slices %s were damaged and are computed again", store.path, store.damaged)
-    several = jax.process_count() > 1
-    exchange = SliceExchange(store.key, args.peer_timeout) if several else contextlib.nullcontext()
-    mine = process_share(indices)
-    todo = [i for i in mine if i not in store.done()]
-    if len(todo) < len(mine):
-        log.info("resuming: %d of %d slices already done in %s", len(mine) - len(todo), len(mine), store.path)
-    devices = jax.local_devices() if jax.local_device_count() > 1 else None
-    with exchange, _InterruptFlag() as interrupt:
-        for index in mine:
-            if several and index not in todo:
-                exchange.publish(index, store.load(index))
-        for start in range(0, len(todo), args.batch):
-            block = todo[start : start + args.batch]
-            problems = list(fastmri_problems(args.input, options, block))
-            for problem in problems:
-                _log_start(args, problem)
-            outcomes = reconstruct_batch(
-                problems,
-                args.method,
-                config,
-                args.seed,
-                prior_images=[_prior(args, p) for p in problems],
-                devices=devices,
-                progress=not args.quiet,
-                interrupt=interrupt,
-            )
-            if interrupt.requested:
-                log.warning(
-                    "interrupted: %d of %d slices are saved in %s; rerun the same command to finish",
-                    len(store.done()),
-                    len(indices),
-                    store.path,
-                )
-                return interrupt.status
-            for index, outcome in zip(block, outcomes):
-                blob = outcome_to_bytes(outcome)
-                store.save(index, blob)
-                if several:
-                    exchange.publish(index, blob)
-                _log_outcome(outcome, args.method)
-        if lead:
-            blobs = {i: store.load(i) for i in mine}
-            if several:
-                blobs |= exchange.collect([i for i in indices if i not in mine])
-            outcomes = [outcome_from_bytes(blobs[i]) for i in indices]
-            _write_volume(out_path, args, config, outcomes)
-            if several:
-                exchange.announce_written()
-        else:
-            exchange.wait_written()
-    store.remove()
-    return _diverged_status(outcomes, config, out_path) if lead else 0
+    with _InterruptFlag() as interrupt:
+        outcomes = reconstruct_volume(
+            args.input,
+            options,
+            indices,
+            args.method,
+            config,
+            args.seed,
+            out_path=out_path,
+            fingerprint=fingerprint,
+            write=lambda outcomes: _write_volume(out_path, args, config, outcomes),
+            batch=args.batch,
+            prior_image=lambda problem: _prior(args, problem),
+            force=args.force,
+            peer_timeout=args.peer_timeout,
+            progress=not args.quiet,
+            interrupt=interrupt,
+        )
+    if interrupt.requested:
+        return interrupt.status
+    return _diverged_status(outcomes, config, out_path) if outcomes else 0
 
 
 def _write_volume(out_path: Path, args, config, outcomes: list[Outcome]) -> None:
-    from .config import save_config
     from .outputs import OutputDir
 
     with OutputDir(out_path, force=args.force) as out:
-        _write_reconstruct_outputs(out, args, "fastmri", config, outcomes)
-        save_config(
-            out.file("config.toml"),
-            _resolved_config(args, args.method, config),
-            overwrite=True,
-            comment=_run_comment(outcomes, config),
-        )
+        _write_outputs(out, args, "fastmri", config, outcomes)
         out.commit()
     log.info("wrote %s", out_path)
-
-
-def _log_outcome(outcome: Outcome, method: str) -> None:
-    r = outcome.result
-    text = f"{method}: {r.iterations} iterations in {r.wall_time:.1f} s"
-    if outcome.metrics:
-        m, z = outcome.metrics, outcome.zero_filled_metrics
-        text += f", PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f} (zero-filled {z['psnr']:.2f} dB, {z['ssim']:.4f})"
-    log.info(text)
-
-
-def _write_reconstruct_outputs(out, args, kind: str, config, outcomes: list[Outcome]) -> None:
-    several = len(outcomes) > 1
-    for outcome in outcomes:
-        prefix = f"slice_{outcome.problem.meta['slice']:03d}/" if several else ""
-        where = f" slice {outcome.problem.meta['slice']}" if "slice" in outcome.problem.meta else ""
-        title = f"{Path(args.input).name}{where}: {args.method}"
-        out.write_history(f"{prefix}history.csv", outcome.result.history)
-        write_run_figures(out, prefix, outcome, args.method, title)
-    write_reconstruction(out, outcomes, kind == "fastmri", args.method)
-    first = outcomes[0]
-    summary: dict[str, Any] = {
-        "input": str(args.input),
-        "input_kind": kind,
-        "simulated": bool(first.problem.meta.get("simulated", False)),
-        "method": args.method,
-        "seed": args.seed,
-        "interrupted": any(o.interrupted for o in outcomes),
-        "metric_conventions": "magnitude images; data range = maximum of the reference; centre crop to "
-        "problem.metric_crop when set (fastMRI)",
-        **_environment(),
-    }
-    if several:
-        summary["slices"] = [_slice_summary(o) for o in outcomes]
-        summary["metrics"] = _volume_metrics(outcomes)
-        summary["wall_time"] = sum(o.result.wall_time for o in outcomes)
-    else:
-        summary.update(_slice_summary(first))
-    out.write_json("metrics.json", summary)
 
 
 # --------------------------------------------------------------------------- demo
@@ -907,11 +692,11 @@ DEMO_METHODS = ("zero-filled", "cg-sense", "tv", "l1-wavelet", "dip", "sgdip")  
 def cmd_demo(args) -> int:
     """``sgdip demo``: see the subcommand's ``--help``."""
     from .data.samples import sample_mri
-    from .figures import comparison_figure
     from .inputs import problem_from_case
     from .methods import METHODS
     from .outputs import OutputDir
     from .reconstruct import reconstruct_problem
+    from .report import demo_table, write_demo
 
     setup = dict(DEMO["full" if args.full else "cpu"])
     setup["size"] = args.size or setup["size"]
@@ -941,31 +726,8 @@ def cmd_demo(args) -> int:
             if interrupt.requested:
                 break
         outcomes = dict(sorted(outcomes.items(), key=lambda item: -item[1].metrics["psnr"]))
-        rows = _demo_table(outcomes)
-        images = {m: o.image for m, o in outcomes.items()}
-        metrics = {m: o.metrics for m, o in outcomes.items()}
-        out.write_bytes("panel.png", comparison_figure(images, problem.reference, metrics, f"demo: {describe}"))
-        histories = {m: o.result.history for m, o in outcomes.items() if METHODS[m].is_dip}
-        write_curves(out, "", histories, outcomes["zero-filled"].metrics, "shoulder, 4x")
-        for m, o in outcomes.items():
-            if METHODS[m].is_dip:
-                out.write_history(f"history_{m}.csv", o.result.history)
-        out.write_npz(
-            "recon.npz", {**{m.replace("-", "_"): o.image for m, o in outcomes.items()}, "reference": problem.reference}
-        )
-        out.write_json(
-            "metrics.json",
-            {
-                "setup": describe,
-                "simulated": True,
-                "interrupted": interrupt.requested,
-                "methods": {m: _slice_summary(o) for m, o in outcomes.items()},
-                **_environment(),
-            },
-        )
-        from .config import save_config, to_dict
-
-        save_config(out.file("config.toml"), {m: to_dict(c) for m, c in configs.items()}, overwrite=True)
+        rows = demo_table(outcomes)
+        write_demo(out, outcomes, configs, problem.reference, describe, interrupt.requested)
         out.commit()
     print(f"\nsgdip demo: {describe}")
     print(rows)
@@ -976,20 +738,6 @@ def cmd_demo(args) -> int:
             "(320x320, depth-5 U-Net, 4000 iterations) with: sgdip demo --full"
         )
     return interrupt.status if interrupt.requested else 0
-
-
-def _demo_table(outcomes: dict[str, Outcome]) -> str:
-    """One line per method, best PSNR first; the classical methods show the ``lam`` they chose."""
-    from .methods import METHODS
-
-    lines = [f"{'method':<12} {'PSNR (dB)':>9} {'SSIM':>7} {'time (s)':>9}  setting"]
-    for method, o in outcomes.items():
-        m, config = o.metrics, o.result.config
-        setting = f"{o.result.iterations} iterations" if METHODS[method].is_dip else ""
-        if "lam_rule" in config:
-            setting = f"lam {config['lam']:.3g} ({config['lam_rule']['rule']}, from the data)"
-        lines.append(f"{method:<12} {m['psnr']:>9.2f} {m['ssim']:>7.4f} {o.result.wall_time:>9.1f}  {setting}".rstrip())
-    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- info

@@ -123,6 +123,16 @@ class RunOutput:
         ]
 
 
+SLICE_AXIS = "slices"
+
+
+def slice_sharding(devices=None) -> jax.sharding.NamedSharding:
+    """Sharding of a leading batch axis over ``devices`` (default: this process's local devices)."""
+    devices = list(jax.local_devices() if devices is None else devices)
+    mesh = jax.sharding.Mesh(np.array(devices), (SLICE_AXIS,))
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(SLICE_AXIS))
+
+
 def adam(lr: float, clip_norm: float | None = None, half_life: float | None = None) -> optax.GradientTransformation:
     """Adam with learning rate ``lr`` (halved every ``half_life`` steps, continuously:
     ``lr 2^(-t / half_life)``; ``None``: constant), after clipping the group's global gradient norm

@@ -1,5 +1,6 @@
 """Problems in, evaluated reconstructions out: one problem (:func:`reconstruct_problem`) or a batch
-(:func:`reconstruct_batch`, DIP methods in one compiled step via :mod:`sgdip_jax.parallel`).
+(:func:`reconstruct_batch`, DIP methods in one compiled step via
+:func:`sgdip_jax.methods.common.run_dip_batch`).
 
 Every problem is solved in the same units: the measurements are scaled by ``s = 1 / max|A^H y|``
 (so regularisation weights of the classical methods refer to a zero-filled image of peak 1) and the
@@ -8,16 +9,21 @@ images scaled back, and a problem gives the same images alone or in a batch.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
 
 from .files import to_jsonable
+
+log = logging.getLogger("sgdip")
 
 
 @dataclasses.dataclass
@@ -52,12 +58,11 @@ def evaluate_problem(problem, image):
 
 def _warn_unmeasurable(problem) -> None:
     """Say before the run which metrics the reference is too small for (they are reported absent)."""
-    import logging
 
     from .metrics import SSIM_WIN
 
     if problem.reference is not None and min(np.shape(problem.reference)[:2]) < SSIM_WIN:
-        logging.getLogger("sgdip").warning(
+        log.warning(
             "SSIM will be absent (null): the reference %s is smaller than its %dx%d window",
             "x".join(map(str, np.shape(problem.reference)[:2])),
             SSIM_WIN,
@@ -141,11 +146,11 @@ def reconstruct_batch(
     """:func:`reconstruct_problem` for each of ``problems`` with the same method, config and seed.
 
     DIP methods run all problems in one compiled, ``vmap``-ed step (sharded over ``devices`` when
-    given; see :func:`sgdip_jax.parallel.run_dip_batch`); classical methods run one after another.
+    given; see :func:`sgdip_jax.methods.common.run_dip_batch`); classical methods run one after another.
     ``prior_images``: one reference image per problem (``ref-dip``).
     """
     from .methods import get_method
-    from .parallel import run_dip_batch
+    from .methods.common import run_dip_batch
 
     priors = [None] * len(problems) if prior_images is None else list(prior_images)
     spec = get_method(method)
@@ -170,6 +175,123 @@ def reconstruct_batch(
     )
     interrupted = bool(interrupt is not None and interrupt.requested)
     return [_outcome(p, config, r, zf, s, interrupted) for p, r, (zf, s, *_) in zip(problems, results, scaled)]
+
+
+def log_start(source, problem, method: str) -> None:
+    """Log line ``FILE[ slice N]: METHOD, image SHAPE`` before a reconstruction."""
+    where = f" slice {problem.meta['slice']}" if "slice" in problem.meta else ""
+    log.info("%s%s: %s, image %s", Path(source).name, where, method, tuple(problem.operator.image_shape))
+
+
+def log_outcome(outcome: Outcome) -> None:
+    """Log line with the iterations, time and (given a reference) the metrics of ``outcome``."""
+    r = outcome.result
+    text = f"{r.method}: {r.iterations} iterations in {r.wall_time:.1f} s"
+    if outcome.metrics:
+        m, z = outcome.metrics, outcome.zero_filled_metrics
+        text += f", PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f} (zero-filled {z['psnr']:.2f} dB, {z['ssim']:.4f})"
+    log.info(text)
+
+
+def reconstruct_volume(
+    path,
+    options,
+    indices: Sequence[int],
+    method: str,
+    config,
+    seed: int = 0,
+    *,
+    out_path,
+    fingerprint: dict,
+    write: Callable[[list[Outcome]], None],
+    batch: int = 1,
+    prior_image: Callable | None = None,
+    force: bool = False,
+    peer_timeout: float = 120.0,
+    progress: bool = True,
+    interrupt=None,
+) -> list[Outcome]:
+    """Reconstruct slices ``indices`` of the fastMRI file ``path`` (:class:`~sgdip_jax.inputs.InputOptions`
+    ``options``), ``batch`` slices per compiled step over the local devices, resumably.
+
+    With several ``jax.distributed`` processes each takes a contiguous share of ``indices``.
+    Finished slices go to ``OUT.partial`` next to ``out_path`` (one file each, checked against
+    ``fingerprint``: the settings and the input file), which a rerun with the same settings resumes
+    from; with several processes they also travel to process 0
+    (:class:`~sgdip_jax.multihost.SliceExchange`, peers given up after ``peer_timeout`` seconds of
+    silence), which calls ``write(outcomes)`` once, in slice order; each store is removed after.
+    ``prior_image(problem)`` gives a method that needs one its image; ``interrupt.requested`` stops
+    the run after the current batch (the finished slices stay stored).
+
+    Returns the outcomes of all slices on process 0 once written, ``[]`` on the other processes and
+    when interrupted.
+    """
+    import jax
+
+    from .inputs import fastmri_problems
+    from .multihost import SliceExchange, SliceStore, process_share
+    from .outputs import check_output_dir
+
+    out_path = Path(out_path)
+    lead = jax.process_index() == 0
+    if lead:
+        check_output_dir(out_path, force)
+    store = SliceStore(out_path.with_name(out_path.name + ".partial"), fingerprint, force=force)
+    if store.damaged:
+        log.warning("%s: slices %s were damaged and are computed again", store.path, store.damaged)
+    several = jax.process_count() > 1
+    exchange = SliceExchange(store.key, peer_timeout) if several else contextlib.nullcontext()
+    mine = process_share(list(indices))
+    todo = [i for i in mine if i not in store.done()]
+    if len(todo) < len(mine):
+        log.info("resuming: %d of %d slices already done in %s", len(mine) - len(todo), len(mine), store.path)
+    devices = jax.local_devices() if jax.local_device_count() > 1 else None
+    outcomes: list[Outcome] = []
+    with exchange:
+        for index in mine:
+            if several and index not in todo:
+                exchange.publish(index, store.load(index))
+        for start in range(0, len(todo), batch):
+            block = todo[start : start + batch]
+            problems = list(fastmri_problems(path, options, block))
+            for problem in problems:
+                log_start(path, problem, method)
+            done = reconstruct_batch(
+                problems,
+                method,
+                config,
+                seed,
+                prior_images=None if prior_image is None else [prior_image(p) for p in problems],
+                devices=devices,
+                progress=progress,
+                interrupt=interrupt,
+            )
+            if interrupt is not None and interrupt.requested:
+                log.warning(
+                    "interrupted: %d of %d slices are saved in %s; rerun the same command to finish",
+                    len(store.done()),
+                    len(indices),
+                    store.path,
+                )
+                return []
+            for index, outcome in zip(block, done):
+                blob = outcome_to_bytes(outcome)
+                store.save(index, blob)
+                if several:
+                    exchange.publish(index, blob)
+                log_outcome(outcome)
+        if lead:
+            blobs = {i: store.load(i) for i in mine}
+            if several:
+                blobs |= exchange.collect([i for i in indices if i not in mine])
+            outcomes = [outcome_from_bytes(blobs[i]) for i in indices]
+            write(outcomes)
+            if several:
+                exchange.announce_written()
+        else:
+            exchange.wait_written()
+    store.remove()
+    return outcomes
 
 
 # --------------------------------------------------------------------------- outcomes as files

@@ -60,7 +60,7 @@ def test_batch_of_6_sharded_over_4_devices_equals_each_slice_alone():
         alone = [reconstruct_problem(p, "sgdip", config, 3, progress=False).image for p in problems[::5]]
         one = reconstruct_batch(problems, "sgdip", config, 3, devices=jax.devices()[:1], progress=False)
         seen = []
-        import sgdip_jax.parallel as par
+        import sgdip_jax.methods.common as par
         run = par.engine.run
         def spy(*a, **k):
             k["callback"] = lambda info: seen.append(len(info.state.z.sharding.device_set))

@@ -4,7 +4,8 @@ measures, the network forward pass, measurement rescaling, and the run -> :class
 A DIP method is a :class:`DIPTask`: a config, how it chooses the network input ``z``, and a
 ``loss_fn(params, net_state, z, key, data) -> (loss, aux)`` for :func:`sgdip_jax.engine.run`;
 :func:`run_dip` does the rest (network, rescaling, optimisers, metrics, outputs) for one problem,
-:func:`sgdip_jax.parallel.run_dip_batch` for a batch.
+:func:`run_dip_batch` for a batch (stacked on a leading axis, one ``jax.vmap``-ed compiled step,
+optionally sharded over devices; :func:`run_dip` is the same pipeline for one problem).
 
 Measurement rescaling (``rescale=True``, the reference code's rule): ``y_s = s y`` with
 ``s = ||f(z_0)|| / ||A^H y||`` so that the zero-filled image of the scaled data has the norm of the
@@ -14,7 +15,8 @@ initial network output; every reported image is divided by ``s`` again.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -318,7 +320,7 @@ def make_result(task: DIPTask, problem: Setup, out: engine.RunOutput) -> Result:
 
 def run_dip(task: DIPTask, operator, y, key, *, target=None, progress: bool = True, callback=None) -> Result:
     """Run ``task`` on one problem: :func:`setup`, :func:`sgdip_jax.engine.run`, :func:`make_result`.
-    (Many problems at once: :func:`sgdip_jax.parallel.run_dip_batch`.)"""
+    (Many problems at once: :func:`run_dip_batch`.)"""
     problem = setup(task, operator, y, key, target)
     params, net_state, z, key, data, target = problem.engine_args()
     out = engine.run(
@@ -333,3 +335,63 @@ def run_dip(task: DIPTask, operator, y, key, *, target=None, progress: bool = Tr
         **engine_options(task, operator),
     )
     return make_result(task, problem, out)
+
+
+def _stack(trees):
+    """One pytree with the leaves of ``trees`` stacked on a new leading axis (structures must agree)."""
+    structures = {str(jax.tree.structure(t)) for t in trees}
+    shapes = {tuple(np.shape(leaf) for leaf in jax.tree.leaves(t)) for t in trees}
+    if len(structures) != 1 or len(shapes) != 1:
+        raise ValueError("problems batched together must have the same image size, coil count and mask shape")
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
+
+
+def run_dip_batch(
+    tasks: Sequence[DIPTask],
+    operators: Sequence,
+    ys: Sequence,
+    keys: Sequence,
+    targets: Sequence | None = None,
+    *,
+    devices: Sequence[jax.Device] | None = None,
+    progress: bool = True,
+    callback=None,
+) -> list[Result]:
+    """Run one DIP method on ``B`` problems in one compiled step; one :class:`Result` per problem.
+
+    ``tasks[i]`` is problem ``i``'s :class:`~sgdip_jax.methods.common.DIPTask` (same method and config
+    for all; they may differ in how they build their input, e.g. each slice's own reference image).
+    ``keys``: a PRNG key or int seed per problem. ``devices``: shard the batch over these devices
+    (``None``: no sharding, the default device). ``callback`` is the engine's, on the batched state.
+    """
+    n = len(tasks)
+    if not n or not len(operators) == len(ys) == len(keys) == n or (targets is not None and len(targets) != n):
+        raise ValueError("run_dip_batch: give one task, operator, measurement, key (and target) per problem")
+    if len({(t.method, repr(t.config)) for t in tasks}) != 1:
+        raise ValueError("run_dip_batch: all problems of a batch must use the same method and config")
+    targets = [None] * n if targets is None else list(targets)
+    if len({t is None for t in targets}) != 1:
+        raise ValueError("run_dip_batch: give a target for every problem or for none")
+    problems = [setup(t, op, y, k, tg) for t, op, y, k, tg in zip(tasks, operators, ys, keys, targets)]
+    sharding = None
+    if devices is not None:
+        sharding = engine.slice_sharding(devices)
+        pad = math.ceil(n / len(sharding.mesh.devices)) * len(sharding.mesh.devices) - n
+        problems_padded = problems + [problems[-1]] * pad
+    else:
+        problems_padded = problems
+    params, net_state, z, key, data, target = _stack([p.engine_args() for p in problems_padded])
+    out = engine.run(
+        params=params,
+        net_state=net_state,
+        z=z,
+        key=key,
+        data=data,
+        target=target,
+        progress=progress,
+        callback=callback,
+        batched=True,
+        sharding=sharding,
+        **engine_options(tasks[0], operators[0]),
+    )
+    return [make_result(task, p, o) for task, p, o in zip(tasks, problems, out.unbatch()[:n])]

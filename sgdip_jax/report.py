@@ -1,0 +1,218 @@
+"""What a finished reconstruction writes: figures, the reconstruction arrays, ``metrics.json`` and
+``config.toml`` (used by ``sgdip reconstruct`` and ``sgdip demo``; files go through an
+:class:`~sgdip_jax.outputs.OutputDir`, so a crash never leaves half a result)."""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import __version__
+from .config import save_config, to_dict
+from .metrics import center_crop, evaluate
+
+if TYPE_CHECKING:
+    from .reconstruct import Outcome
+
+
+def device() -> dict[str, str]:
+    import jax
+
+    dev = jax.devices()[0]
+    return {"platform": dev.platform, "device": getattr(dev, "device_kind", str(dev)), "count": jax.device_count()}
+
+
+def environment() -> dict[str, Any]:
+    import jax
+
+    return {"sgdip_jax": __version__, "jax": jax.__version__, "python": platform.python_version(), **device()}
+
+
+def _figure_views(outcome: Outcome, label: str):
+    """``(images, reference)`` for the comparison panel, centre-cropped like the metrics."""
+
+    problem = outcome.problem
+    images = {"zero-filled": outcome.zero_filled, label: outcome.image}
+    if problem.crop:
+        images = {k: center_crop(np.asarray(v), problem.crop, axes=(0, 1)) for k, v in images.items()}
+    return images, problem.reference
+
+
+def write_run_figures(out, prefix: str, outcome: Outcome, label: str, title: str) -> None:
+    """``panel.png``, ``psnr.png`` and ``loss.png`` of one reconstruction under ``prefix``."""
+    from .figures import comparison_figure
+
+    images, reference = _figure_views(outcome, label)
+    metrics = {"zero-filled": outcome.zero_filled_metrics, label: outcome.metrics}
+    out.write_bytes(
+        f"{prefix}panel.png", comparison_figure(images, reference, {k: v for k, v in metrics.items() if v}, title)
+    )
+    write_curves(out, prefix, {label: outcome.result.history}, outcome.zero_filled_metrics, title)
+
+
+def write_curves(out, prefix: str, histories, zero_filled_metrics, title: str) -> None:
+    """``psnr.png`` (with the zero-filled PSNR as a baseline) and ``loss.png``, when recorded."""
+    from .figures import curves_figure
+
+    zf = {"zero-filled": zero_filled_metrics["psnr"]} if zero_filled_metrics else None
+    curves = (
+        ("psnr.png", "psnr", "PSNR (dB)", False, zf),
+        ("loss.png", ("loss", "data", "reg", "objective"), "loss", True, None),
+    )
+    for name, keys, ylabel, log_axis, baselines in curves:
+        png = curves_figure(histories, keys, ylabel, log=log_axis, title=title, baselines=baselines)
+        if png is not None:
+            out.write_bytes(f"{prefix}{name}", png)
+
+
+def _slice_summary(outcome: Outcome) -> dict[str, Any]:
+    r = outcome.result
+    return {
+        "metrics": outcome.metrics,
+        "zero_filled_metrics": outcome.zero_filled_metrics,
+        "iterations": r.iterations,
+        "stop_iteration": r.stop_iteration,
+        "diverged": r.diverged,
+        "wall_time": r.wall_time,
+        "data_scale": outcome.data_scale,
+        "interrupted": outcome.interrupted,
+        "problem": outcome.problem.meta,
+    }
+
+
+def _stack(outcomes, get):
+    return np.stack([np.asarray(get(o)) for o in outcomes])
+
+
+def write_reconstruction(out, outcomes: list[Outcome], h5: bool, method: str) -> None:
+    """``recon.h5`` (fastMRI inputs, slices stacked; ``reconstruction`` = centre-cropped magnitude as in
+    fastMRI submissions) or ``recon.npz`` with the reported image, its magnitude, the moving average,
+    the last iterate, the ES-WMV image (when detected), the zero-filled image and the reference."""
+
+    arrays: dict[str, np.ndarray] = {
+        "image": _stack(outcomes, lambda o: o.image),
+        "ema_image": _stack(outcomes, lambda o: o.result.ema_image),
+        "last_image": _stack(outcomes, lambda o: o.result.image),
+        "zero_filled": _stack(outcomes, lambda o: o.zero_filled),
+    }
+    if np.iscomplexobj(arrays["image"]):
+        arrays["magnitude"] = np.abs(arrays["image"])
+    if all(o.result.stop_image is not None for o in outcomes):
+        arrays["stop_image"] = _stack(outcomes, lambda o: o.result.stop_image)
+    if all(o.problem.reference is not None for o in outcomes):
+        arrays["reference"] = _stack(outcomes, lambda o: o.problem.reference)
+    crop = outcomes[0].problem.crop
+    if h5:
+        magnitude = np.abs(arrays["image"])
+        arrays["reconstruction"] = center_crop(magnitude, crop) if crop else magnitude
+        slices = [o.problem.meta.get("slice") for o in outcomes]
+        out.write_h5("recon.h5", arrays, {"method": method, "slices": slices})
+    else:
+        out.write_npz("recon.npz", {k: v[0] for k, v in arrays.items()})
+
+
+def volume_metrics(outcomes: list[Outcome]):
+    """fastMRI volume metrics (PSNR/NRMSE/HFEN pooled, SSIM averaged, data range = volume maximum)."""
+    if len(outcomes) < 2 or any(o.problem.reference is None for o in outcomes):
+        return None
+    crop = outcomes[0].problem.crop
+    x = np.stack([center_crop(np.abs(o.image), crop) if crop else np.abs(o.image) for o in outcomes], -1)
+    ref = np.stack([np.abs(o.problem.reference) for o in outcomes], -1)
+    return evaluate(x, ref)
+
+
+def run_comment(outcomes: list[Outcome], config) -> str:
+    """The head of ``config.toml``: what it reruns, and what this run actually did."""
+    requested = getattr(config, "iterations", None)
+    done = sorted({o.result.iterations for o in outcomes})
+    text = (
+        f"The settings of this run. `sgdip reconstruct INPUT --config config.toml` reruns the requested job "
+        f"({requested} iterations).\nIterations run: {', '.join(map(str, done))}"
+    )
+    if any(o.interrupted for o in outcomes):
+        text += " (interrupted before the end)"
+    if any(o.result.diverged is not None for o in outcomes):
+        text += " (stopped: the loss was not finite)"
+    return text + "."
+
+
+def write_outputs(
+    out, outcomes: list[Outcome], *, input_path, kind: str, method: str, seed: int, config, resolved
+) -> None:
+    """Everything a finished run leaves in its output directory ``out`` (an
+    :class:`~sgdip_jax.outputs.OutputDir`): per slice ``history.csv``, ``panel.png``, ``psnr.png`` and
+    ``loss.png``; the reconstruction (:func:`write_reconstruction`); ``metrics.json`` (metrics,
+    timings, provenance, environment); ``config.toml`` (``resolved``, the settings that rerun it)."""
+    several = len(outcomes) > 1
+    for outcome in outcomes:
+        prefix = f"slice_{outcome.problem.meta['slice']:03d}/" if several else ""
+        where = f" slice {outcome.problem.meta['slice']}" if "slice" in outcome.problem.meta else ""
+        title = f"{Path(input_path).name}{where}: {method}"
+        out.write_history(f"{prefix}history.csv", outcome.result.history)
+        write_run_figures(out, prefix, outcome, method, title)
+    write_reconstruction(out, outcomes, kind == "fastmri", method)
+    first = outcomes[0]
+    summary: dict[str, Any] = {
+        "input": str(input_path),
+        "input_kind": kind,
+        "simulated": bool(first.problem.meta.get("simulated", False)),
+        "method": method,
+        "seed": seed,
+        "interrupted": any(o.interrupted for o in outcomes),
+        "metric_conventions": "magnitude images; data range = maximum of the reference; centre crop to "
+        "problem.metric_crop when set (fastMRI)",
+        **environment(),
+    }
+    if several:
+        summary["slices"] = [_slice_summary(o) for o in outcomes]
+        summary["metrics"] = volume_metrics(outcomes)
+        summary["wall_time"] = sum(o.result.wall_time for o in outcomes)
+    else:
+        summary.update(_slice_summary(first))
+    out.write_json("metrics.json", summary)
+    save_config(out.file("config.toml"), resolved, overwrite=True, comment=run_comment(outcomes, config))
+
+
+def write_demo(out, outcomes: dict[str, Outcome], configs: dict, reference, describe: str, interrupted: bool) -> None:
+    """The demo's files: ``panel.png`` of every method, ``psnr.png`` / ``loss.png`` of the DIP methods,
+    their ``history_<method>.csv``, ``recon.npz``, ``metrics.json`` and ``config.toml``."""
+    from .figures import comparison_figure
+    from .methods import METHODS
+
+    images = {m: o.image for m, o in outcomes.items()}
+    metrics = {m: o.metrics for m, o in outcomes.items()}
+    out.write_bytes("panel.png", comparison_figure(images, reference, metrics, f"demo: {describe}"))
+    histories = {m: o.result.history for m, o in outcomes.items() if METHODS[m].is_dip}
+    write_curves(out, "", histories, outcomes["zero-filled"].metrics, "shoulder, 4x")
+    for m, o in outcomes.items():
+        if METHODS[m].is_dip:
+            out.write_history(f"history_{m}.csv", o.result.history)
+    out.write_npz("recon.npz", {**{m.replace("-", "_"): o.image for m, o in outcomes.items()}, "reference": reference})
+    out.write_json(
+        "metrics.json",
+        {
+            "setup": describe,
+            "simulated": True,
+            "interrupted": interrupted,
+            "methods": {m: _slice_summary(o) for m, o in outcomes.items()},
+            **environment(),
+        },
+    )
+    save_config(out.file("config.toml"), {m: to_dict(c) for m, c in configs.items()}, overwrite=True)
+
+
+def demo_table(outcomes: dict[str, Outcome]) -> str:
+    """One line per method, best PSNR first; the classical methods show the ``lam`` they chose."""
+    from .methods import METHODS
+
+    lines = [f"{'method':<12} {'PSNR (dB)':>9} {'SSIM':>7} {'time (s)':>9}  setting"]
+    for method, o in outcomes.items():
+        m, config = o.metrics, o.result.config
+        setting = f"{o.result.iterations} iterations" if METHODS[method].is_dip else ""
+        if "lam_rule" in config:
+            setting = f"lam {config['lam']:.3g} ({config['lam_rule']['rule']}, from the data)"
+        lines.append(f"{method:<12} {m['psnr']:>9.2f} {m['ssim']:>7.4f} {o.result.wall_time:>9.1f}  {setting}".rstrip())
+    return "\n".join(lines)
