@@ -103,11 +103,11 @@ _nonempty.__name__ = "non-empty value"
 
 
 def _add_reconstruct(sub):
-    from .data.samples import MASK_TYPES
     from .inputs import SMAPS_CHOICES, InputOptions
     from .methods import METHODS
     from .methods.common import DIPBaseConfig
     from .networks import NETWORKS
+    from .operators.masks import MASK_TYPES
 
     d = InputOptions()
     p = sub.add_parser(

@@ -36,6 +36,7 @@ import numpy as np
 from .data import case as case_io
 from .data import fastmri, images, samples
 from .data.arrays import load_array
+from .metrics import center_crop
 from .operators import masks
 from .operators.coils import birdcage_maps
 from .operators.fft import fft2c, ifft2c
@@ -197,9 +198,9 @@ def line_mask(shape: tuple[int, int], options: InputOptions) -> tuple[np.ndarray
     if options.mask:
         mask, acceleration = mask_from(options.mask, shape, options.seed)
         return mask, acceleration if acceleration is not None else float(mask.size / mask.sum())
-    if options.mask_type not in samples.MASK_TYPES:
-        raise ValueError(f"mask type {options.mask_type!r}: expected one of {sorted(samples.MASK_TYPES)}")
-    return samples.MASK_TYPES[options.mask_type](
+    if options.mask_type not in masks.MASK_TYPES:
+        raise ValueError(f"mask type {options.mask_type!r}: expected one of {sorted(masks.MASK_TYPES)}")
+    return masks.MASK_TYPES[options.mask_type](
         shape, acceleration=options.acceleration, center_fraction=_center_fraction(options), seed=options.seed
     )
 
@@ -255,7 +256,7 @@ def resolve_maps(options: InputOptions, given: np.ndarray | None, y: np.ndarray,
             raise FileNotFoundError(f"{file}: no such coil-map file")
         maps = np.asarray(load_array(file, "coil-map", ("smaps",)))
         if maps.ndim == 3 and maps.shape[0] == coils and maps.shape[-1] == shape[-1] and maps.shape[1] > shape[0]:
-            maps = fastmri.center_crop(maps, shape)
+            maps = center_crop(maps, shape)
         if maps.shape != y.shape:
             raise ValueError(f"{file}: coil maps have shape {maps.shape}, expected {y.shape}")
         _finite(str(file), maps)
@@ -296,7 +297,7 @@ def crop_readout(kspace: np.ndarray, rows: int) -> np.ndarray:
     """Remove readout oversampling: centre-crop the coil images ``ifft2c(k)`` to ``rows`` along ``H``
     and transform back (exact for masks that keep whole readout lines)."""
     img = ifft2c(jnp.asarray(kspace))
-    return np.asarray(fft2c(fastmri.center_crop(img, (rows, img.shape[-1]))), np.complex64)
+    return np.asarray(fft2c(center_crop(img, (rows, img.shape[-1]))), np.complex64)
 
 
 def selected_slices(path: str | Path, options: InputOptions) -> list[int]:
@@ -360,7 +361,7 @@ def fastmri_slice_problem(data: fastmri.FastMRIData, options: InputOptions) -> P
         _finite(f"{data.path}: reconstruction_rss", reference)
     elif target is not None and options.crop:
         crop = (min(options.crop, h), min(options.crop, w))
-        reference = fastmri.center_crop(target, crop)
+        reference = center_crop(target, crop)
     meta.update(
         acceleration=acceleration,
         image_shape=[h, w],

@@ -47,8 +47,7 @@ class Outcome:
 
 def evaluate_problem(problem, image):
     """Metrics of ``image`` against ``problem.reference`` (centre-cropped to ``problem.crop``), or ``None``."""
-    from .data.fastmri import center_crop
-    from .metrics import evaluate
+    from .metrics import center_crop, evaluate
 
     if problem.reference is None:
         return None

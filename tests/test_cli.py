@@ -20,8 +20,8 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 
 from sgdip_jax.cli import build_parser, main
-from sgdip_jax.data import center_crop, read_fastmri, sample_image, sample_mri, save_case, write_fastmri
-from sgdip_jax.metrics import evaluate
+from sgdip_jax.data import read_fastmri, sample_image, sample_mri, save_case, write_fastmri
+from sgdip_jax.metrics import center_crop, evaluate
 from sgdip_jax.operators import fft2c
 from sgdip_jax.operators.coils import birdcage_maps
 

@@ -1,7 +1,7 @@
 """Data I/O: case files (``.npz``), fastMRI HDF5, DICOM / image files, bundled real samples."""
 
 from .case import Case, load_case, save_case, validate_case
-from .fastmri import FastMRIData, center_crop, read_fastmri, rss, write_fastmri
+from .fastmri import FastMRIData, read_fastmri, rss, write_fastmri
 from .images import load_image, spectral_resample
 from .samples import sample_image, sample_mri, simulate_measurements
 
@@ -11,7 +11,6 @@ __all__ = [
     "save_case",
     "validate_case",
     "FastMRIData",
-    "center_crop",
     "read_fastmri",
     "rss",
     "write_fastmri",

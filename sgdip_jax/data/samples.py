@@ -38,7 +38,6 @@ MRI_SAMPLES = {
     "small": ("MR_small.dcm", "64x64 MR test image (pydicom)"),
     "head": ("s1045.ima.gz", "256x256 sagittal MR head (matplotlib sample data, effectively 8-bit)"),
 }
-MASK_TYPES = {"vdrs": masks.vdrs, "random": masks.random_lines, "equispaced": masks.equispaced_lines}
 IMAGE_SAMPLES = {
     "astronaut": ("skimage", "astronaut"),
     "coffee": ("skimage", "coffee"),
@@ -123,15 +122,17 @@ def sample_mri(
     :class:`Case` (``x``, ``sigma`` and ``meta`` filled), or ``(case, noise)`` with
     ``return_noise=True``, so that ``case.y == case.mask * (fft2c(case.smaps * case.x) + noise)``.
     """
-    if mask_type not in MASK_TYPES:
-        raise ValueError(f"sample_mri: unknown mask_type {mask_type!r}; expected one of {sorted(MASK_TYPES)}")
+    if mask_type not in masks.MASK_TYPES:
+        raise ValueError(f"sample_mri: unknown mask_type {mask_type!r}; expected one of {sorted(masks.MASK_TYPES)}")
     shape = _size2(size)
     center_fraction = 0.32 / acceleration if center_fraction is None else center_fraction
     magnitude = mri_magnitude(name, shape)
     phase_key, noise_key = jax.random.split(jax.random.PRNGKey(seed))
     x = (magnitude * jnp.exp(1j * smooth_phase(shape, phase_key))).astype(jnp.complex64)
     smaps = birdcage_maps(coils, shape)
-    mask, actual = MASK_TYPES[mask_type](shape, acceleration=acceleration, center_fraction=center_fraction, seed=seed)
+    mask, actual = masks.MASK_TYPES[mask_type](
+        shape, acceleration=acceleration, center_fraction=center_fraction, seed=seed
+    )
     y, noise, sigma = simulate_measurements(x, smaps, mask, snr_db, noise_key)
     file_name, description = MRI_SAMPLES[name]
     meta = {

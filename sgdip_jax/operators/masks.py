@@ -19,6 +19,7 @@ __all__ = [
     "bernoulli_pixels",
     "box",
     "parse_mask_spec",
+    "MASK_TYPES",
 ]
 
 
@@ -177,3 +178,7 @@ def parse_mask_spec(spec, shape, seed=0):
         return fn(shape, **kwargs)
     except ValueError as err:
         raise ValueError(f"mask spec {spec!r}: {err}") from None
+
+
+MASK_TYPES = {"vdrs": vdrs, "random": random_lines, "equispaced": equispaced_lines}
+"""The line masks by name (``--mask-type``): ``f(shape, acceleration=, center_fraction=, seed=)``."""
