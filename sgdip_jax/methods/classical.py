@@ -43,7 +43,7 @@ from ..engine import ChunkInfo
 from ..metrics import psnr
 from ..operators import wavelets
 from . import parameter_choice
-from .common import as_key
+from .common import as_key, check_image, check_measurements
 from .result import Result
 
 __all__ = [
@@ -144,24 +144,6 @@ def _check(config, cls):
         raise ValueError(f"{cls.__name__}.iterations: expected an integer >= 1, got {config.iterations}")
 
 
-def _check_y(operator, y):
-    y = jnp.asarray(y)
-    image = jax.ShapeDtypeStruct(tuple(operator.image_shape), operator.image_dtype)
-    expected = jax.eval_shape(operator, image).shape
-    if y.shape != expected:
-        raise ValueError(f"y: expected measurements of shape {expected}, got {y.shape}")
-    return y
-
-
-def _check_target(operator, target):
-    if target is None:
-        return None
-    target = jnp.asarray(target)
-    if target.shape != tuple(operator.image_shape):
-        raise ValueError(f"target: expected shape {tuple(operator.image_shape)}, got {target.shape}")
-    return target
-
-
 @partial(jax.jit, static_argnames=("step", "static", "length"))
 def _scan(step, static, length, consts, state):
     """``length`` iterations of ``state, metrics = step(static, consts, state)`` in one ``lax.scan``."""
@@ -218,7 +200,7 @@ def _solve(name, solve, operator, y, config, key, target, progress, sigma, callb
     if config.lam not in parameter_choice.RULES:
         return solve(operator, y, config, key, target, progress, callback)
     start = time.perf_counter()
-    y = _check_y(operator, y)
+    y = check_measurements(operator, y)
     lo, hi, relative = _LAM_RANGE[name]
     if relative:
         peak = float(jnp.max(jnp.abs(_adjoint(operator, y))))
@@ -270,8 +252,8 @@ def zero_filled(operator, y, config=ZeroFilledConfig(), key=None, *, target=None
     ``progress`` and ``callback`` are accepted for a uniform signature (there is nothing to iterate)."""
     start = time.perf_counter()
     _check(config, ZeroFilledConfig)
-    target = _check_target(operator, target)
-    x = _adjoint(operator, _check_y(operator, y))
+    target = check_image(operator, target, "target")
+    x = _adjoint(operator, check_measurements(operator, y))
     history = {} if target is None else {"psnr": np.asarray([psnr(x, target)])}
     return _result("zero-filled", x, history, 0, config, key, start)
 
@@ -305,14 +287,14 @@ def cg_sense(operator, y, config=CGSenseConfig(), key=None, *, target=None, prog
 
 def _cg_sense(operator, y, config, key, target, progress, callback=None):
     start = time.perf_counter()
-    y = _check_y(operator, y)
+    y = check_measurements(operator, y)
     b = _adjoint(operator, y)
     consts = {
         "operator": operator,
         "lam": jnp.float32(config.lam),
         "b": b,
         "y_sqnorm": _sqnorm(y),
-        "target": _check_target(operator, target),
+        "target": check_image(operator, target, "target"),
     }
     state = (jnp.zeros_like(b), b, b, _sqnorm(b))
     state, history, done = _iterate(_cg_step, None, consts, state, config.iterations, progress, "cg-sense", callback)
@@ -392,7 +374,7 @@ def tv(operator, y, config=TVConfig(), key=None, *, target=None, progress=False,
 
 def _tv(operator, y, config, key, target, progress, callback=None):
     start = time.perf_counter()
-    y = _check_y(operator, y)
+    y = check_measurements(operator, y)
     axes = _spatial_axes(operator)
     sigma, tau = _tv_steps(operator, y, config.lam, len(axes))
     consts = {
@@ -401,7 +383,7 @@ def _tv(operator, y, config, key, target, progress, callback=None):
         "lam": jnp.float32(config.lam),
         "sigma": sigma,
         "tau": tau,
-        "target": _check_target(operator, target),
+        "target": check_image(operator, target, "target"),
     }
     x0 = jnp.zeros(operator.image_shape, operator.image_dtype)
     state = (x0, x0, jnp.zeros_like(y), jnp.zeros((len(axes),) + x0.shape, x0.dtype))
@@ -467,7 +449,7 @@ def l1_wavelet(
 
 def _l1_wavelet(operator, y, config, key, target, progress, callback=None):
     start = time.perf_counter()
-    y = _check_y(operator, y)
+    y = check_measurements(operator, y)
     shape = tuple(operator.image_shape)
     axes = tuple(a % len(shape) for a in _spatial_axes(operator))
     levels = wavelets.max_level(shape, config.wavelet, axes) if config.levels is None else config.levels
@@ -479,7 +461,7 @@ def _l1_wavelet(operator, y, config, key, target, progress, callback=None):
         "y": y,
         "lam": jnp.float32(config.lam),
         "alpha": 1.0 / _op_norm(operator) ** 2,
-        "target": _check_target(operator, target),
+        "target": check_image(operator, target, "target"),
     }
     u0 = jnp.zeros(padded, operator.image_dtype)
     state = (u0, u0, jnp.float32(1.0))

@@ -168,7 +168,7 @@ def check_measurements(operator, y):
     y = jnp.asarray(y)
     expected = jax.eval_shape(operator, jax.ShapeDtypeStruct(tuple(operator.image_shape), operator.image_dtype))
     if y.shape != expected.shape:
-        raise ValueError(f"y: expected shape {expected.shape} for this operator, got {y.shape}")
+        raise ValueError(f"y: expected measurements of shape {expected.shape}, got {y.shape}")
     if not bool(jnp.all(jnp.isfinite(y))):
         raise ValueError("y: contains NaN or Inf")
     return y.astype(expected.dtype)
@@ -318,22 +318,26 @@ def make_result(task: DIPTask, problem: Setup, out: engine.RunOutput) -> Result:
     )
 
 
-def run_dip(task: DIPTask, operator, y, key, *, target=None, progress: bool = True, callback=None) -> Result:
-    """Run ``task`` on one problem: :func:`setup`, :func:`sgdip_jax.engine.run`, :func:`make_result`.
-    (Many problems at once: :func:`run_dip_batch`.)"""
-    problem = setup(task, operator, y, key, target)
-    params, net_state, z, key, data, target = problem.engine_args()
-    out = engine.run(
+def _run_engine(task: DIPTask, operator, engine_args, **options) -> engine.RunOutput:
+    """:func:`sgdip_jax.engine.run` of ``task`` on ``engine_args`` (:meth:`Setup.engine_args`, maybe stacked)."""
+    params, net_state, z, key, data, target = engine_args
+    return engine.run(
         params=params,
         net_state=net_state,
         z=z,
         key=key,
         data=data,
         target=target,
-        progress=progress,
-        callback=callback,
+        **options,
         **engine_options(task, operator),
     )
+
+
+def run_dip(task: DIPTask, operator, y, key, *, target=None, progress: bool = True, callback=None) -> Result:
+    """Run ``task`` on one problem: :func:`setup`, :func:`sgdip_jax.engine.run`, :func:`make_result`.
+    (Many problems at once: :func:`run_dip_batch`.)"""
+    problem = setup(task, operator, y, key, target)
+    out = _run_engine(task, operator, problem.engine_args(), progress=progress, callback=callback)
     return make_result(task, problem, out)
 
 
@@ -380,18 +384,13 @@ def run_dip_batch(
         problems_padded = problems + [problems[-1]] * pad
     else:
         problems_padded = problems
-    params, net_state, z, key, data, target = _stack([p.engine_args() for p in problems_padded])
-    out = engine.run(
-        params=params,
-        net_state=net_state,
-        z=z,
-        key=key,
-        data=data,
-        target=target,
+    out = _run_engine(
+        tasks[0],
+        operators[0],
+        _stack([p.engine_args() for p in problems_padded]),
         progress=progress,
         callback=callback,
         batched=True,
         sharding=sharding,
-        **engine_options(tasks[0], operators[0]),
     )
     return [make_result(task, p, o) for task, p, o in zip(tasks, problems, out.unbatch()[:n])]
