@@ -349,40 +349,25 @@ def run(
     advance = DRIVERS[resolve_loop(loop)](step, length, state, key, n_total, data, target)
     compile_time = time.perf_counter() - t0
 
-    history: dict[str, list[np.ndarray]] = {}
-    done, calls, diverged = 0, 0, None
-    bar = _progress(iterations, desc, progress)
-    try:
-        while done < iterations:
-            last_images = (jnp.copy(state.image), jnp.copy(state.ema))  # the state itself is donated
-            state, metrics = advance(state, min(length, iterations - done))
-            calls += 1
-            finite = np.isfinite(metrics["loss"]).reshape(len(metrics["loss"]), -1).all(axis=1)
-            if not finite.all():
-                diverged = done + int(np.argmin(finite))
-                state = state.replace(image=last_images[0], ema=last_images[1])
-                break
-            done += len(metrics["loss"])
-            for k, v in metrics.items():
-                history.setdefault(k, []).append(v)
-            if bar is not None:
-                bar.update(len(metrics["loss"]))
-                bar.set_postfix({k: f"{np.mean(v[-1]):.4g}" for k, v in metrics.items()}, refresh=False)
-            stop = callback(ChunkInfo(done, state, metrics)) if callback is not None else False
-            es_stop = (
-                early_stopping is not None
-                and early_stopping.stop
-                and state.es is not None
-                and bool(jnp.all(state.es.triggered))
-            )
-            if stop or es_stop:
-                break
-    finally:
-        if bar is not None:
-            bar.close()
+    def es_triggered(s):
+        return s.es is not None and bool(jnp.all(s.es.triggered))
+
+    state, history, done, calls, diverged = drive(
+        advance,
+        state,
+        iterations,
+        length,
+        desc=desc,
+        progress=progress,
+        callback=callback,
+        finite="loss",
+        snapshot=lambda s: (jnp.copy(s.image), jnp.copy(s.ema)),  # the state itself is donated
+        restore=lambda s, kept: s.replace(image=kept[0], ema=kept[1]),
+        stop=es_triggered if early_stopping is not None and early_stopping.stop else None,
+    )
     return RunOutput(
         state=state,
-        history={k: np.concatenate(v) for k, v in history.items()},
+        history=history,
         iterations=done,
         stop_iteration=None,
         stop_image=None,
@@ -391,6 +376,62 @@ def run(
         chunks=calls,
         diverged=diverged,
     )._detected(batched)
+
+
+def drive(
+    advance: Callable,
+    state,
+    iterations: int,
+    length: int,
+    *,
+    desc: str = "",
+    progress: bool = True,
+    callback: Callable[[ChunkInfo], bool | None] | None = None,
+    finite: str | None = None,
+    snapshot: Callable | None = None,
+    restore: Callable | None = None,
+    stop: Callable | None = None,
+):
+    """The host loop every method runs (DIP methods through :func:`run`, the classical solvers with
+    their own compiled steps): ``advance(state, n) -> (state, metrics)`` runs ``n <= length`` compiled
+    steps and returns per-step metrics (leading axis ``n``); one progress bar; ``callback(ChunkInfo)``
+    after each chunk (``True`` stops, e.g. on Ctrl-C); ``stop(state)`` ends the run after a chunk.
+    With ``finite``, a chunk in which ``metrics[finite]`` is not finite ends the run, and the state
+    becomes ``restore(state, snapshot(state_before_chunk))`` (nothing is restored without them).
+
+    Returns ``(state, history, done, chunks, diverged)``: the history concatenated over the finished
+    chunks, the steps they ran, the number of chunks run, and the first non-finite step (or ``None``).
+    """
+    history: dict[str, list[np.ndarray]] = {}
+    done, calls, diverged = 0, 0, None
+    bar = _progress(iterations, desc, progress)
+    try:
+        while done < iterations:
+            kept = snapshot(state) if snapshot is not None else None
+            state, metrics = advance(state, min(length, iterations - done))
+            metrics = jax.device_get(metrics)
+            calls += 1
+            n = len(next(iter(metrics.values())))
+            if finite is not None:
+                ok = np.isfinite(metrics[finite]).reshape(n, -1).all(axis=1)
+                if not ok.all():
+                    diverged = done + int(np.argmin(ok))
+                    state = restore(state, kept) if restore is not None else state
+                    break
+            done += n
+            for k, v in metrics.items():
+                history.setdefault(k, []).append(v)
+            if bar is not None:
+                bar.update(n)
+                bar.set_postfix({k: f"{np.mean(v[-1]):.4g}" for k, v in metrics.items()}, refresh=False)
+            if callback is not None and callback(ChunkInfo(done, state, metrics)):
+                break
+            if stop is not None and stop(state):
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    return state, {k: np.concatenate(v) for k, v in history.items()}, done, calls, diverged
 
 
 def _progress(total, desc, enabled):

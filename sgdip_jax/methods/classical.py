@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..engine import ChunkInfo
+from ..engine import drive
 from ..metrics import psnr
 from ..operators import wavelets
 from . import parameter_choice
@@ -150,21 +150,20 @@ def _scan(step, static, length, consts, state):
     return jax.lax.scan(lambda s, _: step(static, consts, s), state, None, length=length)
 
 
-def _iterate(step, static, consts, state, iters, progress, desc, callback=None):
-    """Run ``iters`` steps (one scan, or chunks of ``_CHUNK`` with a progress bar or a ``callback``);
-    ``(state, host history, steps run)``. ``callback(ChunkInfo)`` after each chunk; ``True`` stops."""
-    chunk = min(iters, _CHUNK) if progress or callback is not None else iters
-    parts, done = [], 0
-    with tqdm(total=iters, desc=desc, disable=not progress) as bar:
-        while done < iters:
-            n = min(chunk, iters - done)
-            state, metrics = _scan(step, static, n, consts, state)
-            parts.append(jax.device_get(metrics))
-            done += n
-            bar.update(n)
-            if callback is not None and callback(ChunkInfo(done, state, parts[-1])):
-                break
-    history = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+def _iterate(step, static, consts, state, iterations, progress, desc, callback=None):
+    """Run ``iterations`` steps on the engine's host loop (:func:`sgdip_jax.engine.drive`): one
+    compiled scan, or chunks of ``_CHUNK`` with a progress bar or a ``callback`` (``True`` stops);
+    ``(state, history, steps run)``."""
+    chunk = min(iterations, _CHUNK) if progress or callback is not None else iterations
+    state, history, done, _, _ = drive(
+        lambda s, n: _scan(step, static, n, consts, s),
+        state,
+        iterations,
+        chunk,
+        desc=desc,
+        progress=progress,
+        callback=callback,
+    )
     return state, history, done
 
 
