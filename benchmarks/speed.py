@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sgdip_jax import engine
+from sgdip_jax.channels import to_channels
 from sgdip_jax.config import NetworkConfig
 from sgdip_jax.methods.common import build_network, network_forward
 from sgdip_jax.methods.sgdip import SGDIPConfig, sgdip_loss
@@ -93,7 +94,7 @@ def time_jax(s: Setting, iters: int, chunk: int):
     op, y, _, _ = problem(s)
     cfg = SGDIPConfig(network=NetworkConfig(name=f"unet{s.depth}", base=s.base), draws=s.draws, compute_dtype=s.dtype)
     module = build_network(cfg.network, 2)
-    z = op.to_channels(op.adjoint(y))[None].astype(jnp.float32)
+    z = to_channels(op.adjoint(y), op)[None].astype(jnp.float32)
     variables = init_network(module, jax.random.PRNGKey(0), z)
     params = variables["params"]
     net_state = {k: v for k, v in variables.items() if k != "params"}

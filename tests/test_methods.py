@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from sgdip_jax.channels import from_channels, n_channels
 from sgdip_jax.config import NetworkConfig, from_dict, load_config, save_config, to_dict
 from sgdip_jax.data.samples import sample_image, sample_mri
 from sgdip_jax.early_stopping import ESConfig
@@ -51,8 +52,8 @@ def np_discrepancy(r, kind):
 
 def sgdip_pieces(op, cfg, seed=0):
     """Network forward, variables and an input ``z`` for evaluating the self-guided loss directly."""
-    module = build_network(cfg.network, op.n_channels)
-    z = jax.random.uniform(jax.random.PRNGKey(seed), (1, *op.image_shape[:2], op.n_channels))
+    module = build_network(cfg.network, n_channels(op))
+    z = jax.random.uniform(jax.random.PRNGKey(seed), (1, *op.image_shape[:2], n_channels(op)))
     variables = init_network(module, fast_key(jax.random.PRNGKey(1)), z)
     net_state = {k: v for k, v in variables.items() if k != "params"}
     return network_forward(module), variables["params"], net_state, z
@@ -254,13 +255,13 @@ def test_a_new_dip_variant_is_one_loss_and_one_config(small_case):
 
     def toy_task(config):
         def make_input(key, op, y, input_shape):
-            return random_input(key, input_shape(op.n_channels), "uniform", config.input_scale), False
+            return random_input(key, input_shape(n_channels(op)), "uniform", config.input_scale), False
 
         def make_loss(forward):
             def loss_fn(params, net_state, z, key, data):
                 out, net_state = forward(params, net_state, z)
                 op = data["operator"]
-                term = discrepancy(op(op.from_channels(out[0])) - data["y"], "l1")
+                term = discrepancy(op(from_channels(out[0], op)) - data["y"], "l1")
                 return term, {"image": out[0], "net_state": net_state, "terms": {"data": term}}
 
             return loss_fn

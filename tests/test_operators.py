@@ -8,7 +8,8 @@ import sigpy.mri
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sgdip_jax.operators import Inpainting, MultiCoilMRI, fft2c, ifft2c
+from sgdip_jax.channels import from_channels, n_channels, to_channels
+from sgdip_jax.operators import Inpainting, LinearOperator, MultiCoilMRI, fft2c, ifft2c
 
 
 def _crandn(rng, shape):
@@ -138,15 +139,16 @@ def test_jit_and_vmap_over_operators():
     np.testing.assert_allclose(traced, fwd[0], atol=1e-5)
 
 
-def test_channels_round_trip():
+def test_channels_round_trip_and_the_operator_interface():
     _, smaps, mask = _mri_problem(0, 2, 4, 5, line_mask=True)
     op = MultiCoilMRI.create(smaps, mask)
+    assert isinstance(op, LinearOperator) and isinstance(Inpainting.create(np.ones((4, 5))), LinearOperator)
     x = _crandn(np.random.default_rng(0), (4, 5))
-    assert op.to_channels(x).shape == (4, 5, 2)
-    np.testing.assert_array_equal(op.from_channels(op.to_channels(x)), x)
+    assert to_channels(x, op).shape == (4, 5, 2)
+    np.testing.assert_array_equal(from_channels(to_channels(x, op), op), x)
     grey, colour = Inpainting.create(np.ones((4, 5))), Inpainting.create(np.ones((4, 5)), channels=3)
-    assert grey.to_channels(jnp.ones((4, 5))).shape == (4, 5, 1) and grey.n_channels == 1
-    assert colour.to_channels(jnp.ones((4, 5, 3))).shape == (4, 5, 3) and colour.n_channels == 3
+    assert to_channels(jnp.ones((4, 5)), grey).shape == (4, 5, 1) and n_channels(grey) == 1
+    assert to_channels(jnp.ones((4, 5, 3)), colour).shape == (4, 5, 3) and n_channels(colour) == 3
 
 
 def test_create_errors():

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import engine
+from ..channels import from_channels, n_channels
 from ..config import NetworkConfig, check_choice, check_number, to_dict
 from ..early_stopping import ESConfig
 from .result import Result
@@ -186,7 +187,7 @@ def check_image(operator, x, name):
 
 def to_image(operator, t, scale):
     """Channels tensor ``(H, W, C)`` of the scaled problem -> image in the units of ``y``."""
-    return operator.from_channels(t) / scale
+    return from_channels(t, operator) / scale
 
 
 def display(x):
@@ -248,7 +249,7 @@ def setup(task: DIPTask, operator, y, key, target=None) -> Setup:
     key, seed = as_key(key)
     k_net, k_z, _ = jax.random.split(fast_key(key), 3)
     hw = tuple(operator.image_shape[:2])
-    module = build_network(config.network, operator.n_channels, hw)
+    module = build_network(config.network, n_channels(operator), hw)
     z0, in_image_units = task.make_input(k_z, operator, y, lambda c: network_input_shape(module, hw, c))
     z_unit = z0 / jnp.max(jnp.abs(z0)) if in_image_units else z0
     variables = jax.jit(lambda k, z: init_network(module, k, z))(k_net, z_unit)
@@ -276,7 +277,7 @@ def setup(task: DIPTask, operator, y, key, target=None) -> Setup:
 def engine_options(task: DIPTask, operator) -> dict:
     """The engine's keyword arguments shared by every problem of ``task`` (``operator``: any of them)."""
     config = task.config
-    module = build_network(config.network, operator.n_channels, tuple(operator.image_shape[:2]))
+    module = build_network(config.network, n_channels(operator), tuple(operator.image_shape[:2]))
     return dict(
         loss_fn=task.make_loss(network_forward(module, config.compute_dtype)),
         iterations=config.iterations,

@@ -17,6 +17,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from ..channels import from_channels, n_channels
 from ..config import check_choice, check_number
 from .common import DIPBaseConfig, DIPTask, discrepancy, run_dip
 from .result import Result
@@ -54,7 +55,7 @@ def fixed_input_loss(forward, input_noise: float):
             z = z + input_noise * jax.random.normal(key, z.shape, z.dtype)
         out, net_state = forward(params, net_state, z)
         image = out[0]
-        term = discrepancy(op(op.from_channels(image)) - y, "l2")
+        term = discrepancy(op(from_channels(image, op)) - y, "l2")
         return term, {"image": image, "net_state": net_state, "terms": {"data": term}}
 
     return loss_fn
@@ -73,7 +74,7 @@ def dip_task(config: DIPConfig = DIPConfig()) -> DIPTask:
         raise ValueError(f"config: expected DIPConfig, got {type(config).__name__}")
 
     def make_input(k, op, y, input_shape):
-        channels = config.input_channels or op.n_channels
+        channels = config.input_channels or n_channels(op)
         return random_input(k, input_shape(channels), config.input, config.input_scale), False
 
     return DIPTask("dip", config, make_input, lambda forward: fixed_input_loss(forward, config.input_noise))

@@ -12,6 +12,7 @@ import dataclasses
 
 import jax.numpy as jnp
 
+from ..channels import n_channels, to_channels
 from .common import DIPBaseConfig, DIPTask, check_image, run_dip
 from .dip import fixed_input_loss
 from .result import Result
@@ -38,10 +39,10 @@ def ref_dip_task(config: RefDIPConfig = RefDIPConfig(), prior_image=None) -> DIP
         prior = check_image(op, prior_image, "prior_image")
         if not bool(jnp.all(jnp.isfinite(prior))) or not bool(jnp.any(prior != 0)):
             raise ValueError("prior_image: must be finite and not all zero")
-        z = op.to_channels(prior / jnp.max(jnp.abs(prior))).astype(jnp.float32)[None]
-        if z.shape[1:] != tuple(input_shape(op.n_channels)):
+        z = to_channels(prior / jnp.max(jnp.abs(prior)), op).astype(jnp.float32)[None]
+        if z.shape[1:] != tuple(input_shape(n_channels(op))):
             raise ValueError(
-                f"ref-dip: network {config.network.name!r} expects inputs {input_shape(op.n_channels)}, "
+                f"ref-dip: network {config.network.name!r} expects inputs {input_shape(n_channels(op))}, "
                 f"but the reference image gives {z.shape[1:]}"
             )
         return z, False

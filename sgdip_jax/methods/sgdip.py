@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from .. import engine
+from ..channels import from_channels, n_channels, to_channels
 from ..config import check_choice, check_number
 from .classical import finite_differences
 from .common import (
@@ -132,7 +133,7 @@ def total_variation(x, eps: float = 1e-12):
 def objective(outs, z, operator, y, config: SGDIPConfig):
     """``(loss, x_hat, terms)`` from the network outputs ``outs (K, h, w, c)`` of the draws."""
     x_hat = jnp.mean(outs, axis=0)
-    image = operator.from_channels(x_hat)
+    image = from_channels(x_hat, operator)
     data = measured_discrepancy(operator(image) - y, operator.mask, config.data_loss)
     residual = outs - z if config.reg_on == "per_draw" else x_hat - z[0]
     reg = discrepancy(residual, config.reg_loss)
@@ -160,15 +161,15 @@ def sgdip_task(config: SGDIPConfig = SGDIPConfig()) -> DIPTask:
         raise ValueError(f"config: expected SGDIPConfig, got {type(config).__name__}")
 
     def make_input(k, op, y, input_shape):
-        shape = (*op.image_shape[:2], op.n_channels)
-        if tuple(input_shape(op.n_channels)) != shape:
+        shape = (*op.image_shape[:2], n_channels(op))
+        if tuple(input_shape(n_channels(op))) != shape:
             raise ValueError(
                 f"sgdip: the regulariser compares f(z) with z, so the network must keep the image size; "
-                f"{config.network.name!r} expects inputs {input_shape(op.n_channels)}, not {shape}"
+                f"{config.network.name!r} expects inputs {input_shape(n_channels(op))}, not {shape}"
             )
         if config.z_init == "uniform":
             return jax.random.uniform(k, (1, *shape), jnp.float32), False
-        return op.to_channels(op.adjoint(y)).astype(jnp.float32)[None], True
+        return to_channels(op.adjoint(y), op).astype(jnp.float32)[None], True
 
     return DIPTask(
         "sgdip",

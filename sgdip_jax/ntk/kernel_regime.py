@@ -29,6 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..channels import from_channels
+
 __all__ = ["LinearMap", "operator_map", "dense_matrix", "KernelRegime", "null_space_fraction", "gradient_descent"]
 
 
@@ -44,7 +46,7 @@ def operator_map(op, out_shape: Sequence[int]) -> LinearMap:
     """Real representation of a forward operator applied to flattened network outputs.
 
     ``f`` (flat, ``prod(out_shape)`` with ``out_shape = (1, H, W, C)`` channels-last) ->
-    ``op(op.from_channels(f))`` restricted to the measured entries (``op.mask > 0`` broadcast to the
+    ``op(from_channels(f, op))`` restricted to the measured entries (``op.mask > 0`` broadcast to the
     measurement shape) and, for complex measurements, stacked as ``[Re; Im]``. For single-coil MRI the
     rows are orthonormal. ``rmatvec`` is the exact transpose (``jax.linear_transpose``).
     """
@@ -53,12 +55,12 @@ def operator_map(op, out_shape: Sequence[int]) -> LinearMap:
         raise ValueError(f"out_shape: expected (1, H, W, C), got {out_shape}")
     n = math.prod(out_shape)
     image = jax.ShapeDtypeStruct(out_shape[1:], jnp.float32)
-    meas = jax.eval_shape(lambda t: op(op.from_channels(t)), image)
+    meas = jax.eval_shape(lambda t: op(from_channels(t, op)), image)
     keep = jnp.asarray(np.flatnonzero(np.broadcast_to(np.asarray(op.mask), meas.shape) > 0))
     is_complex = jnp.issubdtype(meas.dtype, jnp.complexfloating)
 
     def matvec(v):
-        y = op(op.from_channels(v.reshape(out_shape[1:]))).reshape(-1)[keep]
+        y = op(from_channels(v.reshape(out_shape[1:]), op)).reshape(-1)[keep]
         return jnp.concatenate([y.real, y.imag]) if is_complex else y
 
     rmatvec_t = jax.linear_transpose(matvec, jax.ShapeDtypeStruct((n,), jnp.float32))

@@ -1,5 +1,6 @@
 """Pure forward models: FFTs, multi-coil MRI, inpainting, sampling masks, coil sensitivities."""
 
+from .base import LinearOperator
 from .coils import birdcage_maps
 from .fft import fft2c, ifft2c
 from .inpainting import Inpainting
@@ -8,6 +9,7 @@ from .mri import MultiCoilMRI
 from .sensitivity import espirit, lowres_maps
 
 __all__ = [
+    "LinearOperator",
     "fft2c",
     "ifft2c",
     "Inpainting",

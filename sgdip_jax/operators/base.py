@@ -1,13 +1,37 @@
-"""Shared behaviour of linear forward operators.
+"""The interface every linear forward operator follows, and its shared behaviour.
 
-Every operator is an immutable pytree (``flax.struct.dataclass``) exposing ``__call__`` (forward
-``A``), ``adjoint`` (``A^H``), ``normal`` (``A^H A``), ``norm()`` (spectral norm ``||A||_2`` by power
-iteration), and the conversion between its image domain and a network's real channels-last tensor
-(``to_channels`` / ``from_channels``, plus ``n_channels``).
+An operator is an immutable pytree (``flax.struct.dataclass``) with the attributes and methods of
+:class:`LinearOperator`: forward ``A`` (``__call__``), ``adjoint`` (``A^H``), ``normal``
+(``A^H A``), ``norm()`` (spectral norm by power iteration), the image domain (``image_shape``,
+``image_dtype``) and the ``mask`` of measured entries. How images become network tensors is not an
+operator's business (:mod:`sgdip_jax.channels`).
 """
+
+from typing import Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
+
+
+@runtime_checkable
+class LinearOperator(Protocol):
+    """What methods, metrics and the NTK code may use of an operator ``A``."""
+
+    mask: jax.Array
+
+    @property
+    def image_shape(self) -> tuple[int, ...]: ...
+
+    @property
+    def image_dtype(self): ...
+
+    def __call__(self, x): ...
+
+    def adjoint(self, y): ...
+
+    def normal(self, x): ...
+
+    def norm(self, iters: int = 30, key=None): ...
 
 
 def _vdot(a, b):

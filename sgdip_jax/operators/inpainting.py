@@ -33,18 +33,8 @@ class Inpainting(LinearOperatorMixin):
     def image_dtype(self):
         return jnp.float32
 
-    @property
-    def n_channels(self):
-        return 1 if self.mask.ndim == 2 else self.mask.shape[-1]
-
     def __call__(self, x):
         return self.mask * x
 
     def adjoint(self, y):
         return self.mask * y
-
-    def to_channels(self, x):
-        return x[..., None] if self.mask.ndim == 2 else x
-
-    def from_channels(self, t):
-        return t[..., 0] if self.mask.ndim == 2 else t

@@ -9,7 +9,6 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from ..channels import channels_to_complex, complex_to_channels
 from .base import LinearOperatorMixin
 from .fft import fft2c, ifft2c
 
@@ -51,18 +50,8 @@ class MultiCoilMRI(LinearOperatorMixin):
     def image_dtype(self):
         return jnp.complex64
 
-    @property
-    def n_channels(self):
-        return 2
-
     def __call__(self, x):
         return self.mask * fft2c(self.smaps * x[..., None, :, :])
 
     def adjoint(self, y):
         return jnp.sum(jnp.conj(self.smaps) * ifft2c(self.mask * y), axis=-3)
-
-    def to_channels(self, x):
-        return complex_to_channels(x)
-
-    def from_channels(self, t):
-        return channels_to_complex(t)
