@@ -56,9 +56,6 @@ from flax import struct
 
 from .early_stopping import ESConfig, ESState, es_init, es_update
 
-TRACE_COUNT = 0
-"""Number of times a chunk program has been traced (incremented at trace time; for tests)."""
-
 
 @struct.dataclass
 class TrainState:
@@ -193,8 +190,6 @@ def _scan_driver(step, length, state, key, n_total, data, target):
     computed and discarded by a select (no device-side branch)."""
 
     def chunk(state, key, n_total, data, target):
-        global TRACE_COUNT
-        TRACE_COUNT += 1
 
         def body(s, _):
             new, metrics = step(s, key, data, target)
@@ -216,8 +211,6 @@ def _python_driver(step, length, state, key, n_total, data, target):
     the host still waits for the device once per chunk (when it fetches the chunk's metrics)."""
 
     def one(state, key, data, target):
-        global TRACE_COUNT
-        TRACE_COUNT += 1
         return step(state, key, data, target)
 
     compiled = jax.jit(one, donate_argnums=0).lower(state, key, data, target).compile()
