@@ -112,17 +112,14 @@ def time_jax(s: Setting, iters: int, chunk: int):
 
     stamps = []
     t0 = time.perf_counter()
+    config = engine.EngineConfig(loss_fn, iters, engine.adam(cfg.lr), engine.adam(cfg.lr_z), chunk=chunk)
     out = engine.run(
-        loss_fn,
+        config,
         params,
         net_state,
         z,
         jax.random.PRNGKey(2),
         data,
-        iterations=iters,
-        optimizer=engine.adam(cfg.lr),
-        z_optimizer=engine.adam(cfg.lr_z),
-        chunk=chunk,
         progress=False,
         callback=lambda info: stamps.append(time.perf_counter()),
     )

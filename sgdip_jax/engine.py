@@ -267,31 +267,42 @@ def init_state(loss_fn, params, net_state, z, key, data, optimizer, z_optimizer=
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class EngineConfig:
+    """How :func:`run` optimises, apart from the problem: the ``loss_fn``, the budget ``iterations``,
+    the weights' ``optimizer`` and the input's ``z_optimizer`` (``None``: ``z`` fixed), steps per
+    ``chunk``, the ``ema`` weight, ES-WMV ``early_stopping``, ``metric_image`` and ``ssim_every`` for
+    the metrics against a target, the progress bar's ``desc`` and the ``loop`` driver."""
+
+    loss_fn: Callable
+    iterations: int
+    optimizer: optax.GradientTransformation
+    z_optimizer: optax.GradientTransformation | None = None
+    chunk: int = 50
+    ema: float = 0.99
+    early_stopping: ESConfig | None = None
+    metric_image: Callable | None = None
+    ssim_every: int = 0
+    desc: str = ""
+    loop: str = "auto"
+
+
 def run(
-    loss_fn: Callable,
+    config: EngineConfig,
     params,
     net_state,
     z,
     key,
     data=None,
     *,
-    iterations: int,
-    optimizer: optax.GradientTransformation,
-    z_optimizer: optax.GradientTransformation | None = None,
-    chunk: int = 50,
-    ema: float = 0.99,
-    early_stopping: ESConfig | None = None,
-    metric_image: Callable | None = None,
     target=None,
-    ssim_every: int = 0,
     progress: bool = True,
     callback: Callable[[ChunkInfo], bool | None] | None = None,
-    desc: str = "",
-    loop: str = "auto",
     batched: bool = False,
     sharding: jax.sharding.Sharding | None = None,
 ) -> RunOutput:
-    """Optimise ``loss_fn`` for ``iterations`` steps from ``(params, net_state, z)``.
+    """Optimise ``config.loss_fn`` for ``config.iterations`` steps from ``(params, net_state, z)``
+    (the names below are the fields of :class:`EngineConfig`).
 
     ``optimizer`` updates ``params``; ``z`` is optimised by ``z_optimizer`` when given and is fixed
     otherwise (it receives no gradient computation at all). ``target`` (with ``metric_image(x, data)``,
@@ -314,6 +325,9 @@ def run(
     axis (module docstring); ``sharding`` places them (and the state) on devices along that axis.
     :meth:`RunOutput.unbatch` splits the output per problem.
     """
+    loss_fn, optimizer, z_optimizer = config.loss_fn, config.optimizer, config.z_optimizer
+    iterations, ema, early_stopping = config.iterations, config.ema, config.early_stopping
+    ssim_every, metric_image = config.ssim_every, config.metric_image
     if not 0.0 <= ema < 1.0:
         raise ValueError(f"ema must be in [0, 1), got {ema}")
     if ssim_every < 0:
@@ -323,7 +337,7 @@ def run(
     if target is not None:
         target = jnp.asarray(target, jnp.float32)
         metric_image = metric_image or (lambda x, data: x)
-    _, length = chunk_plan(iterations, chunk)
+    _, length = chunk_plan(iterations, config.chunk)
     t0 = time.perf_counter()
     if sharding is not None:
         params, net_state, z, key, data, target = jax.device_put((params, net_state, z, key, data, target), sharding)
@@ -339,7 +353,7 @@ def run(
     if sharding is not None:
         step = jax.shard_map(step, mesh=sharding.mesh, in_specs=sharding.spec, out_specs=sharding.spec)
     n_total = jnp.asarray(iterations, jnp.int32)
-    advance = DRIVERS[resolve_loop(loop)](step, length, state, key, n_total, data, target)
+    advance = DRIVERS[resolve_loop(config.loop)](step, length, state, key, n_total, data, target)
     compile_time = time.perf_counter() - t0
 
     def es_triggered(s):
@@ -350,7 +364,7 @@ def run(
         state,
         iterations,
         length,
-        desc=desc,
+        desc=config.desc,
         progress=progress,
         callback=callback,
         finite="loss",

@@ -35,22 +35,17 @@ def toy_problem(seed=0):
 
 def run_toy(iterations, chunk, loop, key=jax.random.PRNGKey(7), train_z=True, loss=toy_loss, **kw):
     params, net_state, z, data = toy_problem()
-    return engine.run(
+    config = engine.EngineConfig(
         loss,
-        params,
-        net_state,
-        z,
-        key,
-        data,
-        iterations=iterations,
+        iterations,
+        optax.adam(LR),
+        optax.adam(LR_Z) if train_z else None,
         chunk=chunk,
         loop=loop,
         ema=BETA,
-        progress=False,
-        optimizer=optax.adam(LR),
-        z_optimizer=optax.adam(LR_Z) if train_z else None,
-        **kw,
+        **{k: kw.pop(k) for k in ("early_stopping", "metric_image", "ssim_every") if k in kw},
     )
+    return engine.run(config, params, net_state, z, key, data, progress=False, **kw)
 
 
 @pytest.mark.parametrize("loop", ["scan", "python"])
@@ -94,19 +89,12 @@ def test_batched_run_equals_separate_runs(loop):
     es = ESConfig(window=2, patience=2)
     problems = [toy_problem(seed) for seed in range(3)]
     keys = [jax.random.PRNGKey(10 + i) for i in range(3)]
-    common = dict(
-        iterations=7,
-        chunk=3,
-        loop=loop,
-        ema=BETA,
-        progress=False,
-        optimizer=optax.adam(LR),
-        z_optimizer=optax.adam(LR_Z),
-        early_stopping=es,
+    config = engine.EngineConfig(
+        toy_loss, 7, optax.adam(LR), optax.adam(LR_Z), chunk=3, loop=loop, ema=BETA, early_stopping=es
     )
-    alone = [engine.run(toy_loss, *p[:3], k, p[3], **common) for p, k in zip(problems, keys)]
+    alone = [engine.run(config, *p[:3], k, p[3], progress=False) for p, k in zip(problems, keys)]
     stacked = jax.tree.map(lambda *a: jnp.stack(a), *problems)
-    out = engine.run(toy_loss, *stacked[:3], jnp.stack(keys), stacked[3], batched=True, **common)
+    out = engine.run(config, *stacked[:3], jnp.stack(keys), stacked[3], batched=True, progress=False)
     assert out.history["loss"].shape == (7, 3)
     for single, part in zip(alone, out.unbatch()):
         np.testing.assert_allclose(part.history["loss"], single.history["loss"], rtol=1e-5)
@@ -115,20 +103,18 @@ def test_batched_run_equals_separate_runs(loop):
         assert part.stop_iteration == single.stop_iteration
     assert any(single.stop_iteration is not None for single in alone)
     with pytest.raises(ValueError, match="batched"):
-        engine.run(toy_loss, *problems[0][:3], keys[0], problems[0][3], sharding=object(), **common)
+        engine.run(config, *problems[0][:3], keys[0], problems[0][3], sharding=object(), progress=False)
 
 
 def test_fixed_input_is_not_updated_and_caller_arrays_survive():
     params, net_state, z, data = toy_problem()
     out = engine.run(
-        toy_loss,
+        engine.EngineConfig(toy_loss, 5, optax.adam(LR)),
         params,
         net_state,
         z,
         jax.random.PRNGKey(0),
         data,
-        iterations=5,
-        optimizer=optax.adam(LR),
         progress=False,
     )
     assert out.state.z_opt_state is None
@@ -249,17 +235,11 @@ def test_early_stopping_stops_the_run_and_keeps_the_argmin_image():
         return term, {"image": x, "net_state": {"t": t + 1}, "terms": {}}
 
     W, P, chunk = 10, 25, 20
+    config = engine.EngineConfig(
+        loss, 1000, optax.sgd(0.0), chunk=chunk, early_stopping=ESConfig(window=W, patience=P, stop=True)
+    )
     out = engine.run(
-        loss,
-        {"w": jnp.ones(3)},
-        {"t": jnp.zeros((), jnp.int32)},
-        jnp.zeros((1, 1)),
-        key,
-        iterations=1000,
-        chunk=chunk,
-        optimizer=optax.sgd(0.0),
-        progress=False,
-        early_stopping=ESConfig(window=W, patience=P, stop=True),
+        config, {"w": jnp.ones(3)}, {"t": jnp.zeros((), jnp.int32)}, jnp.zeros((1, 1)), key, progress=False
     )
     seq = np.stack(
         [base + amp(t) * jax.random.normal(jax.random.fold_in(key, t), SHAPE) for t in range(out.iterations)]

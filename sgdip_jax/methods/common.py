@@ -274,11 +274,11 @@ def setup(task: DIPTask, operator, y, key, target=None) -> Setup:
     )
 
 
-def engine_options(task: DIPTask, operator) -> dict:
-    """The engine's keyword arguments shared by every problem of ``task`` (``operator``: any of them)."""
+def engine_config(task: DIPTask, operator) -> engine.EngineConfig:
+    """The engine settings shared by every problem of ``task`` (``operator``: any of them)."""
     config = task.config
     module = build_network(config.network, n_channels(operator), tuple(operator.image_shape[:2]))
-    return dict(
+    return engine.EngineConfig(
         loss_fn=task.make_loss(network_forward(module, config.compute_dtype)),
         iterations=config.iterations,
         optimizer=engine.adam(config.lr, config.clip_norm, config.lr_half_life),
@@ -322,16 +322,7 @@ def make_result(task: DIPTask, problem: Setup, out: engine.RunOutput) -> Result:
 def _run_engine(task: DIPTask, operator, engine_args, **options) -> engine.RunOutput:
     """:func:`sgdip_jax.engine.run` of ``task`` on ``engine_args`` (:meth:`Setup.engine_args`, maybe stacked)."""
     params, net_state, z, key, data, target = engine_args
-    return engine.run(
-        params=params,
-        net_state=net_state,
-        z=z,
-        key=key,
-        data=data,
-        target=target,
-        **options,
-        **engine_options(task, operator),
-    )
+    return engine.run(engine_config(task, operator), params, net_state, z, key, data, target=target, **options)
 
 
 def run_dip(task: DIPTask, operator, y, key, *, target=None, progress: bool = True, callback=None) -> Result:
