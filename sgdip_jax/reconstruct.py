@@ -57,7 +57,6 @@ def evaluate_problem(problem, image):
 
 def _warn_unmeasurable(problem) -> None:
     """Say before the run which metrics the reference is too small for (they are reported absent)."""
-
     from .metrics import SSIM_WIN
 
     if problem.reference is not None and min(np.shape(problem.reference)[:2]) < SSIM_WIN:
@@ -158,6 +157,7 @@ def reconstruct_batch(
             reconstruct_problem(p, method, config, seed, prior_image=r, progress=progress, interrupt=interrupt)
             for p, r in zip(problems, priors)
         ]
+    _warn_unmeasurable(problems[0])  # a batch shares one image size
     scaled = [_scaled(p) for p in problems]
     tasks = [spec.make_task(config, prior_image=r) for r in priors]
     targets = None if problems[0].target is None else [t for *_, t in scaled]
