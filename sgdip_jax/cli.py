@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import platform
 import signal
@@ -413,64 +412,35 @@ def parse_args(argv) -> argparse.Namespace:
 # --------------------------------------------------------------------------- method configs
 
 
-def _parse_value(text: str):
-    """A ``--set`` value: JSON (numbers, true/false, null, lists, quoted strings) or a bare string."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def _set_dotted(table: dict, key: str, value) -> None:
-    *parents, last = key.split(".")
-    for name in parents:
-        child = table.get(name)
-        table[name] = child = dict(child) if isinstance(child, dict) else {}
-        table = child
-    table[last] = value
-
-
-def _fields(cls) -> set[str]:
-    return {f.name for f in dataclasses.fields(cls)}
-
-
 def method_config(method: str, *, table=None, network=None, width=None, iters=None, early_stopping=False, sets=()):
-    """The frozen config of ``method``: its defaults, then ``table`` (a config-file table), then the
-    shortcut options, then ``sets`` (``"key=value"`` strings, dotted keys for nested fields).
-
-    Shortcuts that do not apply to the method (e.g. ``network`` for CG-SENSE) are logged and ignored.
-    """
-    from .config import from_dict
+    """The frozen config of ``method`` (:func:`sgdip_jax.config.layered`): its defaults, then
+    ``table`` (a config-file table), then the shortcut options, then ``sets`` (``--set`` strings).
+    Shortcuts that do not apply to the method (e.g. ``network`` for CG-SENSE) are logged and ignored."""
+    from .config import layered
     from .methods import get_method
     from .networks import NETWORKS
 
     cls = get_method(method).config
-    fields = _fields(cls)
-    data = json.loads(json.dumps(table or {}))
-    for name, value in (("network", network), ("width", width)):
+    fields = {f.name for f in dataclasses.fields(cls)}
+    shortcuts = {
+        "--network": (network, "network", {"network.name": network}),
+        "--width": (width, "network", {"network.base": width}),
+        "--iters": (iters, "iterations", {"iterations": iters}),
+        "--early-stopping": (
+            early_stopping or None,
+            "early_stopping",
+            {"early_stopping.enabled": True, "early_stopping.stop": True},
+        ),
+    }
+    updates = {}
+    for flag, (value, field, changes) in shortcuts.items():
         if value is None:
             continue
-        if "network" not in fields:
-            log.warning("--%s does not apply to method %s; ignored", name, method)
+        if field not in fields:
+            log.warning("%s does not apply to method %s; ignored", flag, method)
             continue
-        _set_dotted(data, "network.name" if name == "network" else "network.base", value)
-    if iters is not None:
-        if "iterations" not in fields:
-            log.warning("--iters does not apply to method %s; ignored", method)
-        else:
-            data["iterations"] = iters
-    if early_stopping:
-        if "early_stopping" not in fields:
-            log.warning("--early-stopping does not apply to method %s; ignored", method)
-        else:
-            _set_dotted(data, "early_stopping.enabled", True)
-            _set_dotted(data, "early_stopping.stop", True)
-    for item in sets:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"--set {item!r}: expected KEY=VALUE")
-        _set_dotted(data, key.strip(), _parse_value(value.strip()))
-    config = from_dict(cls, data, where=method)
+        updates.update(changes)
+    config = layered(cls, table=table, updates=updates, sets=sets, where=method)
     if "network" in fields and config.network.name not in NETWORKS:
         raise ValueError(f"unknown network {config.network.name!r}; valid networks: {', '.join(NETWORKS)}")
     return config

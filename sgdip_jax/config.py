@@ -172,6 +172,38 @@ def _coerce(value, tp, name):
     return value
 
 
+def layered(cls, *, table=None, updates=None, sets=(), where: str = ""):
+    """A frozen ``cls`` from layers, later ones winning: its defaults, ``table`` (a nested dict, e.g. a
+    config-file table), ``updates`` (dotted keys such as ``"network.base"``) and ``sets``
+    (``"key=value"`` strings, the value read as JSON when it parses, else as a string)."""
+    data = json.loads(json.dumps(table or {}))
+    for key, value in (updates or {}).items():
+        _set_dotted(data, key, value)
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
+        _set_dotted(data, key.strip(), _parse_value(value.strip()))
+    return from_dict(cls, data, where=where)
+
+
+def _parse_value(text: str):
+    """A ``--set`` value: JSON (numbers, true/false, null, lists, quoted strings) or a bare string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _set_dotted(table: dict, key: str, value) -> None:
+    *parents, last = key.split(".")
+    for name in parents:
+        child = table.get(name)
+        table[name] = child = dict(child) if isinstance(child, dict) else {}
+        table = child
+    table[last] = value
+
+
 def load_config(path, cls=None):
     """Read a TOML / YAML / JSON file; return the dict, or ``from_dict(cls, ...)`` when ``cls`` is given."""
     path = Path(path)
