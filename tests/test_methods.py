@@ -127,6 +127,41 @@ def test_variant_switches_change_the_loss_as_the_math_says():
     assert mean < per_draw
 
 
+def test_dip_tv_term_is_the_isotropic_total_variation_of_the_image():
+    """tv > 0 adds tv * mean_i sqrt(|x_i - x_(i-1, .)|^2 + |x_i - x_(., i-1)|^2) (circular), tv = 0 nothing."""
+    op, y, *_ = random_mri()
+    base = SGDIPConfig(network=TINY, draws=2)
+    forward, params, net_state, z = sgdip_pieces(op, base)
+    data, key = {"operator": op, "y": y}, jax.random.PRNGKey(3)
+    loss0, aux0 = sgdip_loss(forward, base)(params, net_state, z, key, data)
+    loss1, aux1 = sgdip_loss(forward, dataclasses.replace(base, tv=0.25))(params, net_state, z, key, data)
+    x_hat = np.asarray(aux1["image"], np.float64)
+    x = x_hat[..., 0] + 1j * x_hat[..., 1]
+    tv = np.mean(np.sqrt(np.abs(x - np.roll(x, 1, 0)) ** 2 + np.abs(x - np.roll(x, 1, 1)) ** 2))
+    assert "tv" not in aux0["terms"]
+    np.testing.assert_allclose(float(aux1["terms"]["tv"]), tv, rtol=1e-5)
+    np.testing.assert_allclose(float(loss1), float(loss0) + 0.25 * tv, rtol=1e-5)
+
+
+def test_lr_half_life_halves_the_adam_step():
+    """With a constant gradient Adam's step is lr exactly (m_hat / sqrt(v_hat) = 1), so the steps of
+    the decayed rate are lr 2^(-t / h)."""
+    from sgdip_jax import engine
+
+    lr, h = 0.1, 4.0
+    tx = engine.adam(lr, half_life=h)
+    w = jnp.zeros(())
+    state = tx.init(w)
+    steps = []
+    for _ in range(12):
+        update, state = tx.update(jnp.ones(()), state, w)
+        steps.append(-float(update))
+        w = w + update
+    np.testing.assert_allclose(steps, lr * 2.0 ** (-np.arange(12) / h), rtol=1e-4)  # Adam eps: 1e-5
+    with pytest.raises(ValueError, match="lr_half_life"):
+        SGDIPConfig(lr_half_life=0.0)
+
+
 def test_noise_draws():
     z = jnp.linspace(-2.0, 1.0, 16 * 16 * 2).reshape(1, 16, 16, 2)
     key = jax.random.PRNGKey(0)
