@@ -11,6 +11,9 @@ import pytest
 
 from sgdip_jax import reconstruct
 
+ENDLESS_DIP = ["--method", "dip", "--iters", "1000000", "--network", "unet1", "--width", "4", "--set", "chunk=10"]
+"""Options of a tiny DIP run that lasts until it is signalled."""
+
 
 @pytest.fixture
 def crash_after_first_batch(monkeypatch):

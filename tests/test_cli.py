@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import tomllib
-from conftest import SIGINT, signal_during_run
+from conftest import ENDLESS_DIP, SIGINT, signal_during_run
 from PIL import Image
 from pydicom.data import get_testdata_file
 
@@ -418,22 +418,7 @@ def test_ctrl_c_saves_partial_result(files, tmp_path):
     history so far are saved, metrics.json says interrupted, exit status 130."""
     out = tmp_path / "int"
     proc, err, _ = signal_during_run(  # the log line "case.npz: dip" is printed just before the run starts
-        [
-            "reconstruct",
-            files["case"],
-            "--method",
-            "dip",
-            "--iters",
-            "1000000",
-            "--network",
-            "unet1",
-            "--width",
-            "4",
-            "--set",
-            "chunk=10",
-            "--out",
-            out,
-        ],
+        ["reconstruct", files["case"], *ENDLESS_DIP, "--out", out],
         "case.npz: dip",
         SIGINT,
         2.0,

@@ -9,7 +9,7 @@ import os
 import h5py
 import numpy as np
 import pytest
-from conftest import SIGINT, SIGTERM, signal_during_run
+from conftest import ENDLESS_DIP, SIGINT, SIGTERM, signal_during_run
 from PIL import Image
 from pydicom.data import get_testdata_file
 
@@ -122,22 +122,7 @@ def test_a_diverged_run_exits_1_naming_lr_and_keeps_the_last_finite_images(files
 def test_sigterm_stops_after_the_chunk_saves_and_leaves_no_staging_folder(files, tmp_path):
     out = tmp_path / "term"
     proc, err, _ = signal_during_run(
-        [
-            "reconstruct",
-            files / "case.npz",
-            "--method",
-            "dip",
-            "--iters",
-            "1000000",
-            "--network",
-            "unet1",
-            "--width",
-            "4",
-            "--set",
-            "chunk=10",
-            "--out",
-            out,
-        ],
+        ["reconstruct", files / "case.npz", *ENDLESS_DIP, "--out", out],
         "case.npz: dip",
         SIGTERM,
         2.0,
