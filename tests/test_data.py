@@ -14,7 +14,6 @@ from pydicom.data import get_testdata_file
 
 from sgdip_jax.data import (
     Case,
-    center_crop,
     load_case,
     load_image,
     read_fastmri,
@@ -27,7 +26,7 @@ from sgdip_jax.data import (
     validate_case,
     write_fastmri,
 )
-from sgdip_jax.metrics import psnr
+from sgdip_jax.metrics import center_crop, psnr
 from sgdip_jax.operators import MultiCoilMRI, fft2c
 
 

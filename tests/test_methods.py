@@ -345,7 +345,10 @@ def test_sgdip_defaults_beat_tv_and_vanilla_dip_on_the_shoulder():
     for name, cls in (("dip", DIPConfig), ("sgdip", SGDIPConfig)):
         r = run_method(name, op, y, cls(network=net, iterations=500, early_stopping=NO_ES), 0, target=x, progress=False)
         final[name] = float(psnr(r.ema_image, x))
-        assert np.isclose(final[name], r.history["psnr"][-1], atol=1e-3)
+        if not r.config["data_consistency"]:  # the history is of the EMA image before the final step
+            assert np.isclose(final[name], r.history["psnr"][-1], atol=1e-3)
+        else:
+            assert final[name] > r.history["psnr"][-1] - 0.1  # the step changes the image by little
     print(f"shoulder 64 px 4x 20 dB: sgdip {final['sgdip']:.2f}, dip {final['dip']:.2f}, tv (auto) {tv:.2f} dB")
     assert final["sgdip"] > tv + 2.5, (final, tv)
     assert final["sgdip"] > final["dip"] + 4.0, final
