@@ -1,4 +1,5 @@
-"""Robustness sweep of the self-guided DIP defaults on open MR images (simulated multi-coil k-space).
+"""Robustness sweep of the self-guided DIP defaults on open MR images (simulated multi-coil k-space)
+and on inpainting of open photographs.
 
 Each variant (overrides of :class:`~sgdip_jax.methods.SGDIPConfig`, one fixed configuration for all
 cases) runs on every case to ``factor`` times the budget ``T``; per case it records the PSNR of the
@@ -8,6 +9,11 @@ PSNR / SSIM of the returned image at ``factor * T`` (after that step when the va
 The objective of a variant is the worst case over the cases of
 ``min(PSNR at T, PSNR at factor * T) - best classical``, where "best classical" is the better of TV
 and L1-wavelet with ``lam="auto"`` (GCV, no reference used). Vanilla DIP runs as variant ``dip``.
+
+Inpainting cases (``camera-p50``: a centre crop of ``size`` px of the photograph, 50 % of the pixels
+missing, Bernoulli, noiseless) start from the inpainting preset :meth:`SGDIPConfig.inpainting` and
+apply the variant's overrides to it; their best classical method is biharmonic inpainting
+(``skimage.restoration.inpaint_biharmonic``).
 
 One JSON line per (variant, case) is appended to ``OUT/sweep.jsonl`` as soon as it is done, so an
 interrupted sweep keeps its finished runs and a rerun skips them.
@@ -19,6 +25,7 @@ interrupted sweep keeps its finished runs and a rerun skips them.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -26,9 +33,11 @@ from pathlib import Path
 import numpy as np
 
 from sgdip_jax.config import NetworkConfig, from_dict, to_dict
-from sgdip_jax.data.samples import sample_mri
+from sgdip_jax.data.samples import sample_image, sample_mri
 from sgdip_jax.methods import DIPConfig, SGDIPConfig, run_method
-from sgdip_jax.metrics import evaluate
+from sgdip_jax.metrics import center_crop, evaluate
+from sgdip_jax.operators import Inpainting
+from sgdip_jax.operators.masks import bernoulli_pixels
 
 CASES = {  # name -> (sample, acceleration, SNR in dB)
     "shoulder-4x30": ("shoulder", 4, 30),
@@ -40,6 +49,13 @@ CASES = {  # name -> (sample, acceleration, SNR in dB)
     "head-8x30": ("head", 8, 30),
     "head-8x20": ("head", 8, 20),
 }
+INPAINT_CASES = {  # name -> (photograph, missing fraction)
+    "camera-p50": ("camera", 0.5),
+    "camera-p80": ("camera", 0.8),
+    "ascent-p50": ("ascent", 0.5),
+    "ascent-p80": ("ascent", 0.8),
+}
+ALL_CASES = {**CASES, **INPAINT_CASES}
 VARIANTS = {  # overrides of the SGDIPConfig defaults; "dip" is vanilla DIP with its defaults
     "dip": None,
     "default": {},
@@ -68,16 +84,55 @@ VARIANTS = {  # overrides of the SGDIPConfig defaults; "dip" is vanilla DIP with
     "lr2e-2-hl300": {"lr": 2e-2, "lr_half_life": 300},
     "lr3e-2-hl200": {"lr": 3e-2, "lr_half_life": 200},
     "lr2e-2-hl300-tv0.01": {"lr": 2e-2, "lr_half_life": 300, "tv": 0.01},
+    "lr1e-2": {"lr": 1e-2},
+    "lr1e-2-c0.5": {"lr": 1e-2, "noise_scale": 0.5},
+    "lr1e-2-l1": {"lr": 1e-2, "data_loss": "l1", "reg_loss": "l1", "alpha": 0.005, "noise_scale": 0.5},
+    "filled": {"z_init": "filled"},
+    "filled-lr1e-2": {"z_init": "filled", "lr": 1e-2},
+    "filled-lr1e-2-l1": {
+        "z_init": "filled",
+        "lr": 1e-2,
+        "data_loss": "l1",
+        "reg_loss": "l1",
+        "alpha": 0.005,
+        "noise_scale": 0.5,
+    },
 }
 
 
+@dataclasses.dataclass
+class InpaintingCase:
+    """A noiseless inpainting problem with the interface of :class:`~sgdip_jax.data.case.Case` used here."""
+
+    op: Inpainting
+    y: np.ndarray
+    x: np.ndarray
+
+    def operator(self):
+        return self.op
+
+
 def make_case(name, size, seed):
+    if name in INPAINT_CASES:
+        image, missing = INPAINT_CASES[name]
+        x = np.asarray(center_crop(sample_image(image), size, axes=(0, 1)))
+        op = Inpainting.create(bernoulli_pixels((size, size), missing, seed=seed)[0])
+        return InpaintingCase(op, np.asarray(op(x)), x)
     sample, acceleration, snr = CASES[name]
     return sample_mri(sample, size=size, coils=8, acceleration=acceleration, snr_db=snr, seed=seed)
 
 
 def classical(case):
-    """PSNR / SSIM of zero-filled, TV and L1-wavelet with ``lam="auto"`` (GCV, no reference used)."""
+    """PSNR / SSIM of zero-filled, TV and L1-wavelet with ``lam="auto"`` (GCV, no reference used); for
+    inpainting of the masked image and biharmonic inpainting."""
+    if isinstance(case, InpaintingCase):
+        from skimage.restoration import inpaint_biharmonic
+
+        missing = np.asarray(case.op.mask) == 0
+        return {
+            "zero-filled": evaluate(case.y, case.x),
+            "biharmonic": {**evaluate(inpaint_biharmonic(case.y, missing), case.x), "lam": None},
+        }
     out = {}
     for method in ("zero-filled", "tv", "l1-wavelet"):
         result = run_method(method, case.operator(), case.y, None, key=0)
@@ -92,7 +147,7 @@ def figures(rows, base, out):
 
     for case in base:
         curves = {r["variant"]: {"psnr": np.repeat(r["psnr_every_10"], 10)} for r in rows if r["case"] == case}
-        lines = {m: base[case][m]["psnr"] for m in ("zero-filled", "tv")}
+        lines = {m: base[case][m]["psnr"] for m in ("zero-filled", "tv", "biharmonic") if m in base[case]}
         png = curves_figure(curves, "psnr", "PSNR of the EMA image (dB)", title=case, baselines=lines)
         if png is not None:
             (out / f"psnr_{case}.png").write_bytes(png)
@@ -101,7 +156,7 @@ def figures(rows, base, out):
 def table(rows, size, seed, out=None):
     """Markdown: one line per (variant, case) with the margin over the best classical method, then the
     worst margin per variant (the objective); with ``out``, the PSNR curves (:func:`figures`)."""
-    cases = sorted({r["case"] for r in rows}, key=list(CASES).index)
+    cases = sorted({r["case"] for r in rows}, key=list(ALL_CASES).index)
     base = {name: classical(make_case(name, size, seed)) for name in cases}
     if out is not None:
         figures(rows, base, out)
@@ -112,7 +167,7 @@ def table(rows, size, seed, out=None):
     ]
     worst = {}
     for r in rows:
-        best_name = max(("tv", "l1-wavelet"), key=lambda m: base[r["case"]][m]["psnr"])
+        best_name = max(set(base[r["case"]]) - {"zero-filled"}, key=lambda m: base[r["case"]][m]["psnr"])
         best = base[r["case"]][best_name]["psnr"]
         margin = min(r["psnr_T"], r["psnr_3T"]) - best
         worst[r["variant"]] = min(worst.get(r["variant"], np.inf), margin)
@@ -122,25 +177,25 @@ def table(rows, size, seed, out=None):
         )
     lines += ["", "| variant | worst margin (objective) |", "|---|---|"]
     lines += [f"| {v} | {m:+.2f} |" for v, m in sorted(worst.items(), key=lambda item: -item[1])]
-    lines += ["", "| case | zero-filled | TV (auto) | L1-wavelet (auto) |", "|---|---|---|---|"]
-    lines += [
-        f"| {c} | {base[c]['zero-filled']['psnr']:.2f} | "
-        f"{base[c]['tv']['psnr']:.2f} (lam {base[c]['tv']['lam']:.2g}) | "
-        f"{base[c]['l1-wavelet']['psnr']:.2f} (lam {base[c]['l1-wavelet']['lam']:.2g}) |"
-        for c in cases
-    ]
+    lines += ["", "| case | zero-filled / masked | classical (lam) |", "|---|---|---|"]
+    for c in cases:
+        others = [m for m in base[c] if m != "zero-filled"]
+        lam = {m: f" (lam {base[c][m]['lam']:.2g})" if base[c][m]["lam"] is not None else "" for m in others}
+        cells = ", ".join(f"{m} {base[c][m]['psnr']:.2f}{lam[m]}" for m in others)
+        lines.append(f"| {c} | {base[c]['zero-filled']['psnr']:.2f} | {cells} |")
     return "\n".join(lines)
 
 
 def run_variant(name, case, args):
     overrides = VARIANTS[name]
+    preset = SGDIPConfig.inpainting if isinstance(case, InpaintingCase) else SGDIPConfig
     network = NetworkConfig(name=args.network, base=args.base)
     iterations = args.iters * args.factor
     if overrides is None:
         config = DIPConfig(network=network, iterations=iterations, ssim_every=args.iters)
         method = "dip"
     else:
-        base = to_dict(SGDIPConfig(network=network, iterations=iterations, ssim_every=args.iters))
+        base = to_dict(preset(network=network, iterations=iterations, ssim_every=args.iters))
         config = from_dict(SGDIPConfig, {**base, **overrides})
         method = "sgdip"
     start = time.perf_counter()
@@ -173,7 +228,7 @@ def run_variant(name, case, args):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", type=int, default=128)
-    p.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    p.add_argument("--cases", nargs="+", default=list(CASES), choices=list(ALL_CASES))
     p.add_argument("--variants", nargs="+", default=["dip", "default"], choices=list(VARIANTS))
     p.add_argument("--iters", type=int, default=500, help="the budget T")
     p.add_argument("--factor", type=int, default=3, help="run to factor * T")

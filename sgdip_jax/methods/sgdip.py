@@ -45,7 +45,7 @@ from .result import Result
 
 NOISES = ("uniform", "gaussian")
 REG_ON = ("per_draw", "mean")
-Z_INITS = ("zero_filled", "uniform")
+Z_INITS = ("zero_filled", "uniform", "filled")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +55,8 @@ class SGDIPConfig(DIPBaseConfig):
     ``data_loss`` / ``reg_loss``: ``"l1"`` or ``"l2"`` for ``D`` and ``D'``.
     ``reg_on``: ``"per_draw"`` or ``"mean"``. ``alpha``: regulariser weight. ``draws``: ``K``.
     ``noise``: ``"uniform"`` or ``"gaussian"``; ``noise_scale``: ``c`` (relative to ``max|z|``).
-    ``z_init``: ``"zero_filled"`` (``A^H y_s``) or ``"uniform"`` (``U[0, 1)``, operator channels).
+    ``z_init``: ``"zero_filled"`` (``A^H y_s``), ``"uniform"`` (``U[0, 1)``, operator channels) or
+    ``"filled"`` (inpainting: the missing pixels of ``y_s`` interpolated, :meth:`~.Inpainting.fill`).
     ``lr_z`` / ``clip_norm_z``: Adam learning rate and gradient-norm clip of the input.
     ``tv``: weight of the DIP-TV term (0: the paper's objective).
 
@@ -172,6 +173,10 @@ def sgdip_task(config: SGDIPConfig = SGDIPConfig()) -> DIPTask:
             )
         if config.z_init == "uniform":
             return jax.random.uniform(k, (1, *shape), jnp.float32), False
+        if config.z_init == "filled":
+            if not hasattr(op, "fill"):
+                raise ValueError(f"sgdip: z_init='filled' needs an inpainting operator, not {type(op).__name__}")
+            return to_channels(op.fill(y), op).astype(jnp.float32)[None], True
         return to_channels(op.adjoint(y), op).astype(jnp.float32)[None], True
 
     return DIPTask(
