@@ -97,6 +97,22 @@ VARIANTS = {  # overrides of the SGDIPConfig defaults; "dip" is vanilla DIP with
         "alpha": 0.005,
         "noise_scale": 0.5,
     },
+    "filled-lr2e-2-l1": {
+        "z_init": "filled",
+        "lr": 2e-2,
+        "data_loss": "l1",
+        "reg_loss": "l1",
+        "alpha": 0.005,
+        "noise_scale": 0.5,
+    },
+    "filled-lr1e-2-l1-c1": {
+        "z_init": "filled",
+        "lr": 1e-2,
+        "data_loss": "l1",
+        "reg_loss": "l1",
+        "alpha": 0.005,
+        "noise_scale": 1.0,
+    },
 }
 
 

@@ -10,6 +10,7 @@ files; configs therefore keep ``None`` only as a default.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import io
 import json
@@ -230,6 +231,54 @@ def load_config(path, cls=None):
         return from_dict(cls, data)
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from None
+
+
+def apply_run_file(parser, path, tables, protected=()) -> dict[str, dict]:
+    """Layer a run's config file (:func:`load_config`) under the command line: its option values become
+    the defaults of ``parser`` (an ``argparse`` parser; each value converted as the command line would
+    convert it), and its method tables are returned by name.
+
+    Top-level keys are option names (``-`` or ``_``) or a name in ``tables`` (then a table of that
+    method's config fields); ``protected`` options (what decides which files are written or
+    replaced) must be typed each time and are refused here."""
+    actions = {a.dest: a for a in parser._actions if a.option_strings and a.dest not in ("help", "config")}
+    defaults, method_tables = {}, {}
+    for key, value in load_config(path).items():
+        key = str(key)
+        name = key.replace("-", "_")
+        if key in tables:
+            if not isinstance(value, dict):
+                raise ValueError(f"{path}: [{key}] must be a table of {key} settings")
+            method_tables[key] = value
+        elif name in protected:
+            raise ValueError(
+                f"{path}: {key!r} cannot be set in a config file (it decides which files are written or "
+                f"replaced); give --{name} on the command line"
+            )
+        elif name in actions:
+            defaults[name] = _option_value(actions[name], value, f"{path}: {name}")
+        else:
+            raise ValueError(
+                f"{path}: unknown key {key!r}; valid keys: {sorted(actions)} and method tables {sorted(tables)}"
+            )
+    parser.set_defaults(**defaults)
+    return method_tables
+
+
+def _option_value(action, value, where):
+    """Config-file ``value`` of the ``argparse`` option ``action``, converted as the command line would."""
+    if action.nargs == 0:  # a flag
+        if not isinstance(value, bool):
+            raise ValueError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if isinstance(action, argparse._AppendAction):  # a repeatable option
+        return [str(v) for v in (value if isinstance(value, list) else [value])]
+    if value is None or action.type is None:
+        return value if value is None or isinstance(value, str) else str(value)
+    try:
+        return action.type(str(value))
+    except ValueError:
+        raise ValueError(f"{where}: invalid value {value!r}") from None
 
 
 def save_config(path, cfg, *, overwrite: bool = False, comment: str = "") -> None:

@@ -50,33 +50,48 @@ SMAPS_CHOICES = ("auto", "espirit", "lowres", "ones", "file:PATH")
 DEFAULT_INPAINTING_MASK = "bernoulli:0.5"
 
 
+def _option(default, help: str):
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
 @dataclasses.dataclass(frozen=True)
 class InputOptions:
-    """How an input file becomes problems (every field is a ``sgdip reconstruct`` option).
+    """How an input file becomes problems. Every field is a ``sgdip reconstruct`` option
+    (``--center-fraction`` for ``center_fraction``); its ``help`` metadata says what it does and is
+    what ``--help`` shows. ``mask`` is a file or a spec for
+    :func:`sgdip_jax.operators.masks.parse_mask_spec`."""
 
-    ``slice`` / ``slices``: fastMRI slice(s) (``None``: the middle slice; ``slices``: ``"all"``,
-    ``"A:B"`` or ``"i,j,k"``; DICOM multi-frame files use ``slice`` as the frame).
-    ``acceleration``, ``center_fraction``, ``mask_type``: retrospective line mask for fully sampled
-    MRI data (``center_fraction`` ``None``: ``0.32 / acceleration``, i.e. 0.08 at 4x).
-    ``mask``: a mask file (``.npy``, ``.npz`` with ``mask``, or an image; non-zero = sampled / known)
-    or a spec for :func:`sgdip_jax.operators.masks.parse_mask_spec`; for MRI it replaces the line mask.
-    ``smaps``: ``auto`` (the file's maps; ESPIRiT for fastMRI), ``espirit``, ``lowres``, ``ones``
-    (single-coil) or ``file:PATH``. ``crop``: fastMRI readout crop and metric size (0: none).
-    ``size``, ``coils``, ``snr_db``: DICOM simulation. ``seed``: masks and simulation.
-    """
-
-    slice: int | None = None
-    slices: str | None = None
-    acceleration: float = 4.0
-    center_fraction: float | None = None
-    mask_type: str = "vdrs"
-    mask: str | None = None
-    smaps: str = "auto"
-    crop: int = 320
-    size: int | None = None
-    coils: int = 8
-    snr_db: float = 30.0
-    seed: int = 0
+    slice: int | None = _option(None, "fastMRI slice (DICOM: frame) to reconstruct (default: the middle one)")
+    slices: str | None = _option(
+        None,
+        "fastMRI volume: 'all', 'A:B' or 'i,j,k'; finished slices are kept in OUT.partial so an interrupted "
+        "run resumes where it stopped (default: only --slice)",
+    )
+    acceleration: float = _option(4.0, "undersampling factor of the retrospective line mask for fully sampled MRI")
+    center_fraction: float | None = _option(
+        None, "fraction of fully sampled centre lines (default: 0.32 / acceleration, i.e. 0.08 at 4x)"
+    )
+    mask_type: str = _option("vdrs", f"retrospective line mask: {', '.join(masks.MASK_TYPES)}")
+    mask: str | None = _option(
+        None,
+        "mask file (.npy, .npz with 'mask', or image; non-zero = sampled/known) or spec (bernoulli:MISSING, "
+        "box:SIZE, vdrs|random|equispaced:ACC[:CF]); for MRI it replaces the line mask (default: the line "
+        f"mask for MRI, {DEFAULT_INPAINTING_MASK} for images)",
+    )
+    smaps: str = _option(
+        "auto",
+        f"coil maps: {', '.join(SMAPS_CHOICES)}; auto = the input's own maps (case, simulated DICOM), ESPIRiT "
+        "from the centre lines for fastMRI, ones for single-coil",
+    )
+    crop: int = _option(
+        320,
+        "fastMRI: crop readout oversampling to this many rows and compute metrics on the central CROPxCROP "
+        "(or reconstruction_rss's size); 0 = no crop",
+    )
+    size: int | None = _option(None, "DICOM: resample to SIZExSIZE by spectral cropping (default: native size)")
+    coils: int = _option(8, "DICOM: number of simulated coils")
+    snr_db: float = _option(30.0, "DICOM: simulated k-space SNR in dB")
+    seed: int = _option(0, "random seed (network, input, masks, simulation)")
 
 
 @dataclasses.dataclass

@@ -1,6 +1,8 @@
-"""Problems in, evaluated reconstructions out: one problem (:func:`reconstruct_problem`) or a batch
+"""Problems in, evaluated reconstructions out: one problem (:func:`reconstruct_problem`), a batch
 (:func:`reconstruct_batch`, DIP methods in one compiled step via
-:func:`sgdip_jax.methods.common.run_dip_batch`).
+:func:`sgdip_jax.methods.common.run_dip_batch`), the slices of a volume over several processes
+(:func:`reconstruct_volume`), or a whole input file into an output directory
+(:func:`reconstruct_file`, what ``sgdip reconstruct`` runs).
 
 Every problem is solved in the same units: the measurements are scaled by ``s = 1 / max|A^H y|``
 (so regularisation weights of the classical methods refer to a zero-filled image of peak 1) and the
@@ -290,6 +292,106 @@ def reconstruct_volume(
         else:
             exchange.wait_written()
     store.remove()
+    return outcomes
+
+
+def reconstruct_file(
+    path,
+    method: str,
+    config,
+    options=None,
+    *,
+    out_path,
+    reference=None,
+    batch: int = 1,
+    cluster: tuple | None = None,
+    force: bool = False,
+    peer_timeout: float = 120.0,
+    progress: bool = True,
+    interrupt=None,
+) -> list[Outcome]:
+    """Reconstruct the input file ``path`` (any kind :func:`~sgdip_jax.inputs.detect_kind` knows,
+    read with :class:`~sgdip_jax.inputs.InputOptions` ``options``) with ``method`` and ``config``,
+    and write the results into the directory ``out_path`` (:func:`sgdip_jax.report.write_outputs`,
+    with a ``config.toml`` that reruns it through ``sgdip reconstruct --config``). The seed is
+    ``options.seed``.
+
+    ``reference``: the image file of a method that needs a prior image (``ref-dip``). Several
+    fastMRI slices, or ``cluster = (coordinator, num_processes, process_id)`` (``jax.distributed``;
+    ``None`` entries come from the cluster environment), run as :func:`reconstruct_volume` with
+    ``batch`` slices per compiled step. Returns the outcomes (``[]`` on processes other than 0).
+    """
+    from .config import to_dict
+    from .inputs import InputOptions, detect_kind, load_problems, load_reference_image, selected_slices
+    from .methods import get_method
+    from .multihost import file_identity, start_distributed
+    from .outputs import OutputDir
+    from .report import write_outputs
+
+    options = InputOptions() if options is None else options
+    seed = options.seed
+    needs_prior = get_method(method).needs_prior
+    if needs_prior and not reference:
+        raise ValueError(f"method {method} needs a reference image (--reference FILE), the network's input")
+    resolved = {k: v for k, v in dataclasses.asdict(options).items() if v is not None}
+    resolved.update({"method": method, **({"reference": str(reference)} if reference else {}), method: to_dict(config)})
+    out_path = Path(out_path)
+
+    def prior(problem):
+        if not needs_prior:
+            return None
+        op = problem.operator
+        complex_image = np.issubdtype(np.dtype(op.image_dtype), np.complexfloating)
+        return load_reference_image(reference, tuple(op.image_shape), complex_image)
+
+    def write(out, kind, outcomes):
+        write_outputs(
+            out, outcomes, input_path=path, kind=kind, method=method, seed=seed, config=config, resolved=resolved
+        )
+        out.commit()
+        log.info("wrote %s", out_path)
+
+    if cluster is not None:
+        start_distributed(*cluster, peer_timeout)
+    kind = detect_kind(path)
+    if kind == "fastmri":
+        indices = selected_slices(path, options)
+        if len(indices) > 1 or cluster is not None:
+
+            def write_volume(outcomes):
+                with OutputDir(out_path, force=force) as out:
+                    write(out, kind, outcomes)
+
+            return reconstruct_volume(
+                path,
+                options,
+                indices,
+                method,
+                config,
+                seed,
+                out_path=out_path,
+                fingerprint={"input_file": file_identity(path), **resolved},
+                write=write_volume,
+                batch=batch,
+                prior_image=prior,
+                force=force,
+                peer_timeout=peer_timeout,
+                progress=progress,
+                interrupt=interrupt,
+            )
+    outcomes: list[Outcome] = []
+    with OutputDir(out_path, force=force) as out:
+        for problem in load_problems(path, options):
+            log_start(path, problem, method)
+            outcome = reconstruct_problem(
+                problem, method, config, seed, prior_image=prior(problem), progress=progress, interrupt=interrupt
+            )
+            outcomes.append(outcome)
+            log_outcome(outcome)
+            if interrupt is not None and interrupt.requested:
+                log.warning("run was interrupted; partial results saved in %s", out_path)
+                break
+        write(out, kind, outcomes)
     return outcomes
 
 

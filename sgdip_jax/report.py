@@ -4,31 +4,17 @@
 
 from __future__ import annotations
 
-import platform
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import __version__
 from .config import save_config, to_dict
+from .info import environment
 from .metrics import center_crop, evaluate
 
 if TYPE_CHECKING:
     from .reconstruct import Outcome
-
-
-def device() -> dict[str, str]:
-    import jax
-
-    dev = jax.devices()[0]
-    return {"platform": dev.platform, "device": getattr(dev, "device_kind", str(dev)), "count": jax.device_count()}
-
-
-def environment() -> dict[str, Any]:
-    import jax
-
-    return {"sgdip_jax": __version__, "jax": jax.__version__, "python": platform.python_version(), **device()}
 
 
 def _figure_views(outcome: Outcome, label: str):
@@ -216,3 +202,19 @@ def demo_table(outcomes: dict[str, Outcome]) -> str:
             setting = f"lam {config['lam']:.3g} ({config['lam_rule']['rule']}, from the data)"
         lines.append(f"{method:<12} {m['psnr']:>9.2f} {m['ssim']:>7.4f} {o.result.wall_time:>9.1f}  {setting}".rstrip())
     return "\n".join(lines)
+
+
+def diverged_messages(outcomes: list[Outcome], config, out_path) -> list[str]:
+    """One line per run whose loss stopped being finite (its last finite images are saved), with the
+    step size to try."""
+    lines = []
+    for o in (o for o in outcomes if o.result.diverged is not None):
+        where = f" slice {o.problem.meta['slice']}" if "slice" in o.problem.meta else ""
+        lr = getattr(config, "lr", None)
+        setting = "" if lr is None else f" (lr = {lr:g})"
+        hint = "" if lr is None else f"; lower the step size, e.g. --set lr={lr / 10:g}"
+        lines.append(
+            f"{where.strip() + ': ' if where else ''}the loss was not finite at iteration {o.result.diverged}"
+            f"{setting}; the images of iteration {o.result.iterations} are saved in {out_path}{hint}"
+        )
+    return lines

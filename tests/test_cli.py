@@ -119,7 +119,7 @@ def test_case_every_method(files, tmp_path, method):
     if method == "dip":
         assert m["iterations"] == 5 and m["stop_iteration"] is None
     if method == "ref-dip":  # detection triggered, the run ended after that chunk, its image is reported
-        assert cfg[method]["early_stopping"]["stop"] is True and cfg["early_stopping"] is True
+        assert cfg[method]["early_stopping"]["enabled"] is True and cfg[method]["early_stopping"]["stop"] is True
         assert m["stop_iteration"] is not None and m["stop_iteration"] < m["iterations"] < 200
         assert m["iterations"] % 5 == 0
         with np.load(out / "recon.npz") as z:
@@ -327,7 +327,7 @@ BAD = [
     (["reconstruct", "{png}", "--mask", "{t}/zeros.npy"], "empty"),
     (["reconstruct", "{case}", "--method", "magic"], "unknown method 'magic'"),
     (["reconstruct", "{case}", "--method", "dip", "--network", "resnet"], "unknown network 'resnet'"),
-    (["reconstruct", "{case}", "--method", "ref-dip"], "needs --reference"),
+    (["reconstruct", "{case}", "--method", "ref-dip"], "needs a reference image (--reference FILE)"),
     (["reconstruct", "{case}", "--method", "dip", "--set", "alhpa=1"], "unknown config key 'dip.alhpa'"),
     (["reconstruct", "{case}", "--config", "{t}/bad.toml"], "unknown key 'itres'"),
     (["reconstruct", "{case}", "--iters", "many"], "--iters"),

@@ -4,12 +4,14 @@ One registry, ``METHODS``: a :class:`Method` record per name (run function, conf
 engine task of a DIP method, whether it needs a prior image or takes a noise level). The DIP
 methods (``sgdip``, ``dip``, ``ref-dip``) share :mod:`sgdip_jax.engine` through their
 :class:`DIPTask`; a new DIP variant is a loss and a config, registered with :func:`register`. The
-classical baselines live in :mod:`.classical`. :func:`run_method` runs a method by name.
+classical baselines live in :mod:`.classical`. :func:`run_method` runs a method by name;
+:func:`method_config` builds its config from defaults, a config-file table and options.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable
 
 from .classical import (
@@ -82,6 +84,40 @@ def get_method(name: str) -> Method:
     return METHODS[name]
 
 
+def method_config(name: str, *, table=None, network=None, width=None, iterations=None, early_stopping=False, sets=()):
+    """The frozen config of method ``name`` (:func:`sgdip_jax.config.layered`): its defaults, then
+    ``table`` (a config-file table), then the shortcuts (``network`` name, its ``width``,
+    ``iterations``, ``early_stopping`` on), then ``sets`` (``"KEY=VALUE"`` strings). A shortcut that
+    does not apply to the method (e.g. ``network`` for CG-SENSE) is logged and ignored."""
+    from ..config import layered
+    from ..networks import NETWORKS
+
+    cls = get_method(name).config
+    fields = {f.name for f in dataclasses.fields(cls)}
+    shortcuts = {
+        "network": (network, "network", {"network.name": network}),
+        "width": (width, "network", {"network.base": width}),
+        "iterations": (iterations, "iterations", {"iterations": iterations}),
+        "early_stopping": (
+            early_stopping or None,
+            "early_stopping",
+            {"early_stopping.enabled": True, "early_stopping.stop": True},
+        ),
+    }
+    updates = {}
+    for shortcut, (value, field, changes) in shortcuts.items():
+        if value is None:
+            continue
+        if field not in fields:
+            logging.getLogger("sgdip").warning("%s does not apply to method %s; ignored", shortcut, name)
+            continue
+        updates.update(changes)
+    config = layered(cls, table=table, updates=updates, sets=sets, where=name)
+    if "network" in fields and config.network.name not in NETWORKS:
+        raise ValueError(f"unknown network {config.network.name!r}; valid networks: {', '.join(NETWORKS)}")
+    return config
+
+
 def run_method(name: str, operator, y, config=None, key=None, **kwargs) -> Result:
     """Run method ``name``; ``config`` is its config instance, a (nested) dict, or ``None`` (defaults).
 
@@ -113,6 +149,7 @@ __all__ = [
     "dip_task",
     "get_method",
     "l1_wavelet",
+    "method_config",
     "ref_dip",
     "ref_dip_task",
     "register",
