@@ -4,9 +4,11 @@
 (:func:`reconstruct_volume`), or a whole input file into an output directory
 (:func:`reconstruct_file`, what ``sgdip reconstruct`` runs).
 
-Every problem is solved in the same units: the measurements are scaled by ``s = 1 / max|A^H y|``
-(so regularisation weights of the classical methods refer to a zero-filled image of peak 1) and the
-images scaled back, and a problem gives the same images alone or in a batch.
+Problems are solved in the units of their measurements, as a Python call of the method would solve
+them: a number given as a classical method's ``lam`` is in the units of ``y`` (SigPy's ``lamda``;
+the ``"auto"`` and ``"discrepancy"`` rules do not depend on the units), and the DIP methods scale
+the data themselves (``rescale``, :mod:`sgdip_jax.methods.common`). A problem gives the same images
+alone or in a batch.
 """
 
 from __future__ import annotations
@@ -43,7 +45,6 @@ class Outcome:
     zero_filled: np.ndarray
     metrics: dict | None
     zero_filled_metrics: dict | None
-    data_scale: float
     interrupted: bool
 
 
@@ -70,32 +71,23 @@ def _warn_unmeasurable(problem) -> None:
         )
 
 
-def _scaled(problem):
-    """``(zero_filled, s, s y, s target)`` of a problem (see the module docstring)."""
-    y = jnp.asarray(problem.y)
-    zero_filled = np.asarray(problem.operator.adjoint(y))
-    peak = float(np.max(np.abs(zero_filled)))
-    if not peak > 0:
+def _zero_filled(problem) -> np.ndarray:
+    """``A^H y``, refused when it is all zero (nothing to reconstruct from)."""
+    zero_filled = np.asarray(problem.operator.adjoint(jnp.asarray(problem.y)))
+    if not np.max(np.abs(zero_filled)) > 0:
         if not np.any(np.asarray(problem.y)):
             raise ValueError("the measurements are all zero (nothing was sampled where the data is non-zero)")
         raise ValueError(
             "the zero-filled image A^H y is all zero although the measurements are not: the coil maps "
             "are zero (check --smaps, the file's 'smaps', or ESPIRiT's calibration lines)"
         )
-    scale = 1.0 / peak
-    target = None if problem.target is None else jnp.asarray(problem.target) * scale
-    return zero_filled, scale, y * scale, target
+    return zero_filled
 
 
-def _outcome(problem, config, result, zero_filled, scale, interrupted) -> Outcome:
-    """Scale ``result`` back to the problem's units, pick the reported image and evaluate it."""
-    unscale = {
-        k: None if getattr(result, k) is None else np.asarray(getattr(result, k)) / scale
-        for k in ("image", "ema_image", "stop_image")
-    }
-    result = dataclasses.replace(result, **unscale)
+def _outcome(problem, config, result, zero_filled, interrupted) -> Outcome:
+    """Pick the reported image of ``result`` and evaluate it."""
     use_stop = result.stop_image is not None and getattr(getattr(config, "early_stopping", None), "stop", False)
-    image = result.stop_image if use_stop else result.ema_image
+    image = np.asarray(result.stop_image if use_stop else result.ema_image)
     return Outcome(
         problem=problem,
         result=result,
@@ -103,7 +95,6 @@ def _outcome(problem, config, result, zero_filled, scale, interrupted) -> Outcom
         zero_filled=zero_filled,
         metrics=evaluate_problem(problem, image),
         zero_filled_metrics=evaluate_problem(problem, zero_filled),
-        data_scale=scale,
         interrupted=interrupted,
     )
 
@@ -113,22 +104,22 @@ def reconstruct_problem(problem, method, config, seed=0, *, prior_image=None, pr
     after every chunk and stop early when it is set."""
     from .methods import get_method, run_method
 
-    zero_filled, scale, y, target = _scaled(problem)
+    zero_filled = _zero_filled(problem)
     _warn_unmeasurable(problem)
     kwargs: dict[str, Any] = {"progress": progress}
-    if target is not None:
-        kwargs["target"] = target
+    if problem.target is not None:
+        kwargs["target"] = jnp.asarray(problem.target)
     if prior_image is not None:
         kwargs["prior_image"] = prior_image
     if get_method(method).takes_sigma:
-        kwargs["sigma"] = None if problem.sigma is None else problem.sigma * scale
+        kwargs["sigma"] = problem.sigma
     if interrupt is not None:
         kwargs["callback"] = lambda info: interrupt.requested
-    result = run_method(method, problem.operator, y, config, seed, **kwargs)
+    result = run_method(method, problem.operator, jnp.asarray(problem.y), config, seed, **kwargs)
     requested = getattr(config, "iterations", None)
     cut_short = requested is not None and result.iterations < requested and result.diverged is None
     return _outcome(
-        problem, config, result, zero_filled, scale, bool(interrupt is not None and interrupt.requested and cut_short)
+        problem, config, result, zero_filled, bool(interrupt is not None and interrupt.requested and cut_short)
     )
 
 
@@ -160,14 +151,14 @@ def reconstruct_batch(
             for p, r in zip(problems, priors)
         ]
     _warn_unmeasurable(problems[0])  # a batch shares one image size
-    scaled = [_scaled(p) for p in problems]
+    zero_filled = [_zero_filled(p) for p in problems]
     tasks = [spec.make_task(config, prior_image=r) for r in priors]
-    targets = None if problems[0].target is None else [t for *_, t in scaled]
+    targets = None if problems[0].target is None else [jnp.asarray(p.target) for p in problems]
     callback = None if interrupt is None else (lambda info: interrupt.requested)
     results = run_dip_batch(
         tasks,
         [p.operator for p in problems],
-        [y for *_, y, _ in scaled],
+        [jnp.asarray(p.y) for p in problems],
         [seed] * len(problems),
         targets,
         devices=devices,
@@ -175,7 +166,7 @@ def reconstruct_batch(
         callback=callback,
     )
     interrupted = bool(interrupt is not None and interrupt.requested)
-    return [_outcome(p, config, r, zf, s, interrupted) for p, r, (zf, s, *_) in zip(problems, results, scaled)]
+    return [_outcome(p, config, r, zf, interrupted) for p, r, zf in zip(problems, results, zero_filled)]
 
 
 def log_start(source, problem, method: str) -> None:
@@ -408,7 +399,6 @@ def outcome_to_bytes(outcome: Outcome) -> bytes:
     meta = {
         "metrics": outcome.metrics,
         "zero_filled_metrics": outcome.zero_filled_metrics,
-        "data_scale": outcome.data_scale,
         "interrupted": outcome.interrupted,
         "crop": outcome.problem.crop,
         "problem": outcome.problem.meta,
@@ -440,6 +430,5 @@ def outcome_from_bytes(blob: bytes) -> Outcome:
         zero_filled=arrays["zero_filled"],
         metrics=meta["metrics"],
         zero_filled_metrics=meta["zero_filled_metrics"],
-        data_scale=meta["data_scale"],
         interrupted=meta["interrupted"],
     )

@@ -63,7 +63,6 @@ def _slice_summary(outcome: Outcome) -> dict[str, Any]:
         "stop_iteration": r.stop_iteration,
         "diverged": r.diverged,
         "wall_time": r.wall_time,
-        "data_scale": outcome.data_scale,
         "interrupted": outcome.interrupted,
         "problem": outcome.problem.meta,
     }
