@@ -14,8 +14,8 @@ Sections (each prints a markdown table; all rows go to ``OUT/quality.json``, fig
   and ``tv-oracle`` with ``lam`` swept), vanilla DIP on the DIP skip network (the DIP paper's
   inpainting settings: 32 uniform input channels, Adam 0.01, input noise 0.03, widths from
   ``--skip-width``/``--skip-scales``) and
-  self-guided DIP with its inpainting preset (``SGDIPConfig.inpainting()``: ``z ~ U[0, 1)``; the
-  MRI default ``z`` = zero-filled image is the masked image, a fixed point for inpainting).
+  self-guided DIP with its defaults (the MRI ones; ``z`` starts from the masked image with its holes
+  filled, :meth:`sgdip_jax.operators.Inpainting.fill`).
   Inpainting is noiseless.
 * ``--overfit``: PSNR of the EMA image against iteration to 3x the iteration count for vanilla and
   self-guided DIP on the MRI cases: peak (an oracle), its iteration, the value at 1x and at 3x
@@ -64,11 +64,12 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from sgdip_jax import inputs
 from sgdip_jax.config import NetworkConfig, from_dict, to_dict
 from sgdip_jax.data.samples import IMAGE_SAMPLES, sample_image, sample_mri, smooth_phase
 from sgdip_jax.figures import comparison_figure, curves_figure
 from sgdip_jax.files import atomic_write
-from sgdip_jax.methods import METHODS, SGDIPConfig, run_method
+from sgdip_jax.methods import METHODS, run_method
 from sgdip_jax.methods.classical import (
     CGSenseConfig,
     L1WaveletConfig,
@@ -80,8 +81,7 @@ from sgdip_jax.methods.classical import (
     zero_filled,
 )
 from sgdip_jax.metrics import center_crop, evaluate
-from sgdip_jax.operators import Inpainting, MultiCoilMRI
-from sgdip_jax.operators.masks import parse_mask_spec
+from sgdip_jax.operators import MultiCoilMRI
 
 MRI_CASES = {"4x30": (4, 30), "4x20": (4, 20), "8x30": (8, 30), "8x20": (8, 20)}
 INPAINT_CASES = {"p50": "bernoulli:0.5", "p80": "bernoulli:0.8", "box": "box"}
@@ -134,16 +134,14 @@ QUICK = {
 
 
 @dataclasses.dataclass
-class Problem:
-    """One reconstruction problem: operator, measurements, reference ``target`` and a description."""
+class Problem(inputs.Problem):
+    """A problem as ``sgdip reconstruct`` builds it (:class:`sgdip_jax.inputs.Problem`: ``meta`` holds
+    the case description) with the benchmark's labels: ``section`` (``"mri"`` or ``"inpainting"``),
+    ``case``, ``label`` and the ref-dip ``prior`` image."""
 
-    section: str
-    case: str
-    label: str
-    operator: object
-    y: np.ndarray
-    target: np.ndarray
-    info: dict
+    section: str = ""
+    case: str = ""
+    label: str = ""
     prior: np.ndarray | None = None
 
 
@@ -200,7 +198,9 @@ def mri_problem(name, size, reference, seed):
     }
     info.update(sigma=float(case.sigma), reference=reference)
     label = f"shoulder {size}px {acceleration}x {snr_db} dB"
-    return Problem("mri", name, label, case.operator(), np.asarray(case.y), np.asarray(case.x), info, prior)
+    base = inputs.problem_from_case(case, source="simulated")
+    fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(inputs.Problem)}
+    return Problem(**{**fields, "meta": info}, section="mri", case=name, label=label, prior=prior)
 
 
 def inpainting_problem(image, name, size, seed):
@@ -208,10 +208,12 @@ def inpainting_problem(image, name, size, seed):
     x = np.asarray(center_crop(sample_image(image), size, axes=(0, 1)))
     spec = INPAINT_CASES[name]
     spec = f"box:{size // 4}" if spec == "box" else spec
-    mask, _ = parse_mask_spec(spec, (size, size), seed=seed)
-    op = Inpainting.create(mask, channels=x.shape[2] if x.ndim == 3 else None)
-    info = {"image": image, "size": size, "mask": spec, "missing_fraction": float(1.0 - mask.mean()), "seed": seed}
-    return Problem("inpainting", f"{image}/{name}", f"{image} {size}px {spec}", op, np.asarray(op(x)), x, info)
+    base = inputs.problem_from_image(x, inputs.InputOptions(mask=spec, seed=seed))
+    fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(inputs.Problem)}
+    missing = float(1.0 - np.asarray(base.operator.mask).mean())
+    info = {"image": image, "size": size, "mask": spec, "missing_fraction": missing, "seed": seed}
+    label = f"{image} {size}px {spec}"
+    return Problem(**{**fields, "meta": info}, section="inpainting", case=f"{image}/{name}", label=label)
 
 
 # --------------------------------------------------------------------------- methods
@@ -225,10 +227,9 @@ def network_config(args, default: NetworkConfig) -> NetworkConfig:
 
 def dip_config(method, section, args, overrides=None):
     """Config of DIP ``method`` for ``section``: the method's defaults with ``--network``, ``--base``,
-    ``--iters`` (for inpainting: DIP on the skip network of the DIP paper, self-guided DIP from
-    ``SGDIPConfig.inpainting()``), then ``overrides``."""
+    ``--iters`` (for inpainting, DIP on the skip network of the DIP paper), then ``overrides``."""
     cls = METHODS[method].config
-    base = SGDIPConfig.inpainting() if (section, method) == ("inpainting", "sgdip") else cls()
+    base = cls()
     changes = {"network": network_config(args, base.network)}
     if section == "inpainting" and method == "dip":
         width, scales = args.skip_width, args.skip_scales
@@ -441,7 +442,7 @@ class Report:
     def add(self, section, row, problem=None):
         self.data.setdefault(section, []).append(row)
         if problem is not None:
-            self.data["problems"][problem.label] = problem.info
+            self.data["problems"][problem.label] = problem.meta
         self.save()
 
     def save(self):

@@ -11,9 +11,8 @@ The objective of a variant is the worst case over the cases of
 and L1-wavelet with ``lam="auto"`` (GCV, no reference used). Vanilla DIP runs as variant ``dip``.
 
 Inpainting cases (``camera-p50``: a centre crop of ``size`` px of the photograph, 50 % of the pixels
-missing, Bernoulli, noiseless) start from the inpainting preset :meth:`SGDIPConfig.inpainting` and
-apply the variant's overrides to it; their best classical method is biharmonic inpainting
-(``skimage.restoration.inpaint_biharmonic``).
+missing, Bernoulli, noiseless) run the same variants; their best classical method is biharmonic
+inpainting (``skimage.restoration.inpaint_biharmonic``).
 
 One JSON line per (variant, case) is appended to ``OUT/sweep.jsonl`` as soon as it is done, so an
 interrupted sweep keeps its finished runs and a rerun skips them.
@@ -25,7 +24,6 @@ interrupted sweep keeps its finished runs and a rerun skips them.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -34,10 +32,10 @@ import numpy as np
 
 from sgdip_jax.config import NetworkConfig, from_dict, to_dict
 from sgdip_jax.data.samples import sample_image, sample_mri
+from sgdip_jax.inputs import InputOptions, Problem, problem_from_case, problem_from_image
 from sgdip_jax.methods import DIPConfig, SGDIPConfig, run_method
 from sgdip_jax.metrics import center_crop, evaluate
 from sgdip_jax.operators import Inpainting
-from sgdip_jax.operators.masks import bernoulli_pixels
 
 CASES = {  # name -> (sample, acceleration, SNR in dB)
     "shoulder-4x30": ("shoulder", 4, 30),
@@ -56,6 +54,14 @@ INPAINT_CASES = {  # name -> (photograph, missing fraction)
     "ascent-p80": ("ascent", 0.8),
 }
 ALL_CASES = {**CASES, **INPAINT_CASES}
+OLD_INPAINTING = {
+    "z_init": "uniform",
+    "noise_scale": 0.1,
+    "alpha": 0.02,
+    "data_loss": "l2",
+    "reg_loss": "l2",
+    "lr": 1e-3,
+}
 VARIANTS = {  # overrides of the SGDIPConfig defaults; "dip" is vanilla DIP with its defaults
     "dip": None,
     "default": {},
@@ -84,75 +90,41 @@ VARIANTS = {  # overrides of the SGDIPConfig defaults; "dip" is vanilla DIP with
     "lr2e-2-hl300": {"lr": 2e-2, "lr_half_life": 300},
     "lr3e-2-hl200": {"lr": 3e-2, "lr_half_life": 200},
     "lr2e-2-hl300-tv0.01": {"lr": 2e-2, "lr_half_life": 300, "tv": 0.01},
-    "lr1e-2": {"lr": 1e-2},
-    "lr1e-2-c0.5": {"lr": 1e-2, "noise_scale": 0.5},
-    "lr1e-2-l1": {"lr": 1e-2, "data_loss": "l1", "reg_loss": "l1", "alpha": 0.005, "noise_scale": 0.5},
-    "filled": {"z_init": "filled"},
-    "filled-lr1e-2": {"z_init": "filled", "lr": 1e-2},
-    "filled-lr1e-2-l1": {
-        "z_init": "filled",
-        "lr": 1e-2,
-        "data_loss": "l1",
-        "reg_loss": "l1",
-        "alpha": 0.005,
-        "noise_scale": 0.5,
-    },
-    "filled-lr2e-2-l1": {
-        "z_init": "filled",
-        "lr": 2e-2,
-        "data_loss": "l1",
-        "reg_loss": "l1",
-        "alpha": 0.005,
-        "noise_scale": 0.5,
-    },
-    "filled-lr1e-2-l1-c1": {
-        "z_init": "filled",
-        "lr": 1e-2,
-        "data_loss": "l1",
-        "reg_loss": "l1",
-        "alpha": 0.005,
-        "noise_scale": 1.0,
-    },
+    "z-uniform": {"z_init": "uniform"},
+    # the inpainting preset before the filled input (z uniform, c 0.1, alpha 0.02, squared L2, Adam 1e-3)
+    "old-inpainting": OLD_INPAINTING,
+    "old-inpainting-lr1e-2": {**OLD_INPAINTING, "lr": 1e-2},
+    "old-inpainting-filled": {**OLD_INPAINTING, "z_init": "filled"},
+    "old-inpainting-filled-lr1e-2": {**OLD_INPAINTING, "z_init": "filled", "lr": 1e-2},
 }
 
 
-@dataclasses.dataclass
-class InpaintingCase:
-    """A noiseless inpainting problem with the interface of :class:`~sgdip_jax.data.case.Case` used here."""
-
-    op: Inpainting
-    y: np.ndarray
-    x: np.ndarray
-
-    def operator(self):
-        return self.op
-
-
-def make_case(name, size, seed):
+def make_case(name, size, seed) -> Problem:
+    """The problem of case ``name`` (simulated MRI or inpainting), as ``sgdip reconstruct`` builds it."""
     if name in INPAINT_CASES:
         image, missing = INPAINT_CASES[name]
         x = np.asarray(center_crop(sample_image(image), size, axes=(0, 1)))
-        op = Inpainting.create(bernoulli_pixels((size, size), missing, seed=seed)[0])
-        return InpaintingCase(op, np.asarray(op(x)), x)
+        return problem_from_image(x, InputOptions(mask=f"bernoulli:{missing}", seed=seed))
     sample, acceleration, snr = CASES[name]
-    return sample_mri(sample, size=size, coils=8, acceleration=acceleration, snr_db=snr, seed=seed)
+    case = sample_mri(sample, size=size, coils=8, acceleration=acceleration, snr_db=snr, seed=seed)
+    return problem_from_case(case, source="simulated")
 
 
 def classical(case):
     """PSNR / SSIM of zero-filled, TV and L1-wavelet with ``lam="auto"`` (GCV, no reference used); for
     inpainting of the masked image and biharmonic inpainting."""
-    if isinstance(case, InpaintingCase):
+    if isinstance(case.operator, Inpainting):
         from skimage.restoration import inpaint_biharmonic
 
-        missing = np.asarray(case.op.mask) == 0
+        missing = np.asarray(case.operator.mask) == 0
         return {
-            "zero-filled": evaluate(case.y, case.x),
-            "biharmonic": {**evaluate(inpaint_biharmonic(case.y, missing), case.x), "lam": None},
+            "zero-filled": evaluate(case.y, case.reference),
+            "biharmonic": {**evaluate(inpaint_biharmonic(case.y, missing), case.reference), "lam": None},
         }
     out = {}
     for method in ("zero-filled", "tv", "l1-wavelet"):
-        result = run_method(method, case.operator(), case.y, None, key=0)
-        out[method] = {**evaluate(result.image, case.x), "lam": result.config.get("lam")}
+        result = run_method(method, case.operator, case.y, None, key=0)
+        out[method] = {**evaluate(result.image, case.reference), "lam": result.config.get("lam")}
     return out
 
 
@@ -204,24 +176,23 @@ def table(rows, size, seed, out=None):
 
 def run_variant(name, case, args):
     overrides = VARIANTS[name]
-    preset = SGDIPConfig.inpainting if isinstance(case, InpaintingCase) else SGDIPConfig
     network = NetworkConfig(name=args.network, base=args.base)
     iterations = args.iters * args.factor
     if overrides is None:
         config = DIPConfig(network=network, iterations=iterations, ssim_every=args.iters)
         method = "dip"
     else:
-        base = to_dict(preset(network=network, iterations=iterations, ssim_every=args.iters))
+        base = to_dict(SGDIPConfig(network=network, iterations=iterations, ssim_every=args.iters))
         config = from_dict(SGDIPConfig, {**base, **overrides})
         method = "sgdip"
     start = time.perf_counter()
-    result = run_method(method, case.operator(), case.y, config, key=args.seed, target=case.x, progress=False)
+    result = run_method(method, case.operator, case.y, config, key=args.seed, target=case.target, progress=False)
     wall = time.perf_counter() - start
     psnr = np.asarray(result.history["psnr"], np.float64)
     ssim = np.asarray(result.history["ssim"], np.float64)
     peak = int(np.nanargmax(psnr))
     t = args.iters
-    final = {k: float(v) for k, v in evaluate(result.ema_image, case.x).items()}
+    final = {k: float(v) for k, v in evaluate(result.ema_image, case.reference).items()}
     return {
         "variant": name,
         "overrides": overrides,

@@ -463,9 +463,15 @@ def dicom_problem(path: str | Path, options: InputOptions) -> Problem:
 
 
 def image_problem(path: str | Path, options: InputOptions) -> Problem:
-    """Inpainting of an ordinary image with ``options.mask`` (file or spec; default ``bernoulli:0.5``)."""
+    """Inpainting of an ordinary image file with ``options.mask`` (file or spec; default ``bernoulli:0.5``)."""
     img = images.load_image(path)
     _finite(str(path), img)
+    return problem_from_image(img, options)
+
+
+def problem_from_image(img: np.ndarray, options: InputOptions = InputOptions()) -> Problem:
+    """Inpainting of the image ``img`` (``(H, W)`` or ``(H, W, 3)``) with ``options.mask`` (file or
+    spec; default ``bernoulli:0.5``, drawn with ``options.seed``); noiseless."""
     shape = img.shape[:2]
     spec = options.mask or DEFAULT_INPAINTING_MASK
     mask, _ = mask_from(spec, shape, options.seed)

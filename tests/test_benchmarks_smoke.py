@@ -139,6 +139,7 @@ def test_sweep_records_every_run_resumes_and_tabulates(tmp_path):
         "2",
         "--cases",
         "shoulder-4x30",
+        "camera-p50",
         "--variants",
         "dip",
         "c0.5",
@@ -147,17 +148,20 @@ def test_sweep_records_every_run_resumes_and_tabulates(tmp_path):
     ]
     stdout = run_script(SWEEP, *argv)
     rows = [json.loads(line) for line in (out / "sweep.jsonl").read_text().splitlines()]
-    assert [(r["variant"], r["case"]) for r in rows] == [("dip", "shoulder-4x30"), ("c0.5", "shoulder-4x30")]
+    runs = [(v, c) for v in ("dip", "c0.5") for c in ("shoulder-4x30", "camera-p50")]
+    assert [(r["variant"], r["case"]) for r in rows] == runs
     for r in rows:
         assert r["iters"] == 10 and r["factor"] == 2 and len(r["psnr_every_10"]) == 2
         assert r["peak"] >= max(r["psnr_T"], r["psnr_3T"]) - 1e-9
-    assert rows[1]["config"]["noise_scale"] == 0.5 and rows[0]["method"] == "dip"
+    assert rows[2]["config"]["noise_scale"] == 0.5 and rows[0]["method"] == "dip"
+    assert rows[3]["config"]["z_init"] == "auto"  # the MRI defaults, z from the filled masked image
     assert "c0.5" in stdout
     again = run_script(SWEEP, *argv)  # finished runs are skipped
-    assert len((out / "sweep.jsonl").read_text().splitlines()) == 2 and "c0.5" not in again
+    assert len((out / "sweep.jsonl").read_text().splitlines()) == 4 and "c0.5" not in again
     table = run_script(SWEEP, "--size", "32", "--out", out, "--table")
-    assert "| c0.5 | shoulder-4x30 |" in table and "worst margin" in table and "TV (auto)" in table
-    assert png_ok(out / "psnr_shoulder-4x30.png")
+    assert "| c0.5 | shoulder-4x30 |" in table and "worst margin" in table and "| shoulder-4x30 | " in table
+    assert "(biharmonic) |" in table and "tv " in table and "l1-wavelet " in table
+    assert png_ok(out / "psnr_shoulder-4x30.png") and png_ok(out / "psnr_camera-p50.png")
 
 
 def test_quality_refuses_to_overwrite(tmp_path):

@@ -16,7 +16,7 @@ from sgdip_jax.early_stopping import ESConfig
 from sgdip_jax.methods import METHODS, DIPConfig, RefDIPConfig, Result, SGDIPConfig, run_method
 from sgdip_jax.methods.common import build_network, data_consistency, fast_key, network_forward
 from sgdip_jax.methods.sgdip import draw_noise, sgdip_loss
-from sgdip_jax.metrics import psnr
+from sgdip_jax.metrics import center_crop, psnr
 from sgdip_jax.networks import init_network
 from sgdip_jax.operators import Inpainting, MultiCoilMRI
 from sgdip_jax.operators.masks import bernoulli_pixels
@@ -24,6 +24,8 @@ from sgdip_jax.operators.masks import bernoulli_pixels
 TINY = NetworkConfig(name="unet1", base=4)
 SMALL = NetworkConfig(name="unet3", base=8)
 NO_ES = ESConfig(enabled=False)
+MARGIN_INPAINT = 1.0  # measured +2.11 dB over biharmonic (benchmarks/RESULTS.md)
+MARGIN_INPAINT_DIP = 3.0  # measured +5.02 dB over vanilla DIP
 
 
 def np_fft2c(a):
@@ -355,16 +357,27 @@ def test_sgdip_defaults_beat_tv_and_vanilla_dip_on_the_shoulder():
 
 
 @pytest.mark.slow
-def test_sgdip_inpainting_camera():
-    """96x96 crop of scikit-image's camera, 50 % of the pixels missing (Bernoulli; masked image
-    7.38 dB), the inpainting preset for 300 iterations. Measured: 28.09 dB (still rising), about
-    28 s of CPU."""
-    img = sample_image("camera", 96)
-    mask, _ = bernoulli_pixels((96, 96), 0.5, seed=0)
+def test_sgdip_defaults_beat_biharmonic_tv_and_vanilla_dip_at_inpainting():
+    """The inpainting acceptance case: 64x64 centre crop of scikit-image's camera, 50 % of the pixels
+    missing (Bernoulli, seed 0), the default configs (the same as for MRI; ``z`` from the filled
+    masked image) on the depth-4 U-Net of width 16, 500 iterations. Measured margins are recorded in
+    ``benchmarks/RESULTS.md``; the asserted ones leave room for platform differences."""
+    from skimage.restoration import inpaint_biharmonic
+
+    x = np.asarray(center_crop(sample_image("camera"), 64, axes=(0, 1)))
+    mask, _ = bernoulli_pixels((64, 64), 0.5, seed=0)
     op = Inpainting.create(mask)
-    cfg = SGDIPConfig.inpainting(network=SMALL, iterations=300)
-    r = run_method("sgdip", op, op(jnp.asarray(img)), cfg, 0, target=img, progress=False)
-    assert float(psnr(r.ema_image, img)) >= 25.0
+    y = op(jnp.asarray(x))
+    biharmonic = float(psnr(inpaint_biharmonic(np.asarray(y), mask == 0), x))
+    tv = float(psnr(run_method("tv", op, y).image, x))
+    net = NetworkConfig("unet4", base=16)
+    final = {}
+    for name, cls in (("dip", DIPConfig), ("sgdip", SGDIPConfig)):
+        r = run_method(name, op, y, cls(network=net, iterations=500, early_stopping=NO_ES), 0, target=x, progress=False)
+        final[name] = float(psnr(r.ema_image, x))
+    print(f"camera 64 px 50 %: sgdip {final['sgdip']:.2f}, dip {final['dip']:.2f}, biharmonic {biharmonic:.2f}, tv {tv:.2f}")
+    assert final["sgdip"] > max(biharmonic, tv) + MARGIN_INPAINT, (final, biharmonic, tv)
+    assert final["sgdip"] > final["dip"] + MARGIN_INPAINT_DIP, final
 
 
 # --------------------------------------------------------------------------- config files

@@ -168,3 +168,41 @@ def test_create_errors():
             MultiCoilMRI.create(broken, np.ones((6, 5)))
     with pytest.raises(ValueError, match=r"mask: expected shape \(H, W\)"):
         Inpainting.create(np.ones((4, 5, 3)))
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**16), missing=st.sampled_from([0.3, 0.5, 0.8]), colour=st.booleans())
+def test_inpainting_fill_is_normalised_gaussian_convolution(seed, missing, colour):
+    """Against scipy.ndimage: the missing pixels are (g * (m y)) / (g * m) with g of std
+    1/sqrt(mean m) where enough measured weight is near; measured pixels and constants are kept."""
+    from scipy import ndimage
+
+    from sgdip_jax.operators.masks import bernoulli_pixels
+
+    rng = np.random.default_rng(seed)
+    mask = bernoulli_pixels((24, 20), missing, seed=seed)[0]
+    op = Inpainting.create(mask, channels=3 if colour else None)
+    x = rng.uniform(size=op.image_shape).astype(np.float32)
+    fill = np.asarray(op.fill(op(x)))
+    m = np.asarray(op.mask)
+    np.testing.assert_array_equal(fill[m > 0], x[m > 0])
+    sigma = 1.0 / np.sqrt(mask.mean())
+    blur = [sigma, sigma, 0][: m.ndim]
+    radius = [(n - 1) // 2 for n in m.shape[:2]] + [0] * (m.ndim - 2)
+    kw = {"mode": "constant", "radius": radius}
+    weight = ndimage.gaussian_filter(m.astype(np.float64), blur, **kw)
+    expected = ndimage.gaussian_filter(m * x.astype(np.float64), blur, **kw) / np.maximum(weight, 1e-12)
+    first = (m == 0) & (weight > 0.1 * weight.max())
+    np.testing.assert_allclose(fill[first], expected[first], rtol=1e-4, atol=1e-5)
+    constant = np.asarray(op.fill(op(jnp.full(op.image_shape, 0.7))))
+    np.testing.assert_allclose(constant, 0.7, rtol=1e-5)
+
+
+def test_inpainting_fill_reaches_a_large_hole():
+    from sgdip_jax.operators.masks import box
+
+    op = Inpainting.create(box((32, 32), 20)[0])
+    x = np.linspace(0, 1, 32 * 32, dtype=np.float32).reshape(32, 32)
+    fill = np.asarray(op.fill(op(x)))
+    assert np.all(np.isfinite(fill)) and fill.min() >= 0 and fill.max() <= 1
+    assert abs(fill[16, 16] - x[16, 16]) < 0.1  # the centre of the hole takes the surrounding mean

@@ -18,8 +18,10 @@ means the same at every sampling rate), ``D'`` over all entries of the image. No
 ``u_k ~ N(0, 1)`` (``"gaussian"``: relative std ``c``); ``max|z|`` is treated as a constant (no
 gradient through the noise amplitude). Gradients
 reach ``z`` through the network input and through the regulariser's target. ``z`` starts as
-``U[0, 1)`` noise (the reference notebook) or as the zero-filled image ``A^H y_s`` (in the units of
-the rescaled measurements), and has its own Adam (``lr_z``, optional ``clip_norm_z``).
+``U[0, 1)`` noise (the reference notebook), as the zero-filled image ``A^H y_s`` (in the units of
+the rescaled measurements), or for inpainting as the masked image with its holes interpolated
+(:meth:`~sgdip_jax.operators.Inpainting.fill`; the masked image itself is a fixed point of the
+objective for an identity-like network), and has its own Adam (``lr_z``, optional ``clip_norm_z``).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from .result import Result
 
 NOISES = ("uniform", "gaussian")
 REG_ON = ("per_draw", "mean")
-Z_INITS = ("zero_filled", "uniform", "filled")
+Z_INITS = ("auto", "zero_filled", "uniform", "filled")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,23 +57,22 @@ class SGDIPConfig(DIPBaseConfig):
     ``data_loss`` / ``reg_loss``: ``"l1"`` or ``"l2"`` for ``D`` and ``D'``.
     ``reg_on``: ``"per_draw"`` or ``"mean"``. ``alpha``: regulariser weight. ``draws``: ``K``.
     ``noise``: ``"uniform"`` or ``"gaussian"``; ``noise_scale``: ``c`` (relative to ``max|z|``).
-    ``z_init``: ``"zero_filled"`` (``A^H y_s``), ``"uniform"`` (``U[0, 1)``, operator channels) or
-    ``"filled"`` (inpainting: the missing pixels of ``y_s`` interpolated, :meth:`~.Inpainting.fill`).
+    ``z_init``: ``"zero_filled"`` (``A^H y_s``), ``"uniform"`` (``U[0, 1)``, operator channels),
+    ``"filled"`` (inpainting: the missing pixels of ``y_s`` interpolated, :meth:`~.Inpainting.fill`)
+    or ``"auto"``: ``"filled"`` for an operator that can fill (inpainting), else ``"zero_filled"``.
     ``lr_z`` / ``clip_norm_z``: Adam learning rate and gradient-norm clip of the input.
     ``tv``: weight of the DIP-TV term (0: the paper's objective).
 
     Defaults (MRI): L1 data and regulariser terms, per-draw regulariser, ``alpha = 0.005``, ``K = 4``,
-    uniform input noise of a large amplitude ``c = 0.5``, ``z`` from the zero-filled image, Adam
+    uniform input noise of a large amplitude ``c = 0.5``, ``z`` from the zero-filled image (inpainting:
+    the filled masked image), Adam
     1e-2 for the weights and 1e-2 for ``z``, 500 iterations, and the final data-consistency step
     (``data_consistency``: the measured k-space of the reported images replaced; the PSNR history
     is of the images before it). They were chosen by the robustness
     sweep (``benchmarks/sweep.py``: the worst case, over hard open cases at 96 px, of the PSNR at
     500 and at 1500 iterations minus the better of TV and L1-wavelet with ``lam="auto"``) and
     checked on six open cases at 128 px; the sweep, that table and what each lever did are in
-    ``benchmarks/RESULTS.md``.
-
-    Inpainting needs other settings (:meth:`inpainting`): the zero-filled input (the masked image)
-    is a fixed point of the objective for an identity-like network.
+    ``benchmarks/RESULTS.md``. The same defaults serve inpainting (measured there too).
     """
 
     lr: float = 1e-2
@@ -83,27 +84,10 @@ class SGDIPConfig(DIPBaseConfig):
     draws: int = 4
     noise: str = "uniform"
     noise_scale: float = 0.5
-    z_init: str = "zero_filled"
+    z_init: str = "auto"
     lr_z: float = 1e-2
     clip_norm_z: float | None = None
     tv: float = 0.0
-
-    @classmethod
-    def inpainting(cls, **overrides):
-        """Inpainting settings: ``z ~ U[0, 1)``, ``c = 0.1``, ``alpha = 0.02``, squared-L2 terms, Adam
-        1e-3 for the weights (the earlier preset; its measured quality, below the inpainting target,
-        is in ``benchmarks/RESULTS.md``)."""
-        return cls(
-            **{
-                "z_init": "uniform",
-                "noise_scale": 0.1,
-                "alpha": 0.02,
-                "data_loss": "l2",
-                "reg_loss": "l2",
-                "lr": 1e-3,
-                **overrides,
-            }
-        )
 
     def __post_init__(self):
         super().__post_init__()
@@ -171,9 +155,12 @@ def sgdip_task(config: SGDIPConfig = SGDIPConfig()) -> DIPTask:
                 f"sgdip: the regulariser compares f(z) with z, so the network must keep the image size; "
                 f"{config.network.name!r} expects inputs {input_shape(n_channels(op))}, not {shape}"
             )
-        if config.z_init == "uniform":
+        z_init = config.z_init
+        if z_init == "auto":
+            z_init = "filled" if hasattr(op, "fill") else "zero_filled"
+        if z_init == "uniform":
             return jax.random.uniform(k, (1, *shape), jnp.float32), False
-        if config.z_init == "filled":
+        if z_init == "filled":
             if not hasattr(op, "fill"):
                 raise ValueError(f"sgdip: z_init='filled' needs an inpainting operator, not {type(op).__name__}")
             return to_channels(op.fill(y), op).astype(jnp.float32)[None], True
