@@ -10,8 +10,9 @@ from pathlib import Path
 from .data.samples import sample_mri
 from .inputs import problem_from_case
 from .methods import METHODS, method_config
+from .outcomes import Outcome
 from .outputs import OutputDir
-from .reconstruct import Outcome, reconstruct_problem
+from .reconstruct import reconstruct_problem
 from .report import demo_table, write_demo
 
 log = logging.getLogger("sgdip")

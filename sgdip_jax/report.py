@@ -14,7 +14,7 @@ from .info import environment
 from .metrics import center_crop, evaluate
 
 if TYPE_CHECKING:
-    from .reconstruct import Outcome
+    from .outcomes import Outcome
 
 
 def _figure_views(outcome: Outcome, label: str):

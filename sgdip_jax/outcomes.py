@@ -1,0 +1,76 @@
+"""A finished reconstruction of one problem (:class:`Outcome`) and its one-file form, the ``.npz``
+bytes a volume run stores and exchanges per slice."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+from typing import Any
+
+import numpy as np
+
+from .files import to_jsonable
+
+
+@dataclasses.dataclass
+class Outcome:
+    """A finished (or interrupted) reconstruction of one problem.
+
+    ``image``: the reported reconstruction (the ES-WMV detection with ``--early-stopping`` when it
+    triggered, else the moving average), in the units of the input. ``metrics`` /
+    ``zero_filled_metrics``: against the problem's reference, ``None`` without one.
+    """
+
+    problem: Any
+    result: Any
+    image: np.ndarray
+    zero_filled: np.ndarray
+    metrics: dict | None
+    zero_filled_metrics: dict | None
+    interrupted: bool
+
+
+def outcome_to_bytes(outcome: Outcome) -> bytes:
+    """An outcome as one ``.npz`` file's bytes: its images, history and metadata, and the problem's
+    reference, crop and provenance (the operator and measurements are not kept)."""
+    r = outcome.result
+    arrays = {"image": outcome.image, "zero_filled": outcome.zero_filled, **r.to_arrays("result/")}
+    if outcome.problem.reference is not None:
+        arrays["reference"] = outcome.problem.reference
+    meta = {
+        "metrics": outcome.metrics,
+        "zero_filled_metrics": outcome.zero_filled_metrics,
+        "interrupted": outcome.interrupted,
+        "crop": outcome.problem.crop,
+        "problem": outcome.problem.meta,
+        "result": r.metadata(),
+    }
+    arrays["meta"] = np.frombuffer(json.dumps(to_jsonable(meta)).encode(), np.uint8)
+    buffer = io.BytesIO()
+    np.savez(buffer, **{k: np.asarray(v) for k, v in arrays.items()})
+    return buffer.getvalue()
+
+
+def outcome_from_bytes(blob: bytes) -> Outcome:
+    """Inverse of :func:`outcome_to_bytes` (the problem comes back without operator and data)."""
+    from .inputs import Problem
+    from .methods import Result
+
+    with np.load(io.BytesIO(blob)) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(arrays.pop("meta").tobytes())
+    crop = None if meta["crop"] is None else tuple(meta["crop"])
+    problem = Problem(
+        operator=None, y=None, target=None, reference=arrays.get("reference"), crop=crop, meta=meta["problem"]
+    )
+    result = Result.from_arrays(arrays, meta["result"], "result/")
+    return Outcome(
+        problem=problem,
+        result=result,
+        image=arrays["image"],
+        zero_filled=arrays["zero_filled"],
+        metrics=meta["metrics"],
+        zero_filled_metrics=meta["zero_filled_metrics"],
+        interrupted=meta["interrupted"],
+    )
