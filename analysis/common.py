@@ -36,7 +36,7 @@ from sgdip_jax.networks import (  # noqa: E402
     with_image_size,
 )
 from sgdip_jax.ntk import ntk_matrix, operator_map  # noqa: E402
-from sgdip_jax.operators import MultiCoilMRI, fft2c  # noqa: E402
+from sgdip_jax.operators import MultiCoilMRI, fft2c, measured_entries  # noqa: E402
 
 # Networks analysed: label -> (registry name, overrides, input channels). Small widths so that the
 # full kernel of a 32 x 32 output fits a laptop; "unet2-wide" is the wide variant.
@@ -100,7 +100,7 @@ def make_problem(
     op = MultiCoilMRI.create(smaps, case.mask)
     y_kspace = np.asarray(op(jnp.asarray(case.x))) if snr_db is None else np.asarray(case.y)
     amap = operator_map(op, (1, size, size, 2))
-    keep = np.flatnonzero(np.broadcast_to(np.asarray(op.mask), y_kspace.shape) > 0)
+    keep = np.flatnonzero(measured_entries(op, y_kspace.shape))
     kept = y_kspace.reshape(-1)[keep]
     x_flat = np.asarray(complex_to_channels(jnp.asarray(case.x)), np.float64).ravel()
     y = np.concatenate([kept.real, kept.imag]).astype(np.float64)

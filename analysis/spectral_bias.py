@@ -36,6 +36,7 @@ import common  # noqa: E402
 from sgdip_jax.config import NetworkConfig  # noqa: E402
 from sgdip_jax.methods import DIPConfig, SGDIPConfig  # noqa: E402
 from sgdip_jax.ntk import KernelRegime, dense_matrix, lanczos_eigh, ntk_vp_fn, sandwich  # noqa: E402
+from sgdip_jax.operators import measured_entries  # noqa: E402
 
 DENSE_MAX_SIZE = 64
 NETWORK, QUICK_NETWORK = "unet3", "unet1"  # zoo labels (base 8, GroupNorm)
@@ -209,7 +210,7 @@ def figures(out: Path, spec: dict, radii: dict, predicted: dict | None, runs: di
 # %%
 def kernel_analysis(problem: common.Problem, net: common.DipNet, spec: dict) -> tuple[dict, dict, dict]:
     """Eigenvector frequency content and the kernel-regime band errors (needs the dense kernel)."""
-    keep = np.flatnonzero(np.broadcast_to(np.asarray(problem.operator.mask), problem.y_kspace.shape) > 0)
+    keep = np.flatnonzero(measured_entries(problem.operator, problem.y_kspace.shape))
     radii = {
         "A K A^T": mean_radius(location_energy(spec["AKAt"]["_dense_vectors"].T, keep, problem.y_kspace.shape)),
         "K": mean_radius(np.abs(common.kspace(spec["K"]["_dense_vectors"].T, problem.hw)) ** 2),

@@ -34,9 +34,9 @@ from sgdip_jax.config import NetworkConfig, from_dict, to_dict
 from sgdip_jax.data.samples import sample_image, sample_mri
 from sgdip_jax.inputs import InputOptions, Problem, problem_from_case, problem_from_image
 from sgdip_jax.methods import DIPConfig, SGDIPConfig, run_method
-from sgdip_jax.methods.parameter_choice import estimate_sigma, measured
+from sgdip_jax.methods.parameter_choice import estimate_sigma
 from sgdip_jax.metrics import center_crop, evaluate
-from sgdip_jax.operators import Inpainting
+from sgdip_jax.operators import Inpainting, measured_entries
 
 CASES = {  # name -> (sample, acceleration, SNR in dB)
     "shoulder-4x30": ("shoulder", 4, 30),
@@ -183,7 +183,7 @@ def noise_scaled_tv(overrides, case):
     if "tv_noise" not in overrides:
         return overrides
     y = np.asarray(case.y)
-    rms = np.sqrt(np.mean(np.abs(y[measured(case.operator, y)]) ** 2))
+    rms = np.sqrt(np.mean(np.abs(y[measured_entries(case.operator, y.shape)]) ** 2))
     tv = overrides["tv_noise"] * estimate_sigma(case.operator, y) / rms
     return {**{k: v for k, v in overrides.items() if k != "tv_noise"}, "tv": float(tv)}
 

@@ -44,7 +44,9 @@ BISECTIONS = 10
 
 def measured(operator, y):
     """Boolean array of ``y``'s shape: where the operator's mask is non-zero."""
-    return np.broadcast_to(np.asarray(operator.mask) != 0, np.shape(y))
+    from ..operators import measured_entries
+
+    return measured_entries(operator, np.shape(y))
 
 
 def measured_count(operator, y) -> int:

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..channels import from_channels
+from ..operators import measured_entries
 
 __all__ = ["LinearMap", "operator_map", "dense_matrix", "KernelRegime", "null_space_fraction", "gradient_descent"]
 
@@ -46,9 +47,10 @@ def operator_map(op, out_shape: Sequence[int]) -> LinearMap:
     """Real representation of a forward operator applied to flattened network outputs.
 
     ``f`` (flat, ``prod(out_shape)`` with ``out_shape = (1, H, W, C)`` channels-last) ->
-    ``op(from_channels(f, op))`` restricted to the measured entries (``op.mask > 0`` broadcast to the
-    measurement shape) and, for complex measurements, stacked as ``[Re; Im]``. For single-coil MRI the
-    rows are orthonormal. ``rmatvec`` is the exact transpose (``jax.linear_transpose``).
+    ``op(from_channels(f, op))`` restricted to the measured entries
+    (:func:`~sgdip_jax.operators.measured_entries`) and, for complex measurements, stacked as
+    ``[Re; Im]``: the operator's real-linear view, which the kernel algebra needs. For single-coil
+    MRI the rows are orthonormal. ``rmatvec`` is the exact transpose (``jax.linear_transpose``).
     """
     out_shape = tuple(int(s) for s in out_shape)
     if len(out_shape) != 4 or out_shape[0] != 1:
@@ -56,7 +58,7 @@ def operator_map(op, out_shape: Sequence[int]) -> LinearMap:
     n = math.prod(out_shape)
     image = jax.ShapeDtypeStruct(out_shape[1:], jnp.float32)
     meas = jax.eval_shape(lambda t: op(from_channels(t, op)), image)
-    keep = jnp.asarray(np.flatnonzero(np.broadcast_to(np.asarray(op.mask), meas.shape) > 0))
+    keep = jnp.asarray(np.flatnonzero(measured_entries(op, meas.shape)))
     is_complex = jnp.issubdtype(meas.dtype, jnp.complexfloating)
 
     def matvec(v):

@@ -1,6 +1,6 @@
 """Pure forward models: FFTs, multi-coil MRI, inpainting, sampling masks, coil sensitivities."""
 
-from .base import LinearOperator
+from .base import LinearOperator, measured_entries
 from .coils import birdcage_maps
 from .fft import fft2c, ifft2c
 from .inpainting import Inpainting
@@ -10,6 +10,7 @@ from .sensitivity import espirit, lowres_maps
 
 __all__ = [
     "LinearOperator",
+    "measured_entries",
     "fft2c",
     "ifft2c",
     "Inpainting",

@@ -11,6 +11,7 @@ from typing import Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 @runtime_checkable
@@ -32,6 +33,12 @@ class LinearOperator(Protocol):
     def normal(self, x): ...
 
     def norm(self, iters: int = 30, key=None): ...
+
+
+def measured_entries(op, shape) -> np.ndarray:
+    """Boolean array of the measurement ``shape``: the entries the operator measures (``op.mask != 0``,
+    broadcast; for multi-coil MRI the mask repeats over coils)."""
+    return np.broadcast_to(np.asarray(op.mask) != 0, tuple(shape))
 
 
 def _vdot(a, b):
