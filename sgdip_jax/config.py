@@ -40,9 +40,8 @@ class NetworkConfig:
     ``"none"``) override the network's own default when not ``None``. ``weight_init``:
     ``"normal002"`` (weights N(0, 0.02^2), the reference code's choice and the default) or
     ``"default"`` (Flax's LeCun-normal). With Flax's init the first output of a small U-Net can
-    carry a large constant offset that Adam removes only slowly: on the 96x96 shoulder case
-    (U-Net depth 3 / width 8, 500 iterations) DIP reached 26.26 dB with ``"default"`` (20.23 dB
-    for an unlucky seed) and 28.25 / 27.17 dB (two seeds) with ``"normal002"``. ``options`` holds
+    carry a large constant offset that Adam removes only slowly (on a small shoulder case DIP ended
+    some dB lower, and far lower for an unlucky seed, than with ``"normal002"``). ``options`` holds
     any other attribute as ``(name, value)`` pairs, e.g. ``(("bilinear", False),)``. Input and
     output channels are set by the method from the operator.
     """

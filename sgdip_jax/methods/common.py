@@ -157,10 +157,9 @@ def as_key(key) -> tuple[jax.Array, int]:
 
 
 def fast_key(key):
-    """An ``"rbg"`` key derived deterministically from ``key``. XLA compiles threefry draws slowly
-    (a small U-Net's initialisers: about 13 s of CPU against 2.6 s with ``"rbg"``; one ``fold_in`` +
-    ``uniform`` in the step: 1.1 s against 0.26 s). ``"rbg"`` streams are reproducible on a given
-    backend but may differ between CPU and GPU."""
+    """An ``"rbg"`` key derived deterministically from ``key``. XLA compiles threefry draws several
+    times more slowly (a U-Net's initialisers, a ``fold_in`` + ``uniform`` in the step). ``"rbg"``
+    streams are reproducible on a given backend but may differ between CPU and GPU."""
     return jax.random.wrap_key_data(jax.random.bits(key, (4,), jnp.uint32), impl="rbg")
 
 
