@@ -144,6 +144,12 @@ class Problem(inputs.Problem):
     label: str = ""
     prior: np.ndarray | None = None
 
+    @classmethod
+    def labelled(cls, base: inputs.Problem, meta: dict, **labels) -> Problem:
+        """``base`` with ``meta`` replaced and the benchmark's ``labels`` added."""
+        fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(inputs.Problem)}
+        return cls(**{**fields, "meta": meta}, **labels)
+
 
 def motion_reference(x, sigma, seed):
     """Reference of the ``motion`` kind (module docstring): ``|x|`` rotated and shifted, with its own
@@ -199,8 +205,7 @@ def mri_problem(name, size, reference, seed):
     info.update(sigma=float(case.sigma), reference=reference)
     label = f"shoulder {size}px {acceleration}x {snr_db} dB"
     base = inputs.problem_from_case(case, source="simulated")
-    fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(inputs.Problem)}
-    return Problem(**{**fields, "meta": info}, section="mri", case=name, label=label, prior=prior)
+    return Problem.labelled(base, info, section="mri", case=name, label=label, prior=prior)
 
 
 def inpainting_problem(image, name, size, seed):
@@ -209,11 +214,10 @@ def inpainting_problem(image, name, size, seed):
     spec = INPAINT_CASES[name]
     spec = f"box:{size // 4}" if spec == "box" else spec
     base = inputs.problem_from_image(x, inputs.InputOptions(mask=spec, seed=seed))
-    fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(inputs.Problem)}
     missing = float(1.0 - np.asarray(base.operator.mask).mean())
     info = {"image": image, "size": size, "mask": spec, "missing_fraction": missing, "seed": seed}
     label = f"{image} {size}px {spec}"
-    return Problem(**{**fields, "meta": info}, section="inpainting", case=f"{image}/{name}", label=label)
+    return Problem.labelled(base, info, section="inpainting", case=f"{image}/{name}", label=label)
 
 
 # --------------------------------------------------------------------------- methods

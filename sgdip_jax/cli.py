@@ -234,9 +234,10 @@ def cmd_reconstruct(args) -> int:
         )
     if interrupt.requested:
         return interrupt.status
-    for line in diverged_messages(outcomes, config, out_path):
+    diverged = diverged_messages(outcomes, config, out_path)
+    for line in diverged:
         print(f"{PROG}: error: {line}", file=sys.stderr)
-    return FAILED if any(o.result.diverged is not None for o in outcomes) else 0
+    return FAILED if diverged else 0
 
 
 def cmd_demo(args) -> int:
