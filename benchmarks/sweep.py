@@ -4,8 +4,10 @@ and on inpainting of open photographs.
 Each variant (overrides of :class:`~sgdip_jax.methods.SGDIPConfig`, one fixed configuration for all
 cases) runs on every case to ``factor`` times the budget ``T``; per case it records the PSNR of the
 EMA image at ``T`` and at ``factor * T``, the peak over iterations (an oracle) and its iteration
-(the per-iteration PSNR is of the EMA image before the final data-consistency step), and the
-PSNR / SSIM of the returned image at ``factor * T`` (after that step when the variant has it).
+(the per-iteration PSNR is of the EMA image before the final data-consistency step), the
+PSNR / SSIM of the returned image at ``factor * T`` (after that step when the variant has it), and
+the ES-WMV detection (:mod:`sgdip_jax.early_stopping`, with the variant's settings) when it
+triggered: its iteration and the PSNR of its image (after the final step when the variant has it).
 The objective of a variant is the worst case over the cases of
 ``min(PSNR at T, PSNR at factor * T) - best classical``, where "best classical" is the better of TV
 and L1-wavelet with ``lam="auto"`` (GCV, no reference used). Vanilla DIP runs as variant ``dip``.
@@ -92,6 +94,8 @@ VARIANTS = {  # overrides of the SGDIPConfig defaults; "dip" is vanilla DIP with
     "lr3e-2-hl200": {"lr": 3e-2, "lr_half_life": 200},
     "lr2e-2-hl300-tv0.01": {"lr": 2e-2, "lr_half_life": 300, "tv": 0.01},
     "z-uniform": {"z_init": "uniform"},
+    # the defaults, with ES-WMV's patience short enough to trigger within 3T (training is unchanged)
+    "es-p300": {"early_stopping": {"enabled": True, "window": 100, "patience": 300, "stop": False}},
     "tv-noise0.01": {"tv_noise": 0.01},  # tv 0.001 at shoulder 4x 20 dB, 0.0004 at 4x 30 dB
     # the inpainting preset before the filled input (z uniform, c 0.1, alpha 0.02, squared L2, Adam 1e-3)
     "old-inpainting": OLD_INPAINTING,
@@ -136,11 +140,16 @@ def figures(rows, base, out):
     from sgdip_jax.figures import curves_figure
 
     for case in base:
-        curves = {r["variant"]: {"psnr": np.repeat(r["psnr_every_10"], 10)} for r in rows if r["case"] == case}
+        curves = {variant_label(r): {"psnr": np.repeat(r["psnr_every_10"], 10)} for r in rows if r["case"] == case}
         lines = {m: base[case][m]["psnr"] for m in ("zero-filled", "tv", "biharmonic") if m in base[case]}
         png = curves_figure(curves, "psnr", "PSNR of the EMA image (dB)", title=case, baselines=lines)
         if png is not None:
             (out / f"psnr_{case}.png").write_bytes(png)
+
+
+def variant_label(row):
+    """The variant's name, with its network when that is not the default depth-4 U-Net of width 16."""
+    return row["variant"] if row["network"] == "unet4/16" else f"{row['variant']} ({row['network']})"
 
 
 def table(rows, size, seed, out=None):
@@ -151,20 +160,22 @@ def table(rows, size, seed, out=None):
     if out is not None:
         figures(rows, base, out)
     lines = [
-        "| variant | case | PSNR @T | PSNR @3T | peak (oracle) @ it | SSIM at the end | best classical (auto) | margin "
-        "| time (s) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| variant | case | PSNR @T | PSNR @3T | peak (oracle) @ it | ES-WMV @ it | SSIM at the end "
+        "| best classical (auto) | margin | time (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     worst = {}
     for r in rows:
         best_name = max(set(base[r["case"]]) - {"zero-filled"}, key=lambda m: base[r["case"]][m]["psnr"])
         best = base[r["case"]][best_name]["psnr"]
         margin = min(r["psnr_T"], r["psnr_3T"]) - best
-        worst[r["variant"]] = min(worst.get(r["variant"], np.inf), margin)
+        label = variant_label(r)
+        worst[label] = min(worst.get(label, np.inf), margin)
         at_3t = f"{r['psnr_3T']:.2f}" if r["factor"] > 1 else "-"  # a run to T only: no 3T value
+        es = f"{r['psnr_es']:.2f} @ {r['es_iteration']}" if r.get("psnr_es") is not None else "-"
         lines.append(
-            f"| {r['variant']} | {r['case']} | {r['psnr_T']:.2f} | {at_3t} | {r['peak']:.2f} @ "
-            f"{r['peak_it']} | {r['ssim_3T']:.4f} | {best:.2f} ({best_name}) | {margin:+.2f} | {r['wall_time']:.0f} |"
+            f"| {label} | {r['case']} | {r['psnr_T']:.2f} | {at_3t} | {r['peak']:.2f} @ {r['peak_it']} | {es} "
+            f"| {r['ssim_3T']:.4f} | {best:.2f} ({best_name}) | {margin:+.2f} | {r['wall_time']:.0f} |"
         )
     lines += ["", "| variant | worst margin (objective) |", "|---|---|"]
     lines += [f"| {v} | {m:+.2f} |" for v, m in sorted(worst.items(), key=lambda item: -item[1])]
@@ -208,6 +219,7 @@ def run_variant(name, case, args):
     peak = int(np.nanargmax(psnr))
     t = args.iters
     final = {k: float(v) for k, v in evaluate(result.ema_image, case.reference).items()}
+    es = None if result.stop_image is None else float(evaluate(result.stop_image, case.reference)["psnr"])
     return {
         "variant": name,
         "overrides": overrides,
@@ -221,6 +233,8 @@ def run_variant(name, case, args):
         "ssim_T": float(ssim[t]) if len(ssim) > t else None,  # SSIM is taken at steps t % T == 0
         "ssim_3T": final["ssim"],
         "psnr_final": final["psnr"],
+        "es_iteration": result.stop_iteration,
+        "psnr_es": es,
         "wall_time": wall,
         "psnr_every_10": psnr[9::10].tolist(),
         "config": to_dict(config),
@@ -251,16 +265,17 @@ def main(argv=None):
     if args.table:
         print(table([r for r in rows if r["size"] == args.size], args.size, args.seed, out))
         return
-    done = {(r["variant"], r["case"]) for r in rows}
+    network = f"{args.network}/{args.base}"
+    done = {(r["variant"], r["case"], r["network"]) for r in rows}
     for variant in args.variants:
         for name in args.cases:
-            if (variant, name) in done:
+            if (variant, name, network) in done:
                 continue
             case = make_case(name, args.size, args.seed)
             row = {
                 "case": name,
                 "size": args.size,
-                "network": f"{args.network}/{args.base}",
+                "network": network,
                 **run_variant(variant, case, args),
             }
             with open(log, "a") as f:
