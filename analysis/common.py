@@ -27,6 +27,7 @@ import numpy as np  # noqa: E402
 from sgdip_jax.channels import channels_to_complex, complex_to_channels  # noqa: E402
 from sgdip_jax.data.samples import sample_mri  # noqa: E402
 from sgdip_jax.files import atomic_write  # noqa: E402
+from sgdip_jax.metrics import missing_kspace_recovered  # noqa: E402
 from sgdip_jax.networks import (  # noqa: E402
     apply_network,
     get_network,
@@ -132,10 +133,10 @@ class DipNet:
         return param_count(self.variables)
 
 
-def make_network(label: str, hw: tuple[int, int], key, overrides: dict | None = None) -> DipNet:
-    """Network ``label`` of :data:`ZOO` (GroupNorm: a per-sample function, as the NTK needs) with a
-    fixed input ``z ~ U[0, 0.1)`` of the shape the network needs for a ``hw`` output."""
-    name, base_overrides, in_channels = ZOO[label]
+def make_network(label: str, hw: tuple[int, int], key, overrides: dict | None = None, zoo: dict = ZOO) -> DipNet:
+    """Network ``label`` of ``zoo`` (default :data:`ZOO`; GroupNorm: a per-sample function, as the NTK
+    needs) with a fixed input ``z ~ U[0, 0.1)`` of the shape the network needs for a ``hw`` output."""
+    name, base_overrides, in_channels = zoo[label]
     module = get_network(name, **{**base_overrides, **(overrides or {}), "out_channels": 2, "norm": "group"})
     module = with_image_size(module, hw)
     k_z, k_init = jax.random.split(key)
@@ -201,17 +202,20 @@ def rescaled(problem: Problem, f0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def kspace(flat: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     """Centred k-space of flat ``(..., 2 H W)`` outputs: complex ``(..., H, W)``."""
+    return np.asarray(fft2c(jnp.asarray(images(flat, hw))))
+
+
+def images(flat: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Complex images ``(..., H, W)`` of flat ``(..., 2 H W)`` outputs."""
     t = jnp.asarray(np.asarray(flat).reshape(np.shape(flat)[:-1] + (*hw, 2)), jnp.float32)
-    return np.asarray(fft2c(channels_to_complex(t)))
+    return np.asarray(channels_to_complex(t))
 
 
-def unsampled_error(flat: np.ndarray, x_flat: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """``||(1 - M)(F f - F x)|| / ||(1 - M) F x||`` over the last axis (1: nothing recovered)."""
+def unsampled_error(flat: np.ndarray, x_flat: np.ndarray, mask: np.ndarray, band=None) -> np.ndarray:
+    """``||(1 - M) B (F f - F x)|| / ||(1 - M) B F x||`` over the last axis (1: nothing recovered;
+    one minus :func:`~sgdip_jax.metrics.missing_kspace_recovered`)."""
     hw = mask.shape
-    diff = kspace(flat, hw) - kspace(x_flat, hw)
-    off = 1.0 - mask
-    num = np.linalg.norm((diff * off).reshape(diff.shape[:-2] + (-1,)), axis=-1)
-    return num / np.linalg.norm(kspace(x_flat, hw) * off)
+    return 1.0 - np.asarray(missing_kspace_recovered(images(flat, hw), images(x_flat, hw), mask, band), np.float64)
 
 
 def unsampled_cosine(flat: np.ndarray, x_flat: np.ndarray, mask: np.ndarray) -> np.ndarray:

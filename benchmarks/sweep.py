@@ -7,10 +7,12 @@ EMA image at ``T`` and at ``factor * T``, the peak over iterations (an oracle) a
 (the per-iteration PSNR is of the EMA image before the final data-consistency step), the
 PSNR / SSIM of the returned image at ``factor * T`` (after that step when the variant has it), and
 the ES-WMV detection (:mod:`sgdip_jax.early_stopping`, with the variant's settings) when it
-triggered: its iteration and the PSNR of its image (after the final step when the variant has it).
+triggered: its iteration and the PSNR of its image (after the final step when the variant has it);
+also where the ES-WMV statistic is smallest over the whole run. Vanilla DIP runs as ``dip`` (and
+``dip-es-p300``).
 The objective of a variant is the worst case over the cases of
 ``min(PSNR at T, PSNR at factor * T) - best classical``, where "best classical" is the better of TV
-and L1-wavelet with ``lam="auto"`` (GCV, no reference used). Vanilla DIP runs as variant ``dip``.
+and L1-wavelet with ``lam="auto"`` (GCV, no reference used).
 
 Inpainting cases (``camera-p50``: a centre crop of ``size`` px of the photograph, 50 % of the pixels
 missing, Bernoulli, noiseless) run the same variants; their best classical method is biharmonic
@@ -65,8 +67,11 @@ OLD_INPAINTING = {
     "reg_loss": "l2",
     "lr": 1e-3,
 }
-VARIANTS = {  # overrides of the SGDIPConfig defaults; "dip" is vanilla DIP with its defaults
-    "dip": None,
+# ES-WMV with a patience short enough to trigger within 3T (training is unchanged)
+ES_P300 = {"early_stopping": {"enabled": True, "window": 100, "patience": 300, "stop": False}}
+DIP_VARIANTS = {"dip": {}, "dip-es-p300": ES_P300}  # vanilla DIP: overrides of the DIPConfig defaults
+VARIANTS = {  # overrides of the SGDIPConfig defaults, and the vanilla DIP variants
+    **DIP_VARIANTS,
     "default": {},
     "c0.1": {"noise_scale": 0.1, "alpha": 0.005},
     "c0.3": {"noise_scale": 0.3, "alpha": 0.005},
@@ -94,8 +99,7 @@ VARIANTS = {  # overrides of the SGDIPConfig defaults; "dip" is vanilla DIP with
     "lr3e-2-hl200": {"lr": 3e-2, "lr_half_life": 200},
     "lr2e-2-hl300-tv0.01": {"lr": 2e-2, "lr_half_life": 300, "tv": 0.01},
     "z-uniform": {"z_init": "uniform"},
-    # the defaults, with ES-WMV's patience short enough to trigger within 3T (training is unchanged)
-    "es-p300": {"early_stopping": {"enabled": True, "window": 100, "patience": 300, "stop": False}},
+    "es-p300": ES_P300,
     "tv-noise0.01": {"tv_noise": 0.01},  # tv 0.001 at shoulder 4x 20 dB, 0.0004 at 4x 30 dB
     # the inpainting preset before the filled input (z uniform, c 0.1, alpha 0.02, squared L2, Adam 1e-3)
     "old-inpainting": OLD_INPAINTING,
@@ -204,13 +208,9 @@ def run_variant(name, case, args):
     overrides = VARIANTS[name]
     network = NetworkConfig(name=args.network, base=args.base)
     iterations = args.iters * args.factor
-    if overrides is None:
-        config = DIPConfig(network=network, iterations=iterations, ssim_every=args.iters)
-        method = "dip"
-    else:
-        base = to_dict(SGDIPConfig(network=network, iterations=iterations, ssim_every=args.iters))
-        config = from_dict(SGDIPConfig, {**base, **noise_scaled_tv(overrides, case)})
-        method = "sgdip"
+    method, cls = ("dip", DIPConfig) if name in DIP_VARIANTS else ("sgdip", SGDIPConfig)
+    base = to_dict(cls(network=network, iterations=iterations, ssim_every=args.iters))
+    config = from_dict(cls, {**base, **noise_scaled_tv(overrides, case)})
     start = time.perf_counter()
     result = run_method(method, case.operator, case.y, config, key=args.seed, target=case.target, progress=False)
     wall = time.perf_counter() - start
@@ -220,6 +220,8 @@ def run_variant(name, case, args):
     t = args.iters
     final = {k: float(v) for k, v in evaluate(result.ema_image, case.reference).items()}
     es = None if result.stop_image is None else float(evaluate(result.stop_image, case.reference)["psnr"])
+    stat = np.asarray(result.history.get("es_stat", []), np.float64)
+    es_argmin = int(np.nanargmin(stat)) if np.isfinite(stat).any() else None
     return {
         "variant": name,
         "overrides": overrides,
@@ -235,6 +237,10 @@ def run_variant(name, case, args):
         "psnr_final": final["psnr"],
         "es_iteration": result.stop_iteration,
         "psnr_es": es,
+        # where the ES-WMV statistic is smallest over the whole run (triggered or not), and the PSNR
+        # of the EMA image there
+        "es_argmin": None if es_argmin is None else es_argmin + 1,
+        "psnr_at_es_argmin": None if es_argmin is None else float(psnr[es_argmin]),
         "wall_time": wall,
         "psnr_every_10": psnr[9::10].tolist(),
         "config": to_dict(config),

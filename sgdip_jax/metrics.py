@@ -24,6 +24,12 @@ about the window mean, so float32 keeps skimage's float64 accuracy.
 Ravishankar & Bresler, IEEE TMI 30(5), 2011.
 
 An all-zero reference gives a zero data range (PSNR ``-inf``, SSIM NaN).
+
+``missing_kspace_recovered`` compares complex images in k-space instead (no magnitudes):
+``1 - ||(1 - M) B (F x - F ref)|| / ||(1 - M) B F ref||`` with ``F = fft2c``, ``M`` the sampling mask
+and ``B`` an optional band (e.g. a radial ring): the share of the missing k-space of ``ref`` that
+``x`` recovers (0 for the zero-filled image ``F^H M F ref``, 1 for ``ref``, negative when ``x`` puts
+more error there than zero-filling).
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from .operators.fft import fft2c
 
 SSIM_WIN = 7
 SSIM_K1 = 0.01
@@ -180,3 +188,17 @@ def evaluate(x, ref, crop=None, support=None, data_range=None) -> dict[str, floa
         "nrmse": float(nrmse(x, ref, crop, support)),
         "hfen": float(hfen(x, ref, crop, support)),
     }
+
+
+def missing_kspace_recovered(x, ref, mask, band=None):
+    """``1 - ||(1 - M) B (F x - F ref)|| / ||(1 - M) B F ref||`` over the last two axes (``(..., H, W)``
+    complex or real images; ``mask`` and ``band`` broadcast to ``(H, W)``, ``band`` boolean)."""
+    x, ref = jnp.asarray(x), jnp.asarray(ref)
+    if x.shape[-2:] != ref.shape[-2:]:
+        raise ValueError(f"x: expected images of shape {ref.shape[-2:]}, got {x.shape[-2:]}")
+    missing = 1.0 - jnp.asarray(mask, jnp.float32)
+    if band is not None:
+        missing = missing * jnp.asarray(band, jnp.float32)
+    k_ref = fft2c(ref.astype(jnp.complex64))
+    error = jnp.linalg.norm(((fft2c(x.astype(jnp.complex64)) - k_ref) * missing).reshape(*x.shape[:-2], -1), axis=-1)
+    return 1.0 - error / jnp.linalg.norm((k_ref * missing).reshape(*ref.shape[:-2], -1), axis=-1)

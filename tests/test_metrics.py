@@ -12,7 +12,8 @@ from scipy.ndimage import gaussian_laplace
 from skimage.data import astronaut, camera
 from skimage.metrics import normalized_root_mse, peak_signal_noise_ratio, structural_similarity
 
-from sgdip_jax.metrics import evaluate, hfen, log_kernel, nrmse, psnr, ssim
+from sgdip_jax.metrics import evaluate, hfen, log_kernel, missing_kspace_recovered, nrmse, psnr, ssim
+from sgdip_jax.operators import fft2c, ifft2c
 
 
 def _pair(ref, noise, seed):
@@ -152,3 +153,26 @@ def test_bad_inputs():
         psnr(a, a, support=np.ones((4, 4), bool))
     with pytest.raises(ValueError, match="crop"):
         psnr(a, a, crop=9)
+
+
+@settings(max_examples=20, deadline=None)
+@given(hw=st.sampled_from([(4, 4), (8, 6), (16, 16)]), seed=st.integers(0, 2**16), keep=st.floats(0.1, 0.9))
+def test_missing_kspace_recovered_is_0_for_zero_filled_and_1_for_the_truth(hw, seed, keep):
+    h, w = hw
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((h, w)) + 1j * rng.standard_normal((h, w))).astype(np.complex64)
+    mask = (rng.random((h, w)) < keep).astype(np.float32)
+    mask.flat[0], mask.flat[-1] = 1.0, 0.0  # both sets non-empty
+    k = np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(x), norm="ortho"))  # fft2c, written with numpy
+    zero_filled = np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(mask * k), norm="ortho"))
+    assert float(missing_kspace_recovered(zero_filled, x, mask)) == pytest.approx(0.0, abs=1e-5)
+    assert float(missing_kspace_recovered(x, x, mask)) == pytest.approx(1.0, abs=1e-6)
+    # Whatever x holds on the measured k-space does not count; half the missing k-space is half the error.
+    other = rng.standard_normal((h, w)) * mask
+    half = np.asarray(ifft2c(jnp.asarray(np.asarray(fft2c(jnp.asarray(x))) * (1 + mask) / 2 + other)))
+    assert float(missing_kspace_recovered(half, x, mask)) == pytest.approx(0.5, abs=1e-5)
+    # Per band: a band's value only depends on that band; a batch is evaluated image by image.
+    band = rng.random((h, w)) < 0.5
+    band.flat[-1] = True
+    both = missing_kspace_recovered(np.stack([zero_filled, x]), x, mask, band)
+    np.testing.assert_allclose(np.asarray(both), [0.0, 1.0], atol=1e-5)

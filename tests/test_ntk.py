@@ -14,9 +14,12 @@ from sgdip_jax.ntk import (
     KernelRegime,
     LinearMap,
     coupling,
+    coupling_vp,
     dense_matrix,
     empirical_ntk_fn,
     fourier_kernel,
+    fourier_real,
+    fourier_real_t,
     gradient_descent,
     lanczos_eigh,
     ntk_matrix,
@@ -283,3 +286,32 @@ def test_fourier_kernel_against_dft_matrix():
     k = np.asarray(fft2c(jnp.asarray(x, jnp.complex64)))
     real = lambda a: np.stack([a.real, a.imag], -1).ravel()  # noqa: E731
     np.testing.assert_allclose(F @ real(x), real(k), atol=1e-5)
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_fourier_real_t_is_the_adjoint(channels):
+    rng = np.random.default_rng(8)
+    hw = (4, 6)
+    x = jnp.asarray(rng.standard_normal(4 * 6 * channels), jnp.float32)
+    k = jnp.asarray(rng.standard_normal(4 * 6 * 2), jnp.float32)
+    lhs = float(jnp.dot(fourier_real(x, hw, channels), k))
+    rhs = float(jnp.dot(x, fourier_real_t(k, hw, channels)))
+    assert lhs == pytest.approx(rhs, rel=1e-5)
+
+
+def test_matrix_free_coupling_equals_the_dense_value():
+    """:func:`coupling_vp` from NTK-vector products of a small product U-Net against :func:`coupling`
+    of its dense Fourier-basis kernel: exact with basis probes, close with Gaussian probes."""
+    hw = (8, 8)
+    net = get_network("unet1", base=4, norm="group", out_channels=2)
+    z = jax.random.normal(jax.random.PRNGKey(3), (1, *hw, 2))
+    params = init_network(net, jax.random.PRNGKey(4), z)["params"]
+    f = lambda p, x: apply_network(net, {"params": p}, x)[0]  # noqa: E731
+    mask = np.zeros(hw, np.float32)
+    mask[:, [0, 3, 4, 6]] = 1
+    dense = coupling(fourier_kernel(ntk_matrix(f, params, z, block_size=64), hw), mask)
+    vp = ntk_vp_fn(f, params, z)
+    assert coupling_vp(vp, mask, hw) == pytest.approx(dense, rel=1e-4)
+    assert coupling_vp(vp, mask, hw, probes=256, key=jax.random.PRNGKey(0)) == pytest.approx(dense, rel=0.05)
+    with pytest.raises(ValueError, match="sampled and unsampled"):
+        coupling_vp(vp, np.ones(hw), hw)

@@ -6,15 +6,17 @@
 * :mod:`.kernel_regime`: linearised gradient-flow / gradient-descent trajectories, their limit and
   the projector ``P = K A^H (A K A^H)^+ A``; real representations of forward operators.
 * :mod:`.spectra`: Lanczos and randomized top-k eigenpairs from kernel-vector products; the kernel in
-  the Fourier basis and the sampled/unsampled coupling.
+  the Fourier basis and the sampled/unsampled coupling (dense, or matrix-free from kernel-vector products).
 """
 
 from .empirical import empirical_ntk_fn, ntk_matrix, ntk_vp_fn
 from .kernel_regime import KernelRegime, LinearMap, dense_matrix, gradient_descent, null_space_fraction, operator_map
 from .spectra import (
     coupling,
+    coupling_vp,
     fourier_kernel,
     fourier_real,
+    fourier_real_t,
     frequency_block_norms,
     lanczos_eigh,
     randomized_eigh,
@@ -25,10 +27,12 @@ __all__ = [
     "KernelRegime",
     "LinearMap",
     "coupling",
+    "coupling_vp",
     "dense_matrix",
     "empirical_ntk_fn",
     "fourier_kernel",
     "fourier_real",
+    "fourier_real_t",
     "frequency_block_norms",
     "gradient_descent",
     "lanczos_eigh",

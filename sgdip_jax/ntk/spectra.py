@@ -16,7 +16,8 @@ Fourier basis: for a real network output ``(H, W, C)`` with ``C = 2`` (real, ima
 ``F_r`` is orthogonal for ``C = 2``, and ``K_hat = F_r K F_r^T`` is the kernel acting on k-space.
 A k-space location ``k`` owns the two real indices ``2k, 2k + 1``; for a sampled set ``Omega``, the
 unsampled frequencies move during training only through ``K_hat[Omega^c, Omega]``, measured by
-:func:`coupling`.
+:func:`coupling` from the dense ``K_hat``, or by :func:`coupling_vp` from kernel-vector products
+(``K_hat[:, Omega] G = F_r K F_r^T G`` for probe columns ``G`` supported on ``Omega``).
 """
 
 from __future__ import annotations
@@ -27,16 +28,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..operators.fft import fft2c
+from ..operators.fft import fft2c, ifft2c
 
 __all__ = [
     "lanczos_eigh",
     "randomized_eigh",
     "sandwich",
     "fourier_real",
+    "fourier_real_t",
     "fourier_kernel",
     "frequency_block_norms",
     "coupling",
+    "coupling_vp",
 ]
 
 
@@ -129,6 +132,18 @@ def fourier_real(v: jnp.ndarray, image_hw: tuple[int, int], channels: int) -> jn
     return jnp.stack([k.real, k.imag], axis=-1).reshape(v.shape[:-1] + (h * w * 2,))
 
 
+def fourier_real_t(k: jnp.ndarray, image_hw: tuple[int, int], channels: int) -> jnp.ndarray:
+    """``F_r^T``: flat real k-space ``(..., H W 2)`` -> flat real outputs ``(..., H W C)``, the real
+    (and, for ``C = 2``, imaginary) part of ``ifft2c``; ``F_r^T = F_r^{-1}`` for ``C = 2``."""
+    if channels not in (1, 2):
+        raise ValueError(f"channels: expected 1 (real) or 2 (real, imag), got {channels}")
+    h, w = image_hw
+    t = k.reshape(k.shape[:-1] + (h, w, 2))
+    x = ifft2c(t[..., 0] + 1j * t[..., 1])
+    parts = [x.real, x.imag] if channels == 2 else [x.real]
+    return jnp.stack(parts, axis=-1).reshape(k.shape[:-1] + (h * w * channels,))
+
+
 def fourier_kernel(K, image_hw: tuple[int, int], channels: int = 2) -> jnp.ndarray:
     """``K_hat = F_r K F_r^T`` of shape ``(2 H W, 2 H W)``, rows/columns ordered (k-space location, Re/Im)."""
     K = jnp.asarray(K, jnp.float32)
@@ -158,3 +173,58 @@ def coupling(K_hat, mask) -> float:
     off = jnp.linalg.norm(K_hat[np.ix_(unsampled, sampled)])
     on = jnp.linalg.norm(K_hat[np.ix_(sampled, sampled)])
     return float(off / on)
+
+
+def coupling_vp(
+    kernel_vp: Callable,
+    mask,
+    image_hw: tuple[int, int],
+    channels: int = 2,
+    probes: int | None = None,
+    key=None,
+    block_size: int = 64,
+) -> float:
+    """:func:`coupling` without the kernel, from ``kernel_vp(v) = K v`` (flat outputs, e.g.
+    :func:`~sgdip_jax.ntk.ntk_vp_fn`).
+
+    The columns ``K_hat[:, Omega] G = F_r K F_r^T G`` of probe vectors ``G`` supported on the sampled
+    real indices give both norms at once: ``||K_hat[Omega^c, Omega] G||_F^2`` and
+    ``||K_hat[Omega, Omega] G||_F^2``. ``probes=None``: ``G = I`` (exact, one product per sampled real
+    index); ``probes = p``: ``p`` Gaussian columns, for which ``E ||B g||^2 = ||B||_F^2`` (Hutchinson),
+    so the ratio of the two sums converges to the coupling (relative error about ``1 / sqrt(p)``).
+    Products run ``block_size`` at a time (``jax.vmap`` of ``kernel_vp``).
+    """
+    sampled = np.repeat(np.asarray(mask).reshape(-1) > 0, 2)
+    if sampled.all() or not sampled.any():
+        raise ValueError("mask: coupling needs both sampled and unsampled k-space locations")
+    if sampled.size != 2 * image_hw[0] * image_hw[1]:
+        raise ValueError(f"mask: expected {image_hw[0] * image_hw[1]} k-space locations, got {sampled.size // 2}")
+    index = np.flatnonzero(sampled)
+    count = index.size if probes is None else probes
+    if count < 1:
+        raise ValueError(f"probes: expected a positive count or None (exact), got {probes}")
+    key = jax.random.PRNGKey(0) if key is None else key
+
+    # (b, |Omega|) probe coefficients -> (b, 2 H W) columns of K_hat; the kernel-vector product is
+    # batched outside the compiled Fourier maps, so the network's parameters are not folded in as constants.
+    to_outputs = jax.jit(
+        lambda g: fourier_real_t(jnp.zeros((g.shape[0], sampled.size), g.dtype).at[:, index].set(g), image_hw, channels)
+    )
+    to_kspace = jax.jit(lambda v: fourier_real(v, image_hw, channels))
+    batched_vp = jax.vmap(kernel_vp)
+
+    def columns(g):
+        return to_kspace(batched_vp(to_outputs(g)))
+
+    on = off = 0.0
+    for start in range(0, count, block_size):
+        b = min(block_size, count - start)
+        if probes is None:
+            g = np.zeros((b, index.size), np.float32)
+            g[np.arange(b), start + np.arange(b)] = 1.0
+        else:
+            g = jax.random.normal(jax.random.fold_in(key, start), (b, index.size), jnp.float32)
+        cols = np.asarray(columns(jnp.asarray(g)), np.float64)
+        on += float(np.sum(cols[:, sampled] ** 2))
+        off += float(np.sum(cols[:, ~sampled] ** 2))
+    return float(np.sqrt(off / on))
