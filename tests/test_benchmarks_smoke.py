@@ -159,7 +159,7 @@ def test_sweep_records_every_run_resumes_and_tabulates(tmp_path):
     again = run_script(SWEEP, *argv)  # finished runs are skipped
     assert len((out / "sweep.jsonl").read_text().splitlines()) == 4 and "c0.5" not in again
     table = run_script(SWEEP, "--size", "32", "--out", out, "--table")
-    assert "| c0.5 | shoulder-4x30 |" in table and "worst margin" in table and "| shoulder-4x30 | " in table
+    assert "| c0.5 (unet1/4) | shoulder-4x30 |" in table and "worst margin" in table and "| shoulder-4x30 | " in table
     assert "(biharmonic) |" in table and "tv " in table and "l1-wavelet " in table
     assert png_ok(out / "psnr_shoulder-4x30.png") and png_ok(out / "psnr_camera-p50.png")
 
