@@ -16,8 +16,8 @@
 #     estimated from NTK-vector products on Gaussian probes supported on `Omega`
 #     (`sgdip_jax.ntk.coupling_vp`; `--probes 0`: exact, one product per sampled real index).
 # (b) **Recovered missing k-space of trained DIP** at `--size` (128 px): the shoulder with 8 simulated
-#     coils, VDRS 4x, 30 dB; vanilla DIP (every network) and self-guided DIP (the networks that keep
-#     the image size; the product defaults otherwise), `--iters` iterations, the EMA image after every
+#     coils, VDRS 4x, 30 dB; vanilla DIP (every network) and self-guided DIP (the U-Nets, the
+#     product's networks; the product defaults otherwise), `--iters` iterations, the EMA image after every
 #     chunk: PSNR and the recovered share of the missing k-space energy
 #     `1 - ||(1 - M) B (F x_hat - F x)|| / ||(1 - M) B F x||` (`sgdip_jax.metrics.missing_kspace_recovered`)
 #     over all missing k-space and per radial band `B`. With coils the zero-filled image `A^H y`
@@ -186,7 +186,7 @@ def main(argv=None) -> dict:
     for label in labels:
         (couplings[label], params[label]), seconds = common.timed(kernel_coupling, label, kernel_size, probes, key)
         print(f"{label:13s} params {params[label]:7d} coupling {couplings[label]:.4f} ({seconds:.0f} s)", flush=True)
-        methods = ["dip", "sgdip"] if ARCHITECTURES[label][2] == 2 else ["dip"]
+        methods = ["dip", "sgdip"] if label.startswith("unet") else ["dip"]
         for method in methods:
             r = runs[label, method] = trained_recovery(problem, label, method, iterations, key)
             print(

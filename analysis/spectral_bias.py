@@ -8,14 +8,16 @@
 # `K` and `A K A^T` can be computed from NTK-vector products (Lanczos) without forming `K`, so
 # 128 x 128 outputs are feasible.
 #
-# Experiment: the bundled shoulder image, 4 simulated coils, VDRS 4x, 20 dB SNR, at a small size;
-# a depth-3 U-Net (base 8, GroupNorm). (1) eigen-decomposition of the dense `A K A^T` and `K`; the
-# energy-weighted mean k-space radius of each eigenvector (summarised by eigenvalue decile); the
-# kernel-regime gradient-descent prediction of the error per radial k-space band over iterations.
-# (2) `sgdip_jax.methods` vanilla DIP and self-guided DIP (library defaults, same network): PSNR of the
-# EMA image per iteration and the error per band. (3) Lanczos top-k of `K` and `A K A^T` from
-# `ntk_vp_fn`, compared with the dense eigen-decomposition when the size allows (<= 64); above that
-# only Lanczos runs, e.g. `--size 128 --no-dip`.
+# Experiment: the bundled shoulder image at `--size` (128 px), 8 simulated coils, VDRS 4x, at each
+# SNR of `--snr` (default 20 dB, where vanilla DIP overfits; `--snr 30` the other case).
+# (1) Lanczos top-k of `K` and `A K A^T` from `ntk_vp_fn` for the product's network (depth-4
+# U-Net, width 16, GroupNorm so that it is a per-sample function) and the energy-weighted mean
+# k-space radius of each eigenvector; at sizes <= 64 also the dense eigen-decomposition (checking
+# Lanczos), the radius by eigenvalue decile, and the kernel-regime
+# gradient-descent prediction of the error per radial k-space band. (2) `sgdip_jax.methods` vanilla
+# DIP and self-guided DIP with the library defaults on the demo's network (the same U-Net with the
+# library's BatchNorm) to `--iters` = 3x the product
+# budget: PSNR of the EMA image per iteration, at the budget and at the end, and the error per band.
 #
 # Run: `python analysis/spectral_bias.py` (writes analysis/outputs/spectral_bias/; `--help` lists options)
 
@@ -39,9 +41,12 @@ from sgdip_jax.ntk import KernelRegime, dense_matrix, lanczos_eigh, ntk_vp_fn, s
 from sgdip_jax.operators import measured_entries  # noqa: E402
 
 DENSE_MAX_SIZE = 64
-NETWORK, QUICK_NETWORK = "unet3", "unet1"  # zoo labels (base 8, GroupNorm)
+COILS = 8
+BUDGET = 500  # the product's default iteration count
+# the product's network (depth-4 U-Net, width 16) for the kernel; quick: a depth-1 U-Net of width 8
+NETWORKS = {"unet4-16": ("unet4", {"base": 16}, 2), "unet1": common.ZOO["unet1"]}
+DIP_NETWORK = NetworkConfig(name="unet4", base=16)  # the demo's network (the library default is base 64)
 BAND_EDGES = (0.0, 0.125, 0.25, 0.5, 1.0)
-SNR_DB = 20.0
 
 
 # %%
@@ -102,6 +107,10 @@ def spectra(problem: common.Problem, net: common.DipNet, k: int, num_iter: int, 
         # Ritz residuals ||M v - w v|| / w: small without any dense reference.
         residual = [float(jnp.linalg.norm(matvec(v) - wi * v) / wi) for v, wi in zip(vectors[name].T, w)]
         out[name] = {"lanczos_eigvals": w, "lanczos_seconds": seconds, "lanczos_ritz_residual": residual}
+    keep = np.flatnonzero(measured_entries(problem.operator, problem.y_kspace.shape))
+    top = {name: np.asarray(v, np.float64).T for name, v in vectors.items()}
+    out["AKAt"]["lanczos_mean_radius"] = mean_radius(location_energy(top["AKAt"], keep, problem.y_kspace.shape))
+    out["K"]["lanczos_mean_radius"] = mean_radius(np.abs(common.kspace(top["K"], problem.hw)) ** 2)
     if dense:
         K, t_kernel = common.timed(common.kernel, net, cache)
         A = dense_matrix(problem.A)
@@ -122,10 +131,8 @@ def spectra(problem: common.Problem, net: common.DipNet, k: int, num_iter: int, 
 
 
 # %%
-def dip_runs(problem: common.Problem, label: str, key, iterations: int) -> dict:
-    """Vanilla DIP and self-guided DIP (library defaults) with the analysed zoo network ``label``."""
-    name, overrides, _ = common.ZOO[label]
-    network = NetworkConfig(name=name, base=overrides["base"], norm="group")
+def dip_runs(problem: common.Problem, key, iterations: int, budget: int, network: NetworkConfig) -> dict:
+    """Vanilla DIP and self-guided DIP with the library defaults on ``network``."""
     chunk = max(1, iterations // 60)
     configs = {
         "dip": DIPConfig(network=network, iterations=iterations, chunk=chunk),
@@ -136,8 +143,10 @@ def dip_runs(problem: common.Problem, label: str, key, iterations: int) -> dict:
         (result, steps, images), seconds = common.timed(common.run_tracked, method, problem, config, key)
         curve = np.asarray(result.history["psnr"])
         runs[method] = {
+            "network": f"{config.network.name}/{config.network.base}",
             "iterations": steps,
             "psnr_history": curve,
+            "psnr_at_budget": curve[min(budget, curve.size) - 1],
             "psnr_final": curve[-1],
             "psnr_max": curve.max(),
             "psnr_argmax_iteration": int(curve.argmax()) + 1,  # history[i]: after i + 1 iterations
@@ -149,7 +158,8 @@ def dip_runs(problem: common.Problem, label: str, key, iterations: int) -> dict:
 
 
 # %%
-def figures(out: Path, spec: dict, radii: dict, predicted: dict | None, runs: dict) -> list[str]:
+def figures(out: Path, spec: dict, radii: dict, predicted: dict, runs: dict) -> list[str]:
+    """``predicted`` / ``runs``: per SNR (dB), the kernel-regime prediction (or ``None``) and the DIP runs."""
     import matplotlib.pyplot as plt
 
     names = []
@@ -170,40 +180,42 @@ def figures(out: Path, spec: dict, radii: dict, predicted: dict | None, runs: di
         ax.legend(fontsize=7)
     names.append(common.save_figure(fig, out / "eigenvalues.png"))
 
-    if radii:
-        fig, ax = plt.subplots(figsize=(5, 3.4))
-        for name, r in radii.items():
-            ax.plot(np.arange(1, r.size + 1), r, lw=0.6, label=name)
-        ax.set(
-            xscale="log",
-            xlabel="eigenvector index (descending eigenvalue)",
-            ylabel="mean |k| / k_max",
-            title="frequency content of eigenvectors",
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    for name, r in radii.items():
+        ax.plot(np.arange(1, r.size + 1), r, lw=0.6, label=f"{name} (dense)")
+    for name in ("K", "AKAt"):
+        r = spec[name]["lanczos_mean_radius"]
+        ax.plot(
+            np.arange(1, r.size + 1), r, "o", ms=3, label=f"{'K' if name == 'K' else 'A K A^T'} (Lanczos top-{r.size})"
         )
-        ax.legend(fontsize=7)
-        names.append(common.save_figure(fig, out / "eigenvector_frequency.png"))
+    ax.set(xscale="log", xlabel="eigenvector index (descending eigenvalue)", ylabel="mean |k| / k_max")
+    ax.set_title("frequency content of eigenvectors")
+    ax.legend(fontsize=7)
+    names.append(common.save_figure(fig, out / "eigenvector_frequency.png"))
 
     labels = [f"|k| in [{lo}, {hi})" for lo, hi in zip(BAND_EDGES[:-1], BAND_EDGES[1:])]
-    panels = [("kernel regime (GD prediction)", predicted["iterations"], predicted["band_errors"])] if predicted else []
-    panels += [(f"{m} (EMA)", r["iterations"], r["band_errors"]) for m, r in runs.items()]
-    if not panels:
-        return names
-    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(4.2 * (len(panels) + 1), 3.4))
-    for ax, (title, steps, err) in zip(axes, panels):
-        for b in range(err.shape[1]):
-            ax.plot(steps, err[:, b], label=labels[b])
-        ax.set(title=title, xlabel="iteration", ylabel="relative k-space error per band", yscale="log")
-        if title.startswith("kernel"):
-            ax.set_xscale("log")
-        ax.legend(fontsize=6)
-    ax = axes[-1]
-    for m, r in runs.items():
-        ax.plot(np.arange(1, r["psnr_history"].size + 1), r["psnr_history"], label=m)
-    if predicted:
-        ax.plot(predicted["iterations"], predicted["psnr"], "k--", lw=0.8, label="kernel regime (GD)")
-    ax.set(xlabel="iteration", ylabel="PSNR (dB)", title=f"PSNR vs iteration ({SNR_DB:g} dB SNR)", xscale="log")
-    ax.legend(fontsize=7)
-    names.append(common.save_figure(fig, out / "bands_and_psnr.png"))
+    for snr, by_method in runs.items():
+        pred = predicted.get(snr)
+        panels = [("kernel regime (GD prediction)", pred["iterations"], pred["band_errors"])] if pred else []
+        panels += [(f"{m} (EMA)", r["iterations"], r["band_errors"]) for m, r in by_method.items()]
+        if not panels:
+            continue
+        fig, axes = plt.subplots(1, len(panels) + 1, figsize=(4.2 * (len(panels) + 1), 3.4))
+        for ax, (title, steps, err) in zip(axes, panels):
+            for b in range(err.shape[1]):
+                ax.plot(steps, err[:, b], label=labels[b])
+            ax.set(title=title, xlabel="iteration", ylabel="relative k-space error per band", yscale="log")
+            if title.startswith("kernel"):
+                ax.set_xscale("log")
+            ax.legend(fontsize=6)
+        ax = axes[-1]
+        for m, r in by_method.items():
+            ax.plot(np.arange(1, r["psnr_history"].size + 1), r["psnr_history"], label=m)
+        if pred:
+            ax.plot(pred["iterations"], pred["psnr"], "k--", lw=0.8, label="kernel regime (GD)")
+        ax.set(xlabel="iteration", ylabel="PSNR (dB)", title=f"PSNR vs iteration ({snr:g} dB SNR)", xscale="log")
+        ax.legend(fontsize=7)
+        names.append(common.save_figure(fig, out / f"bands_and_psnr_{snr:g}dB.png"))
     return names
 
 
@@ -243,55 +255,82 @@ def kernel_analysis(problem: common.Problem, net: common.DipNet, spec: dict) -> 
 # %%
 def main(argv=None) -> dict:
     p = common.parser(
-        "Spectral bias of DIP: NTK spectra, band errors, DIP vs self-guided DIP", size=32, name="spectral_bias"
+        "Spectral bias of DIP: NTK spectra, band errors, DIP vs self-guided DIP", size=128, name="spectral_bias"
+    )
+    p.add_argument(
+        "--snr",
+        type=float,
+        nargs="+",
+        default=[20.0],
+        help="SNRs in dB (default 20; each adds about 22 min on 2 CPU cores)",
+    )
+    p.add_argument(
+        "--iters", type=int, default=3 * BUDGET, help=f"DIP iterations (default {3 * BUDGET}, 3x the budget)"
     )
     p.add_argument("--no-dip", action="store_true", help="spectra only, no DIP / self-guided DIP runs")
     args = p.parse_args(argv)
     out = common.prepare_out(args.out)
     size = 16 if args.quick else args.size
-    iterations = 20 if args.quick else 6000
+    iterations = 20 if args.quick else args.iters
+    budget = min(BUDGET, iterations)
     k, num_iter = (3, 24) if args.quick else (10, 40)
     key = jax.random.PRNGKey(args.seed)
-    problem = common.make_problem("multi-coil (4 coils), 20 dB", size, 4, snr_db=SNR_DB, seed=args.seed)
-    label = QUICK_NETWORK if args.quick else NETWORK
-    net = common.make_network(label, problem.hw, key)
-    spec = spectra(problem, net, k, num_iter, size <= DENSE_MAX_SIZE, args.cache)
+    label = "unet1" if args.quick else "unet4-16"
+    problems = {
+        snr: common.make_problem(f"multi-coil ({COILS} coils), {snr:g} dB", size, COILS, snr_db=snr, seed=args.seed)
+        for snr in (args.snr[:1] if args.quick else args.snr)
+    }
+    first = problems[args.snr[0]]
+    net = common.make_network(label, first.hw, key, zoo=NETWORKS)
+    spec = spectra(first, net, k, num_iter, size <= DENSE_MAX_SIZE, args.cache)
     print(
         f"Lanczos top-{k}: K {spec['K']['lanczos_seconds']:.1f}s, A K A^T {spec['AKAt']['lanczos_seconds']:.1f}s; "
         f"basis {spec['lanczos_basis_bytes'] / 2**20:.1f} MiB vs dense K "
-        f"{spec['dense_kernel_bytes'] / 2**20:.1f} MiB",
+        f"{spec['dense_kernel_bytes'] / 2**20:.1f} MiB; mean |k|/k_max of the top eigenvectors of A K A^T "
+        f"{np.round(spec['AKAt']['lanczos_mean_radius'], 3)}",
         flush=True,
     )
-    radii, predicted, eigen_summary = kernel_analysis(problem, net, spec) if "_K" in spec else ({}, None, {})
-    runs = {} if args.no_dip else dip_runs(problem, label, key, iterations)
-    zero_filled = np.asarray(problem.operator.adjoint(jnp.asarray(problem.y_kspace)))
-    zero_filled_psnr = float(psnr(zero_filled[None], problem.x)[0])
-    for method, r in runs.items():
-        print(
-            f"{method:6s} PSNR final {r['psnr_final']:.2f} max {r['psnr_max']:.2f} at {r['psnr_argmax_iteration']} "
-            f"(drop {r['psnr_drop_after_peak']:.2f} dB) band errors final {np.round(r['band_errors'][-1], 3)} "
-            f"{r['seconds']:.0f}s",
-            flush=True,
-        )
+    network = NetworkConfig(name="unet1", base=8) if args.quick else DIP_NETWORK
+    radii, predicted, eigen_summary, runs, per_snr = {}, {}, {}, {}, {}
+    for snr, problem in problems.items():
+        predicted[snr] = None
+        if "_K" in spec:
+            radii, predicted[snr], eigen_summary[snr] = kernel_analysis(problem, net, spec)
+        runs[snr] = {} if args.no_dip else dip_runs(problem, key, iterations, budget, network)
+        zero_filled = np.asarray(problem.operator.adjoint(jnp.asarray(problem.y_kspace)))
+        per_snr[snr] = {"zero_filled_psnr": float(psnr(zero_filled[None], problem.x)[0])}
+        print(f"{snr:g} dB: zero-filled PSNR {per_snr[snr]['zero_filled_psnr']:.2f}", flush=True)
+        for method, r in runs[snr].items():
+            print(
+                f"{snr:g} dB {method:6s} PSNR @{budget} {r['psnr_at_budget']:.2f} @{iterations} {r['psnr_final']:.2f} "
+                f"max {r['psnr_max']:.2f} at {r['psnr_argmax_iteration']} (drop {r['psnr_drop_after_peak']:.2f} dB) "
+                f"band errors final {np.round(r['band_errors'][-1], 3)} {r['seconds']:.0f}s",
+                flush=True,
+            )
+        per_snr[snr]["kernel"] = eigen_summary.get(snr, {})
+        per_snr[snr]["dip"] = {
+            m: {k2: v for k2, v in r.items() if k2 not in ("psnr_history", "band_errors", "iterations")}
+            | {
+                "band_errors_final": r["band_errors"][-1],
+                "band_errors_min": r["band_errors"].min(axis=0),
+                "psnr_every_10": r["psnr_history"][9::10],
+            }
+            for m, r in runs[snr].items()
+        }
     summary = {
         "size": size,
-        "coils": 4,
-        "snr_db": SNR_DB,
+        "coils": COILS,
         "acceleration": 4.0,
-        "network": {"label": label, "zoo": common.ZOO[label], "norm": "group", "params": net.n_params},
+        "budget": budget,
+        "iterations": iterations,
+        "kernel_network": {"label": label, "zoo": NETWORKS[label], "norm": "group", "params": net.n_params},
         "band_edges": BAND_EDGES,
-        "zero_filled_psnr": zero_filled_psnr,
         "spectra": {
             name: {k2: v for k2, v in spec[name].items() if not k2.startswith("_") and k2 != "dense_eigvals"}
             for name in ("K", "AKAt")
         },
         "memory": {k2: spec[k2] for k2 in ("n", "m", "k", "num_iter", "lanczos_basis_bytes", "dense_kernel_bytes")},
-        "eigenvectors": eigen_summary,
-        "dip": {
-            m: {k2: v for k2, v in r.items() if k2 not in ("psnr_history", "band_errors", "iterations")}
-            | {"band_errors_final": r["band_errors"][-1], "band_errors_min": r["band_errors"].min(axis=0)}
-            for m, r in runs.items()
-        },
+        "snr": {f"{snr:g}": v for snr, v in per_snr.items()},
         "figures": figures(out, spec, radii, predicted, runs),
     }
     path = common.write_summary(out, summary)

@@ -9,7 +9,7 @@ PSNR / SSIM of the returned image at ``factor * T`` (after that step when the va
 the ES-WMV detection (:mod:`sgdip_jax.early_stopping`, with the variant's settings) when it
 triggered: its iteration and the PSNR of its image (after the final step when the variant has it);
 also where the ES-WMV statistic is smallest over the whole run. Vanilla DIP runs as ``dip`` (and
-``dip-es-p300``).
+``dip-es-p300``), aSeqDIP as ``aseqdip`` and its variants (``OTHER_METHODS``).
 The objective of a variant is the worst case over the cases of
 ``min(PSNR at T, PSNR at factor * T) - best classical``, where "best classical" is the better of TV
 and L1-wavelet with ``lam="auto"`` (GCV, no reference used).
@@ -37,7 +37,7 @@ import numpy as np
 from sgdip_jax.config import NetworkConfig, from_dict, to_dict
 from sgdip_jax.data.samples import sample_image, sample_mri
 from sgdip_jax.inputs import InputOptions, Problem, problem_from_case, problem_from_image
-from sgdip_jax.methods import DIPConfig, SGDIPConfig, run_method
+from sgdip_jax.methods import ASeqDIPConfig, DIPConfig, SGDIPConfig, run_method
 from sgdip_jax.methods.parameter_choice import estimate_sigma
 from sgdip_jax.metrics import center_crop, evaluate
 from sgdip_jax.operators import Inpainting, measured_entries
@@ -69,9 +69,22 @@ OLD_INPAINTING = {
 }
 # ES-WMV with a patience short enough to trigger within 3T (training is unchanged)
 ES_P300 = {"early_stopping": {"enabled": True, "window": 100, "patience": 300, "stop": False}}
-DIP_VARIANTS = {"dip": {}, "dip-es-p300": ES_P300}  # vanilla DIP: overrides of the DIPConfig defaults
-VARIANTS = {  # overrides of the SGDIPConfig defaults, and the vanilla DIP variants
-    **DIP_VARIANTS,
+# variants of the other DIP methods: overrides of their config defaults
+OTHER_METHODS = {
+    "dip": (DIPConfig, {"dip": {}, "dip-es-p300": ES_P300}),
+    "aseqdip": (
+        ASeqDIPConfig,
+        {
+            "aseqdip": {},
+            "aseqdip-n2": {"z_every": 2},
+            "aseqdip-a0.1": {"alpha": 0.1},
+            "aseqdip-a0.1-n2": {"alpha": 0.1, "z_every": 2},
+            "aseqdip-l1": {"data_loss": "l1", "reg_loss": "l1", "alpha": 0.005},
+        },
+    ),
+}
+VARIANTS = {  # overrides of the SGDIPConfig defaults, and the other methods' variants
+    **{name: v for _, variants in OTHER_METHODS.values() for name, v in variants.items()},
     "default": {},
     "c0.1": {"noise_scale": 0.1, "alpha": 0.005},
     "c0.3": {"noise_scale": 0.3, "alpha": 0.005},
@@ -208,7 +221,9 @@ def run_variant(name, case, args):
     overrides = VARIANTS[name]
     network = NetworkConfig(name=args.network, base=args.base)
     iterations = args.iters * args.factor
-    method, cls = ("dip", DIPConfig) if name in DIP_VARIANTS else ("sgdip", SGDIPConfig)
+    method, cls = next(
+        ((m, cls) for m, (cls, variants) in OTHER_METHODS.items() if name in variants), ("sgdip", SGDIPConfig)
+    )
     base = to_dict(cls(network=network, iterations=iterations, ssim_every=args.iters))
     config = from_dict(cls, {**base, **noise_scaled_tv(overrides, case)})
     start = time.perf_counter()

@@ -15,13 +15,17 @@ from typing import Any
 
 
 def atomic_write(path: str | os.PathLike, write) -> None:
-    """Call ``write(fileobj)`` on a temporary file beside ``path``, then rename it onto ``path``."""
+    """Call ``write(fileobj)`` on a temporary file beside ``path``, then rename it onto ``path``
+    (with the permissions of an ordinary new file: the temporary one starts private)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

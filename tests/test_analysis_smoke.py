@@ -59,4 +59,6 @@ def test_spectral_bias(tmp_path):
     written = check_outputs(tmp_path, summary)
     for name in ("K", "AKAt"):
         assert max(written["spectra"][name]["lanczos_rel_error"]) < 1e-2
-    assert set(written["dip"]) == {"dip", "sgdip"}
+    (snr,) = written["snr"].values()  # --quick: the first SNR only
+    assert set(snr["dip"]) == {"dip", "sgdip"}
+    assert len(written["spectra"]["AKAt"]["lanczos_mean_radius"]) == 3

@@ -335,3 +335,26 @@ def test_a_decoder_network_is_sized_to_the_image_instead_of_failing(files, tmp_p
     assert rc == 0, cap.err
     with np.load(tmp_path / "o" / "recon.npz") as z:
         assert z["image"].shape == (32, 32)
+
+
+def test_atomic_write_leaves_an_ordinary_file_or_nothing(tmp_path):
+    """The file gets the permissions of a new file under the umask (the temporary one starts 0600);
+    a failing writer leaves neither the target nor a temporary file."""
+    import os
+
+    from sgdip_jax.files import atomic_write
+
+    old = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "a.txt", lambda f: f.write(b"x"))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
+
+    def broken(f):
+        f.write(b"half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(tmp_path / "b.txt", broken)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]

@@ -13,7 +13,8 @@ from sgdip_jax.channels import from_channels, n_channels
 from sgdip_jax.config import NetworkConfig, from_dict, load_config, save_config, to_dict
 from sgdip_jax.data.samples import sample_image, sample_mri
 from sgdip_jax.early_stopping import ESConfig
-from sgdip_jax.methods import METHODS, DIPConfig, RefDIPConfig, Result, SGDIPConfig, run_method
+from sgdip_jax.methods import METHODS, ASeqDIPConfig, DIPConfig, RefDIPConfig, Result, SGDIPConfig, run_method
+from sgdip_jax.methods.aseqdip import aseqdip_loss
 from sgdip_jax.methods.common import build_network, data_consistency, fast_key, network_forward
 from sgdip_jax.methods.sgdip import draw_noise, sgdip_loss
 from sgdip_jax.metrics import center_crop, psnr
@@ -209,6 +210,41 @@ def test_gradient_reaches_z_only_in_sgdip():
             np.testing.assert_allclose(seen[0][0], expected, rtol=1e-6)
 
 
+def test_aseqdip_loss_is_the_autoencoding_objective_and_its_z_gradient_is_z_minus_f_z():
+    """Value: D(A f(z), y) over the measured entries + alpha D'(f(z), z) (NumPy); d/dz: z - f(z)."""
+    op, y, smaps, mask, y_np = random_mri()
+    cfg = ASeqDIPConfig(network=TINY, alpha=0.7)
+    forward, params, net_state, z = sgdip_pieces(op, cfg)
+    loss_fn = aseqdip_loss(forward, cfg)
+    data = {"operator": op, "y": y}
+    value_and_grad = jax.value_and_grad(lambda z: loss_fn(params, net_state, z, jax.random.PRNGKey(0), data)[0])
+    loss, gz = value_and_grad(z)
+    out = np.asarray(forward(params, net_state, z)[0])
+    image = out[0, ..., 0] + 1j * out[0, ..., 1]
+    r = np_fft2c(smaps * image) * mask - y_np
+    measured = np.broadcast_to(mask != 0, r.shape)
+    expected = np.mean(np.concatenate([r[measured].real, r[measured].imag]) ** 2)
+    expected += 0.7 * np.mean((out - np.asarray(z)) ** 2)
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-4)
+    np.testing.assert_allclose(np.asarray(gz), np.asarray(z) - out, rtol=1e-5, atol=1e-6)
+
+
+def test_aseqdip_replaces_z_by_the_network_output_every_z_every_steps():
+    op, y, *_ = random_mri()
+    cfg = ASeqDIPConfig(network=TINY, iterations=6, z_every=3, chunk=1, early_stopping=NO_ES)
+    seen = []
+    run_method(
+        "aseqdip", op, y, cfg, 0, progress=False,
+        callback=lambda info: seen.append((np.asarray(info.state.z)[0], np.asarray(info.state.image))),
+    )  # fmt: skip
+    z0 = seen[0][0]
+    np.testing.assert_array_equal(seen[1][0], z0)
+    np.testing.assert_allclose(seen[2][0], seen[2][1], rtol=1e-5, atol=1e-6)  # z after step 3 = f(z) of step 3
+    assert not np.allclose(seen[2][0], z0)
+    np.testing.assert_array_equal(seen[4][0], seen[2][0])
+    np.testing.assert_allclose(seen[5][0], seen[5][1], rtol=1e-5, atol=1e-6)
+
+
 def test_ref_dip_needs_a_prior_image():
     op, y, *_ = random_mri()
     with pytest.raises(ValueError, match="prior_image"):
@@ -325,7 +361,7 @@ def test_a_new_dip_variant_is_one_loss_and_one_config(small_case):
 
 
 def test_registry():
-    assert set(METHODS) == {"sgdip", "dip", "ref-dip", "zero-filled", "cg-sense", "tv", "l1-wavelet"}
+    assert set(METHODS) == {"sgdip", "dip", "aseqdip", "ref-dip", "zero-filled", "cg-sense", "tv", "l1-wavelet"}
     op, y, *_ = random_mri()
     with pytest.raises(ValueError, match="valid methods.*sgdip"):
         run_method("sgdip2", op, y)

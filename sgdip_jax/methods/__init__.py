@@ -2,7 +2,7 @@
 
 One registry, ``METHODS``: a :class:`Method` record per name (run function, config class, the
 engine task of a DIP method, whether it needs a prior image or takes a noise level). The DIP
-methods (``sgdip``, ``dip``, ``ref-dip``) share :mod:`sgdip_jax.engine` through their
+methods (``sgdip``, ``dip``, ``aseqdip``, ``ref-dip``) share :mod:`sgdip_jax.engine` through their
 :class:`DIPTask`; a new DIP variant is a loss and a config, registered with :func:`register`. The
 classical baselines live in :mod:`.classical`. :func:`run_method` runs a method by name;
 :func:`method_config` builds its config from defaults, a config-file table and options.
@@ -14,6 +14,7 @@ import dataclasses
 import logging
 from collections.abc import Callable
 
+from .aseqdip import ASeqDIPConfig, aseqdip, aseqdip_task
 from .classical import (
     CGSenseConfig,
     L1WaveletConfig,
@@ -68,6 +69,7 @@ def register(method: Method) -> Method:
 for _method in (
     Method("sgdip", sgdip, SGDIPConfig, sgdip_task),
     Method("dip", dip, DIPConfig, dip_task),
+    Method("aseqdip", aseqdip, ASeqDIPConfig, aseqdip_task),
     Method("ref-dip", ref_dip, RefDIPConfig, ref_dip_task, needs_prior=True),
     Method("zero-filled", zero_filled, ZeroFilledConfig),
     Method("cg-sense", cg_sense, CGSenseConfig, takes_sigma=True),
@@ -134,6 +136,7 @@ def run_method(name: str, operator, y, config=None, key=None, **kwargs) -> Resul
 
 __all__ = [
     "METHODS",
+    "ASeqDIPConfig",
     "CGSenseConfig",
     "DIPConfig",
     "DIPTask",
@@ -144,6 +147,8 @@ __all__ = [
     "SGDIPConfig",
     "TVConfig",
     "ZeroFilledConfig",
+    "aseqdip",
+    "aseqdip_task",
     "cg_sense",
     "dip",
     "dip_task",

@@ -27,6 +27,7 @@ objective for an identity-like network), and has its own Adam (``lr_z``, optiona
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -143,33 +144,36 @@ def sgdip_loss(forward, config: SGDIPConfig):
     return loss_fn
 
 
+def image_input(method: str, config, k, op, y, input_shape):
+    """``(z0 (1, h, w, c), in_image_units)`` of a method whose input lives in image space (its
+    regulariser compares ``f(z)`` with ``z``): ``config.z_init`` as :class:`SGDIPConfig` describes it."""
+    shape = (*op.image_shape[:2], n_channels(op))
+    if tuple(input_shape(n_channels(op))) != shape:
+        raise ValueError(
+            f"{method}: the regulariser compares f(z) with z, so the network must keep the image size; "
+            f"{config.network.name!r} expects inputs {input_shape(n_channels(op))}, not {shape}"
+        )
+    z_init = config.z_init
+    if z_init == "auto":
+        z_init = "filled" if hasattr(op, "fill") else "zero_filled"
+    if z_init == "uniform":
+        return jax.random.uniform(k, (1, *shape), jnp.float32), False
+    if z_init == "filled":
+        if not hasattr(op, "fill"):
+            raise ValueError(f"{method}: z_init='filled' needs an inpainting operator, not {type(op).__name__}")
+        return to_channels(op.fill(y), op).astype(jnp.float32)[None], True
+    return to_channels(op.adjoint(y), op).astype(jnp.float32)[None], True
+
+
 def sgdip_task(config: SGDIPConfig = SGDIPConfig()) -> DIPTask:
     """Self-guided DIP as an engine task (:class:`~.common.DIPTask`)."""
     if not isinstance(config, SGDIPConfig):
         raise ValueError(f"config: expected SGDIPConfig, got {type(config).__name__}")
 
-    def make_input(k, op, y, input_shape):
-        shape = (*op.image_shape[:2], n_channels(op))
-        if tuple(input_shape(n_channels(op))) != shape:
-            raise ValueError(
-                f"sgdip: the regulariser compares f(z) with z, so the network must keep the image size; "
-                f"{config.network.name!r} expects inputs {input_shape(n_channels(op))}, not {shape}"
-            )
-        z_init = config.z_init
-        if z_init == "auto":
-            z_init = "filled" if hasattr(op, "fill") else "zero_filled"
-        if z_init == "uniform":
-            return jax.random.uniform(k, (1, *shape), jnp.float32), False
-        if z_init == "filled":
-            if not hasattr(op, "fill"):
-                raise ValueError(f"sgdip: z_init='filled' needs an inpainting operator, not {type(op).__name__}")
-            return to_channels(op.fill(y), op).astype(jnp.float32)[None], True
-        return to_channels(op.adjoint(y), op).astype(jnp.float32)[None], True
-
     return DIPTask(
         "sgdip",
         config,
-        make_input,
+        functools.partial(image_input, "sgdip", config),
         lambda forward: sgdip_loss(forward, config),
         z_optimizer=engine.adam(config.lr_z, config.clip_norm_z),
     )
