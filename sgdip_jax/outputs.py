@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .files import atomic_write, to_jsonable
+from .files import atomic_write, current_umask, to_jsonable
 
 MARKER = ".sgdip-result"
 """File in every committed result directory: what ``force`` may replace."""
@@ -137,8 +137,7 @@ class OutputDir:
 
     def _apply_umask(self) -> None:
         """Give the staged tree the permissions of ordinary new files (temp files start private)."""
-        umask = os.umask(0)
-        os.umask(umask)
+        umask = current_umask()
         for root, _dirs, files in os.walk(self.staging):
             os.chmod(root, 0o777 & ~umask)
             for name in files:
