@@ -1,6 +1,6 @@
-"""The ``sgdip`` command (``reconstruct``, ``demo``, ``info``): it parses options, calls the library
+"""The ``sgdip`` command (``reconstruct``, ``demo``, ``train``, ``info``): it parses options, calls the library
 (:func:`~sgdip_jax.reconstruct.reconstruct_file`, :func:`~sgdip_jax.demo.run_demo`,
-:func:`~sgdip_jax.info.info_lines`) and prints.
+:func:`~sgdip_jax.train.train`, :func:`~sgdip_jax.info.info_lines`) and prints.
 
 Exit status: 0; 2 with one line ``sgdip: error: ...`` for bad input; 1 when a loss stopped being
 finite; 130 after Ctrl-C, which ends a DIP run after its current chunk and saves it (a second one
@@ -36,10 +36,15 @@ class _Parser(argparse.ArgumentParser):
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Appends ``(default: X)`` unless the help text already states its default."""
+    """Appends ``(default: X)`` unless the help text already states its default; keeps the line
+    breaks of descriptions and epilogs (indented lines, the examples, are printed as written)."""
 
     def _get_help_string(self, action):
         return action.help if "default" in (action.help or "") else super()._get_help_string(action)
+
+    def _fill_text(self, text, width, indent):
+        fill = super()._fill_text
+        return "\n".join(line if line.startswith("  ") else fill(line, width, indent) for line in text.splitlines())
 
 
 def _number(cast, low=None, high=None, *, high_open=False, low_open=False, name: str):
@@ -112,6 +117,8 @@ def _reconstruct_parser(sub):
     m("--network", help=f"network of the DIP methods: {', '.join(NETWORKS)} (default: {DIPBaseConfig().network.name})")
     m("--width", type=_count, help="base channel width of the network (default: the network's own)")
     m("--iters", type=_count, help=f"iterations (default: the method's own; {DIPBaseConfig().iterations} for DIP)")
+    m("--weights", metavar="FILE", help="unet-post, modl: trained weights (.npz from 'sgdip train'; default: the "
+      "checkpoint bundled with the package)")  # fmt: skip
     m("--reference", help="ref-dip (required): the network input image (.npy, .npz with x or image, image, DICOM)")
     m("--early-stopping", action="store_true", help="stop DIP methods at the iterate ES-WMV detects and report it")
     m("--set", action="append", default=[], metavar="KEY=VALUE", help="set a field of the method's config, e.g. "
@@ -161,8 +168,39 @@ def _demo_parser(sub):
     _output_options(p, "output directory", "sgdip_demo")
 
 
+def _train_parser(sub):
+    from .methods.supervised import DEFAULT_NETWORKS
+    from .train import TrainConfig
+
+    defaults = TrainConfig()
+    nets = "; ".join(f"{m}: {n.name}, width {n.base}" for m, n in DEFAULT_NETWORKS.items())
+    p = sub.add_parser(
+        "train",
+        help="train a supervised baseline (unet-post, modl) on simulated multi-coil brain data",
+        description="Train unet-post (U-Net on the zero-filled image) or modl (unrolled denoiser + CG data "
+        "consistency) on multi-coil data simulated from the MNI ICBM152 template slices shipped with nilearn "
+        "(random phase, birdcage coils, VDRS masks, noise). --out receives train_config.toml, weights.npz (the "
+        "lowest validation loss), validation.json / .png and the state to resume from: rerun the same command "
+        "after an interruption.",
+        epilog="examples:\n  sgdip train --method modl --out modl_run\n"
+        "  sgdip train --method unet-post --steps 4000 --set batch=8 --out unet_run\n"
+        "  sgdip reconstruct case.npz --method modl --weights modl_run/weights.npz --out recon",
+        formatter_class=_HelpFormatter,
+    )
+    p.set_defaults(func=cmd_train)
+    p.add_argument("--method", default="modl", help="what to train: unet-post or modl")
+    p.add_argument("--network", help=f"the CNN (default: {nets})")
+    p.add_argument("--width", type=_count, help="base channel width of the CNN (default: see --network)")
+    p.add_argument("--steps", type=_count, help=f"training steps (default: {defaults.steps})")
+    p.add_argument("--size", type=_count, help=f"image size of the simulated examples (default: {defaults.size})")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="set a training config field, "
+      "e.g. batch=8, lr=3e-4, model.unrolls=4 (repeatable; default: none)")  # fmt: skip
+    p.add_argument("--config", help="TOML/YAML/JSON file of training config fields (default: none)")
+    _output_options(p, "run directory (default: train_METHOD); an unfinished run of the same config is resumed")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The ``sgdip`` parser with its ``reconstruct``, ``demo`` and ``info`` subcommands."""
+    """The ``sgdip`` parser with its ``reconstruct``, ``demo``, ``train`` and ``info`` subcommands."""
     parser = _Parser(
         prog=PROG,
         description="Training-data-free image reconstruction with (self-guided) deep image priors, in JAX.",
@@ -172,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _reconstruct_parser(sub)
     _demo_parser(sub)
+    _train_parser(sub)
     info = "Print package versions, the JAX devices and the sources of the bundled sample data."
     sub.add_parser("info", help=info, description=info, formatter_class=_HelpFormatter).set_defaults(func=cmd_info)
     return parser
@@ -211,6 +250,7 @@ def cmd_reconstruct(args) -> int:
         width=args.width,
         iterations=args.iters,
         early_stopping=args.early_stopping,
+        weights=args.weights,
         sets=args.set,
     )
     cluster = (args.coordinator, args.num_processes, args.process_id)
@@ -251,6 +291,26 @@ def cmd_demo(args) -> int:
     if not args.full:
         print("This is the CPU-sized demo; on a GPU, sgdip demo --full runs the paper configuration.")
     return interrupt.status if demo.interrupted else 0
+
+
+def cmd_train(args) -> int:
+    """``sgdip train``: see the subcommand's ``--help``."""
+    from .config import load_config
+    from .train import train, train_config
+
+    sets = [f"{name}={getattr(args, name)}" for name in ("steps", "size") if getattr(args, name)]
+    table = load_config(args.config) if args.config else None
+    config = train_config(args.method, table=table, network=args.network, width=args.width, sets=[*sets, *args.set])
+    out = Path(args.out or f"train_{args.method}")
+    with InterruptFlag() as interrupt:
+        weights = train(config, out, progress=not args.quiet, interrupt=interrupt, force=args.force)
+    info = weights.info
+    print(
+        f"{PROG} train: {args.method} weights of step {info['best_step']} (validation PSNR {info['val_psnr']:.2f} dB) "
+        f"in {out / 'weights.npz'}\nuse them: {PROG} reconstruct INPUT --method {args.method} "
+        f"--weights {out / 'weights.npz'}"
+    )
+    return interrupt.status if interrupt.requested else 0
 
 
 def cmd_info(args) -> int:

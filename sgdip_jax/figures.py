@@ -23,7 +23,7 @@ def display_image(x: np.ndarray) -> np.ndarray:
     return np.abs(x) if np.iscomplexobj(x) else x.astype(np.float32)
 
 
-def _png(fig: Figure) -> bytes:
+def png_bytes(fig: Figure) -> bytes:
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=fig.dpi)
@@ -85,7 +85,7 @@ def comparison_figure(
         ax.set_yticks([])
     if title:
         fig.suptitle(title, fontsize=10)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def curves_figure(
@@ -130,4 +130,4 @@ def curves_figure(
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    return _png(fig)
+    return png_bytes(fig)

@@ -82,17 +82,21 @@ def _outcome(problem, config, result, zero_filled, interrupted) -> Outcome:
 def reconstruct_problem(problem, method, config, seed=0, *, prior_image=None, progress=True, interrupt=None) -> Outcome:
     """Run ``method`` on one problem and evaluate it. DIP methods poll ``interrupt.requested``
     after every chunk and stop early when it is set."""
+    from .checkpoints import load_weights
     from .methods import get_method, run_method
 
     zero_filled = _zero_filled(problem)
     _warn_unmeasurable(problem)
+    spec = get_method(method)
     kwargs: dict[str, Any] = {"progress": progress}
     if problem.target is not None:
         kwargs["target"] = jnp.asarray(problem.target)
     if prior_image is not None:
         kwargs["prior_image"] = prior_image
-    if get_method(method).takes_sigma:
+    if spec.takes_sigma:
         kwargs["sigma"] = problem.sigma
+    if spec.needs_weights:
+        kwargs["weights"] = load_weights(config.weights, method)
     if interrupt is not None:
         kwargs["callback"] = lambda info: interrupt.requested
     result = run_method(method, problem.operator, jnp.asarray(problem.y), config, seed, **kwargs)

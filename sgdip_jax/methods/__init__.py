@@ -4,7 +4,8 @@ One registry, ``METHODS``: a :class:`Method` record per name (run function, conf
 engine task of a DIP method, whether it needs a prior image or takes a noise level). The DIP
 methods (``sgdip``, ``dip``, ``aseqdip``, ``ref-dip``) share :mod:`sgdip_jax.engine` through their
 :class:`DIPTask`; a new DIP variant is a loss and a config, registered with :func:`register`. The
-classical baselines live in :mod:`.classical`. :func:`run_method` runs a method by name;
+classical baselines live in :mod:`.classical`, the supervised ones (``unet-post``, ``modl``, which
+need trained weights) in :mod:`.supervised`. :func:`run_method` runs a method by name;
 :func:`method_config` builds its config from defaults, a config-file table and options.
 """
 
@@ -30,6 +31,7 @@ from .dip import DIPConfig, dip, dip_task
 from .ref_dip import RefDIPConfig, ref_dip, ref_dip_task
 from .result import Result
 from .sgdip import SGDIPConfig, sgdip, sgdip_task
+from .supervised import SupervisedConfig, modl, unet_post
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +47,7 @@ class Method:
     task: Callable | None = None
     needs_prior: bool = False
     takes_sigma: bool = False
+    needs_weights: bool = False
 
     @property
     def is_dip(self) -> bool:
@@ -75,6 +78,8 @@ for _method in (
     Method("cg-sense", cg_sense, CGSenseConfig, takes_sigma=True),
     Method("tv", tv, TVConfig, takes_sigma=True),
     Method("l1-wavelet", l1_wavelet, L1WaveletConfig, takes_sigma=True),
+    Method("unet-post", unet_post, SupervisedConfig, needs_weights=True),
+    Method("modl", modl, SupervisedConfig, needs_weights=True),
 ):
     register(_method)
 
@@ -86,11 +91,14 @@ def get_method(name: str) -> Method:
     return METHODS[name]
 
 
-def method_config(name: str, *, table=None, network=None, width=None, iterations=None, early_stopping=False, sets=()):
+def method_config(
+    name: str, *, table=None, network=None, width=None, iterations=None, early_stopping=False, weights=None, sets=()
+):
     """The frozen config of method ``name`` (:func:`sgdip_jax.config.layered`): its defaults, then
     ``table`` (a config-file table), then the shortcuts (``network`` name, its ``width``,
-    ``iterations``, ``early_stopping`` on), then ``sets`` (``"KEY=VALUE"`` strings). A shortcut that
-    does not apply to the method (e.g. ``network`` for CG-SENSE) is logged and ignored."""
+    ``iterations``, ``early_stopping`` on, the ``weights`` file of a trained model), then ``sets``
+    (``"KEY=VALUE"`` strings). A shortcut that does not apply to the method (e.g. ``network`` for
+    CG-SENSE) is logged and ignored."""
     from ..config import layered
     from ..networks import NETWORKS
 
@@ -105,6 +113,7 @@ def method_config(name: str, *, table=None, network=None, width=None, iterations
             "early_stopping",
             {"early_stopping.enabled": True, "early_stopping.stop": True},
         ),
+        "weights": (weights, "weights", {"weights": weights}),
     }
     updates = {}
     for shortcut, (value, field, changes) in shortcuts.items():
@@ -145,6 +154,7 @@ __all__ = [
     "RefDIPConfig",
     "Result",
     "SGDIPConfig",
+    "SupervisedConfig",
     "TVConfig",
     "ZeroFilledConfig",
     "aseqdip",
@@ -155,6 +165,7 @@ __all__ = [
     "get_method",
     "l1_wavelet",
     "method_config",
+    "modl",
     "ref_dip",
     "ref_dip_task",
     "register",
@@ -162,5 +173,6 @@ __all__ = [
     "sgdip",
     "sgdip_task",
     "tv",
+    "unet_post",
     "zero_filled",
 ]
