@@ -361,7 +361,18 @@ def test_a_new_dip_variant_is_one_loss_and_one_config(small_case):
 
 
 def test_registry():
-    assert set(METHODS) == {"sgdip", "dip", "aseqdip", "ref-dip", "zero-filled", "cg-sense", "tv", "l1-wavelet", "unet-post", "modl"}
+    assert set(METHODS) == {
+        "sgdip",
+        "dip",
+        "aseqdip",
+        "ref-dip",
+        "zero-filled",
+        "cg-sense",
+        "tv",
+        "l1-wavelet",
+        "unet-post",
+        "modl",
+    }
     op, y, *_ = random_mri()
     with pytest.raises(ValueError, match="valid methods.*sgdip"):
         run_method("sgdip2", op, y)
