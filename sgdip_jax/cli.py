@@ -170,7 +170,7 @@ def _demo_parser(sub):
 
 def _train_parser(sub):
     from .methods.supervised import DEFAULT_NETWORKS
-    from .train import TrainConfig
+    from .train import DEFAULT_STEPS, TrainConfig
 
     defaults = TrainConfig()
     nets = "; ".join(f"{m}: {n.name}, width {n.base}" for m, n in DEFAULT_NETWORKS.items())
@@ -191,7 +191,8 @@ def _train_parser(sub):
     p.add_argument("--method", default="modl", help="what to train: unet-post or modl")
     p.add_argument("--network", help=f"the CNN (default: {nets})")
     p.add_argument("--width", type=_count, help="base channel width of the CNN (default: see --network)")
-    p.add_argument("--steps", type=_count, help=f"training steps (default: {defaults.steps})")
+    steps = ", ".join(f"{m} {n}" for m, n in DEFAULT_STEPS.items())
+    p.add_argument("--steps", type=_count, help=f"training steps (default: {steps})")
     p.add_argument("--size", type=_count, help=f"image size of the simulated examples (default: {defaults.size})")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="set a training config field, "
       "e.g. batch=8, lr=3e-4, model.unrolls=4 (repeatable; default: none)")  # fmt: skip

@@ -50,7 +50,7 @@ class TrainConfig:
     accelerations: tuple[float, ...] = (4.0, 6.0, 8.0)
     masks_per_acceleration: int = 16
     snr_db: tuple[float, float] = (20.0, 40.0)
-    steps: int = 400
+    steps: int = 200
     batch: int = 4
     lr: float = 1e-3
     val_every: int = 100
@@ -68,7 +68,7 @@ class TrainConfig:
             raise ValueError(f"accelerations must be numbers >= 1, got {self.accelerations}")
 
 
-DEFAULT_STEPS = {"unet-post": 2000, "modl": 400}  # each about 10-25 minutes at 128 px on 2 CPU cores
+DEFAULT_STEPS = {"unet-post": 2000, "modl": 200}  # training times at 128 px: benchmarks/RESULTS.md
 
 
 def train_config(method: str = "modl", *, table=None, network=None, width=None, sets=()) -> TrainConfig:

@@ -23,6 +23,8 @@ pydicom-data or matplotlib. Coils, phase, undersampling and noise are simulated,
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -125,8 +127,29 @@ def sample_mri(
     if mask_type not in masks.MASK_TYPES:
         raise ValueError(f"sample_mri: unknown mask_type {mask_type!r}; expected one of {sorted(masks.MASK_TYPES)}")
     shape = _size2(size)
+    case, noise = simulate_case(
+        mri_magnitude(name, shape), coils, acceleration, snr_db, seed, center_fraction, mask_type
+    )
+    file_name, description = MRI_SAMPLES[name]
+    meta = {
+        "source": "simulated from a real magnitude image",
+        "source_file": file_name,
+        "source_description": description,
+        "name": name,
+        **case.meta,
+    }
+    case = dataclasses.replace(case, meta=meta)
+    return (case, np.asarray(noise)) if return_noise else case
+
+
+def simulate_case(magnitude, coils=8, acceleration=4.0, snr_db=30.0, seed=0, center_fraction=None, mask_type="vdrs"):
+    """``(case, noise)``: the multi-coil simulation of :func:`sample_mri` from any real ``magnitude``
+    image ``(H, W)`` (keys and mask from ``seed`` as there)."""
+    if mask_type not in masks.MASK_TYPES:
+        raise ValueError(f"simulate_case: unknown mask_type {mask_type!r}; expected one of {sorted(masks.MASK_TYPES)}")
+    magnitude = jnp.asarray(magnitude, jnp.float32)
+    shape = magnitude.shape
     center_fraction = 0.32 / acceleration if center_fraction is None else center_fraction
-    magnitude = mri_magnitude(name, shape)
     phase_key, noise_key = jax.random.split(jax.random.PRNGKey(seed))
     x = (magnitude * jnp.exp(1j * smooth_phase(shape, phase_key))).astype(jnp.complex64)
     smaps = birdcage_maps(coils, shape)
@@ -134,12 +157,7 @@ def sample_mri(
         shape, acceleration=acceleration, center_fraction=center_fraction, seed=seed
     )
     y, noise, sigma = simulate_measurements(x, smaps, mask, snr_db, noise_key)
-    file_name, description = MRI_SAMPLES[name]
     meta = {
-        "source": "simulated from a real magnitude image",
-        "source_file": file_name,
-        "source_description": description,
-        "name": name,
         "size": list(shape),
         "coils": int(coils),
         "coil_maps": "birdcage",
@@ -153,7 +171,7 @@ def sample_mri(
         "seed": int(seed),
     }
     case = Case(y=np.asarray(y), smaps=smaps, mask=mask, x=np.asarray(x), sigma=float(sigma), meta=meta)
-    return (case, np.asarray(noise)) if return_noise else case
+    return case, np.asarray(noise)
 
 
 def sample_image(name: str = "astronaut", size=None) -> np.ndarray:

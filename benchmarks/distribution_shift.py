@@ -1,0 +1,94 @@
+"""Supervised baselines in and out of their training distribution.
+
+``unet-post`` and ``modl`` are trained on MNI template brain slices (``sgdip train``; the bundled
+checkpoints by default). They are tested on
+
+* **in distribution**: held-out template slices (the ``test`` split of :mod:`sgdip_jax.data.brain`,
+  the middle slice of the test slab of each orientation), 4x / 8x VDRS, 30 / 20 dB;
+* **out of distribution**: the shoulder and the sagittal head (:func:`sample_mri`), the same
+  conditions;
+* **untrained conditions**: 12x VDRS at 30 dB and 4x at 10 dB (training: 4-8x, 20-40 dB), on a
+  held-out brain slice and on the shoulder.
+
+All cases: 8 birdcage coils, 128 px, seed 0 (mask seed 0; the training masks use seeds from 1000).
+Rows: zero-filled, TV with ``lam="auto"`` (GCV, no reference), ``unet-post``, ``modl``; PSNR / SSIM
+by :func:`sgdip_jax.metrics.evaluate`. The DIP methods take minutes per case and are not rerun here:
+their numbers on the same shoulder and head cases are the 128 px table of ``benchmarks/RESULTS.md``.
+
+    python benchmarks/distribution_shift.py --out results/distribution_shift.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import jax.numpy as jnp
+import numpy as np
+
+from sgdip_jax.checkpoints import load_weights
+from sgdip_jax.data.brain import brain_slices
+from sgdip_jax.data.samples import sample_mri, simulate_case
+from sgdip_jax.methods import run_method
+from sgdip_jax.metrics import evaluate
+
+CONDITIONS = [(4, 30), (4, 20), (8, 30), (8, 20)]
+UNTRAINED = [(12, 30), (4, 10)]
+
+
+def brain_test_images(size):
+    """``{"brain-axial-<slice>": magnitude, ...}``: the middle test slice of each orientation."""
+    images = {}
+    for orientation in ("axial", "coronal", "sagittal"):
+        slices, where = brain_slices("test", size, orientations=(orientation,))
+        mid = len(slices) // 2
+        images[f"brain-{orientation}-{where[mid]['slice']}"] = slices[mid]
+    return images
+
+
+def cases(size):
+    """``[(group, name, acceleration, snr_db, case), ...]``."""
+    brains = brain_test_images(size)
+    out = []
+    for acc, snr in CONDITIONS:
+        out += [("in distribution", n, acc, snr, simulate_case(m, 8, acc, snr, 0)[0]) for n, m in brains.items()]
+    for acc, snr in CONDITIONS:
+        out += [("out of distribution", n, acc, snr, sample_mri(n, size, 8, acc, snr, 0)) for n in ("shoulder", "head")]
+    first_brain = next(iter(brains.items()))
+    for acc, snr in UNTRAINED:
+        out.append(("untrained condition", first_brain[0], acc, snr, simulate_case(first_brain[1], 8, acc, snr, 0)[0]))
+        out.append(("untrained condition", "shoulder", acc, snr, sample_mri("shoulder", size, 8, acc, snr, 0)))
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--unet-post", default="bundled", help="weights of unet-post (default: bundled)")
+    parser.add_argument("--modl", default="bundled", help="weights of modl (default: bundled)")
+    parser.add_argument("--out", default="distribution_shift.json")
+    args = parser.parse_args(argv)
+    weights = {m: load_weights(getattr(args, m.replace("-", "_")), m) for m in ("unet-post", "modl")}
+    methods = ("zero-filled", "tv", "unet-post", "modl")
+    rows = []
+    print("| group | case | accel | SNR dB | " + " | ".join(methods) + " |")
+    print("|---" * (4 + len(methods)) + "|")
+    for group, name, acc, snr, case in cases(args.size):
+        op, y = case.operator(), jnp.asarray(case.y)
+        row = {"group": group, "case": name, "acceleration": acc, "snr_db": snr, "metrics": {}, "seconds": {}}
+        for method in methods:
+            start = time.perf_counter()
+            extra = {"weights": weights[method]} if method in weights else {}
+            result = run_method(method, op, y, progress=False, **extra)
+            row["seconds"][method] = time.perf_counter() - start
+            row["metrics"][method] = evaluate(np.abs(result.image), np.abs(case.x))
+        rows.append(row)
+        cells = " | ".join(f"{row['metrics'][m]['psnr']:.2f} / {row['metrics'][m]['ssim']:.3f}" for m in methods)
+        print(f"| {group} | {name} | {acc}x | {snr} | {cells} |", flush=True)
+        with open(args.out, "w") as f:
+            json.dump({"weights": {m: w.source for m, w in weights.items()}, "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
