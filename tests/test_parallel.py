@@ -184,9 +184,9 @@ def test_two_processes_with_jax_distributed_equal_single_process(volume, single_
 
 
 def test_a_killed_peer_ends_process_0_in_bounded_time_and_the_rerun_resumes(volume, single_process, tmp_path):
-    """Process 1 is killed (SIGKILL) once it has saved its first slice: process 0 finishes its own
-    slices, exits 1 within --peer-timeout (10 s) plus polling, naming process 1, and writes no volume.
-    Rerunning both processes computes only the missing slice and gives the single-process volume."""
+    """Process 1 is killed (SIGKILL) once it has saved its first slice: process 0 exits 1 within
+    --peer-timeout (10 s) plus polling, naming process 1, whether or not its own slices are done, and
+    writes no volume. Rerunning both processes computes only the missing slices and writes all four."""
     out = tmp_path / "k"
     procs = _start_processes(volume, out, _free_port(), 1, "--peer-timeout", "10", "--set", "iterations=200")
     first = tmp_path / "k.partial" / "slice_0002.bin"
@@ -197,16 +197,15 @@ def test_a_killed_peer_ends_process_0_in_bounded_time_and_the_rerun_resumes(volu
     procs[1].send_signal(signal.SIGKILL)
     killed = time.monotonic()
     err = _finish(procs)[0]
-    # process 0 computes up to its two slices, then waits at most the timeout and a few polls
     assert procs[0].returncode == 1, err[-4000:]
     assert "process 1 stopped responding" in err and "rerun the same command" in err
     assert time.monotonic() - killed < 120
     assert not out.exists()
-    assert sorted(p.name for p in (tmp_path / "k.partial").glob("slice_*")) == [
-        "slice_0000.bin",
-        "slice_0001.bin",
-        "slice_0002.bin",
-    ]
+    kept = sorted(p.name for p in (tmp_path / "k.partial").glob("slice_*"))
+    # process 1 owns slices 2 and 3 and was killed after its first; process 0 owns 0 and 1 and may
+    # have been stopped before finishing them
+    assert "slice_0002.bin" in kept and "slice_0003.bin" not in kept
+    own = sum(name in kept for name in ("slice_0000.bin", "slice_0001.bin"))
 
     procs = _start_processes(
         volume, out, _free_port(), 1, "--peer-timeout", "10", "--set", "iterations=200", quiet=False
@@ -214,7 +213,8 @@ def test_a_killed_peer_ends_process_0_in_bounded_time_and_the_rerun_resumes(volu
     errs = _finish(procs)
     for p, e in zip(procs, errs):
         assert p.returncode == 0, e[-4000:]
-    assert "resuming: 1 of 2 slices already done" in errs[1] and "resuming: 2 of 2" in errs[0]
+    assert "resuming: 1 of 2 slices already done" in errs[1]
+    assert (f"resuming: {own} of 2 slices already done" in errs[0]) == (own > 0)
     images, slices = _read(out)
     assert slices == [0, 1, 2, 3] and np.isfinite(images).all()
     assert not (tmp_path / "k.partial").exists()

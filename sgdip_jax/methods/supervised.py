@@ -19,6 +19,7 @@ caller's job (:func:`sgdip_jax.checkpoints.load_weights`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 
 import jax
@@ -179,6 +180,12 @@ def model_forward(model: ModelConfig):
     return forward
 
 
+@functools.lru_cache(maxsize=8)
+def _compiled_forward(model: ModelConfig):
+    """The jitted :func:`model_forward` of ``model``, kept so that slices after the first reuse it."""
+    return jax.jit(model_forward(model))
+
+
 def _check_mri(operator, method):
     from ..operators import MultiCoilMRI
 
@@ -201,7 +208,7 @@ def run_supervised(method, operator, y, config, key=None, *, weights=None, targe
     check_weights(weights, method)
     start = time.perf_counter()
     y = check_measurements(operator, y)
-    image = jax.jit(model_forward(weights.model))(weights.params, operator, y)
+    image = _compiled_forward(weights.model)(weights.params, operator, y)
     image = np.asarray(jax.device_get(image))
     history = {}
     target = check_image(operator, target, "target")
