@@ -12,11 +12,13 @@ checkpoints by default). They are tested on
 
 All cases: 8 birdcage coils, 128 px, seed 0 (mask seed 0; the training masks use seeds from 1000).
 Columns (``--methods``): zero-filled, TV with ``lam="auto"`` (GCV, no reference; about a minute per
-case on 2 CPU cores), ``unet-post``, ``modl``; PSNR / SSIM
-by :func:`sgdip_jax.metrics.evaluate`. The DIP methods take minutes per case and are not rerun here:
-their numbers on the same shoulder and head cases are the 128 px table of ``benchmarks/RESULTS.md``.
+case on 2 CPU cores), ``unet-post``, ``modl``, or any other method (``dip``, ``sgdip``); PSNR / SSIM
+by :func:`sgdip_jax.metrics.evaluate`. The DIP methods take minutes per case: the default run leaves
+them out (on the shoulder and head cases the 128 px table of ``benchmarks/RESULTS.md`` has them),
+and ``--cases`` picks the cases to run them on.
 
     python benchmarks/distribution_shift.py --out results/distribution_shift.json
+    python benchmarks/distribution_shift.py --methods dip sgdip --cases brain-axial-111-4x30 --out dip.json
 """
 
 from __future__ import annotations
@@ -68,7 +70,10 @@ def main(argv=None):
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--unet-post", default="bundled", help="weights of unet-post (default: bundled)")
     parser.add_argument("--modl", default="bundled", help="weights of modl (default: bundled)")
-    parser.add_argument("--methods", nargs="+", default=["zero-filled", "tv", "unet-post", "modl"])
+    parser.add_argument("--methods", nargs="+", default=["zero-filled", "tv", "unet-post", "modl"],
+                        help="any methods of sgdip_jax.methods, run with their defaults (dip and sgdip: minutes per case)")
+    parser.add_argument("--cases", nargs="+", metavar="CASE", help="only these cases, named NAME-ACCxSNR as in "
+                        "the table (e.g. brain-axial-111-4x30 shoulder-8x20); default: all")
     parser.add_argument("--out", default="distribution_shift.json")
     args = parser.parse_args(argv)
     methods = args.methods
@@ -77,6 +82,8 @@ def main(argv=None):
     print("| group | case | accel | SNR dB | " + " | ".join(methods) + " |")
     print("|---" * (4 + len(methods)) + "|")
     for group, name, acc, snr, case in cases(args.size):
+        if args.cases and f"{name}-{acc}x{snr}" not in args.cases:
+            continue
         op, y = case.operator(), jnp.asarray(case.y)
         row = {"group": group, "case": name, "acceleration": acc, "snr_db": snr, "metrics": {}, "seconds": {}}
         for method in methods:

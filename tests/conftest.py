@@ -1,18 +1,45 @@
-"""Helpers shared by the command-line tests: a crash after the first batch of slices, and a real
-``sgdip`` process that receives a signal while it computes."""
+"""One JAX compilation cache for the run, and helpers shared by the command-line tests: a crash
+after the first batch of slices, and a real ``sgdip`` process that receives a signal while it
+computes."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
+import jax
 import pytest
 
 from sgdip_jax import reconstruct
 
 ENDLESS_DIP = ["--method", "dip", "--iters", "1000000", "--network", "unet1", "--width", "4", "--set", "chunk=10"]
 """Options of a tiny DIP run that lasts until it is signalled."""
+
+
+def pytest_configure(config):
+    """A persistent JAX compilation cache in a temporary folder for the whole run, so that tests
+    building the same program (same network, shapes and options) compile it once: set in this
+    process's JAX config and in the environment, which the xdist workers and the tests' subprocesses
+    inherit (JAX reads it when imported). A ``JAX_COMPILATION_CACHE_DIR`` set by the user is kept."""
+    if "JAX_COMPILATION_CACHE_DIR" in os.environ:
+        return
+    config.jax_cache = tempfile.mkdtemp(prefix="sgdip-tests-jax-cache-")
+    settings = {
+        "jax_compilation_cache_dir": config.jax_cache,
+        "jax_persistent_cache_min_compile_time_secs": 0.0,
+        "jax_persistent_cache_min_entry_size_bytes": 0,
+    }
+    for name, value in settings.items():
+        jax.config.update(name, value)
+        os.environ[name.upper()] = str(value)
+
+
+def pytest_unconfigure(config):
+    if getattr(config, "jax_cache", None):
+        shutil.rmtree(config.jax_cache, ignore_errors=True)
 
 
 @pytest.fixture
