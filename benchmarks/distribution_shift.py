@@ -13,7 +13,8 @@ checkpoints by default). They are tested on
 All cases: 8 birdcage coils, 128 px, seed 0 (mask seed 0; the training masks use seeds from 1000).
 Columns (``--methods``): zero-filled, TV with ``lam="auto"`` (GCV, no reference; about a minute per
 case on 2 CPU cores), ``unet-post``, ``modl``, or any other method (``dip``, ``sgdip``); PSNR / SSIM
-by :func:`sgdip_jax.metrics.evaluate`. The DIP methods take minutes per case: the default run leaves
+by :func:`sgdip_jax.metrics.evaluate`. DIP methods run their defaults on the depth-4 U-Net of width
+16 (the demo's network), with seed 0. They take minutes per case: the default run leaves
 them out (on the shoulder and head cases the 128 px table of ``benchmarks/RESULTS.md`` has them),
 and ``--cases`` picks the cases to run them on.
 
@@ -33,10 +34,11 @@ import numpy as np
 from sgdip_jax.checkpoints import load_weights
 from sgdip_jax.data.brain import brain_slices
 from sgdip_jax.data.samples import sample_mri, simulate_case
-from sgdip_jax.methods import run_method
+from sgdip_jax.methods import METHODS, run_method
 from sgdip_jax.metrics import evaluate
 
 CONDITIONS = [(4, 30), (4, 20), (8, 30), (8, 20)]
+DIP_NETWORK = {"name": "unet4", "base": 16}  # the demo's and the 128 px table's network
 UNTRAINED = [(12, 30), (4, 10)]
 
 
@@ -70,10 +72,19 @@ def main(argv=None):
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--unet-post", default="bundled", help="weights of unet-post (default: bundled)")
     parser.add_argument("--modl", default="bundled", help="weights of modl (default: bundled)")
-    parser.add_argument("--methods", nargs="+", default=["zero-filled", "tv", "unet-post", "modl"],
-                        help="any methods of sgdip_jax.methods, run with their defaults (dip and sgdip: minutes per case)")
-    parser.add_argument("--cases", nargs="+", metavar="CASE", help="only these cases, named NAME-ACCxSNR as in "
-                        "the table (e.g. brain-axial-111-4x30 shoulder-8x20); default: all")
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=["zero-filled", "tv", "unet-post", "modl"],
+        help="methods of sgdip_jax.methods, with their defaults (dip, sgdip: minutes per case)",
+    )
+    parser.add_argument(
+        "--cases",
+        nargs="+",
+        metavar="CASE",
+        help="only these cases, named NAME-ACCxSNR as in "
+        "the table (e.g. brain-axial-111-4x30 shoulder-8x20); default: all",
+    )
     parser.add_argument("--out", default="distribution_shift.json")
     args = parser.parse_args(argv)
     methods = args.methods
@@ -89,7 +100,8 @@ def main(argv=None):
         for method in methods:
             start = time.perf_counter()
             extra = {"weights": weights[method]} if method in weights else {}
-            result = run_method(method, op, y, progress=False, **extra)
+            config = {"network": DIP_NETWORK} if METHODS[method].is_dip else None
+            result = run_method(method, op, y, config, 0, progress=False, **extra)
             row["seconds"][method] = time.perf_counter() - start
             row["metrics"][method] = evaluate(np.abs(result.image), np.abs(case.x))
         rows.append(row)
