@@ -188,7 +188,7 @@ def test_a_killed_peer_ends_process_0_in_bounded_time_and_the_rerun_resumes(volu
     --peer-timeout (10 s) plus polling, naming process 1, whether or not its own slices are done, and
     writes no volume. Rerunning both processes computes only the missing slices and writes all four."""
     out = tmp_path / "k"
-    procs = _start_processes(volume, out, _free_port(), 1, "--peer-timeout", "10", "--set", "iterations=200")
+    procs = _start_processes(volume, out, _free_port(), 1, "--peer-timeout", "10", "--set", "iterations=50")
     first = tmp_path / "k.partial" / "slice_0002.bin"
     deadline = time.monotonic() + 300
     while not first.exists() and procs[1].poll() is None and time.monotonic() < deadline:
@@ -208,7 +208,7 @@ def test_a_killed_peer_ends_process_0_in_bounded_time_and_the_rerun_resumes(volu
     own = sum(name in kept for name in ("slice_0000.bin", "slice_0001.bin"))
 
     procs = _start_processes(
-        volume, out, _free_port(), 1, "--peer-timeout", "10", "--set", "iterations=200", quiet=False
+        volume, out, _free_port(), 1, "--peer-timeout", "10", "--set", "iterations=50", quiet=False
     )
     errs = _finish(procs)
     for p, e in zip(procs, errs):
