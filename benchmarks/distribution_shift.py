@@ -76,6 +76,8 @@ def main(argv=None):
         "--methods",
         nargs="+",
         default=["zero-filled", "tv", "unet-post", "modl"],
+        choices=[name for name, method in METHODS.items() if not method.needs_prior],  # no prior image here
+        metavar="METHOD",
         help="methods of sgdip_jax.methods, with their defaults (dip, sgdip: minutes per case)",
     )
     parser.add_argument(
@@ -89,12 +91,17 @@ def main(argv=None):
     args = parser.parse_args(argv)
     methods = args.methods
     weights = {m: load_weights(getattr(args, m.replace("-", "_")), m) for m in ("unet-post", "modl") if m in methods}
+    todo = cases(args.size)
+    if args.cases:
+        names = [f"{name}-{acc}x{snr}" for _, name, acc, snr, _ in todo]
+        unknown = sorted(set(args.cases) - set(names))
+        if unknown:
+            parser.error(f"--cases: no case {', '.join(unknown)}; the cases are {', '.join(names)}")
+        todo = [c for c, n in zip(todo, names) if n in args.cases]
     rows = []
     print("| group | case | accel | SNR dB | " + " | ".join(methods) + " |")
     print("|---" * (4 + len(methods)) + "|")
-    for group, name, acc, snr, case in cases(args.size):
-        if args.cases and f"{name}-{acc}x{snr}" not in args.cases:
-            continue
+    for group, name, acc, snr, case in todo:
         op, y = case.operator(), jnp.asarray(case.y)
         row = {"group": group, "case": name, "acceleration": acc, "snr_db": snr, "metrics": {}, "seconds": {}}
         for method in methods:

@@ -22,15 +22,15 @@ SWEEP = ROOT / "benchmarks" / "sweep.py"
 TIME_BOUND = 300  # seconds per script run: a hang guard, far above a quick run
 
 
-def load_quality():
-    spec = importlib.util.spec_from_file_location("benchmark_quality", QUALITY)
+def load_script(path, name):
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while the script executes
     spec.loader.exec_module(module)
     return module
 
 
-q = load_quality()
+q = load_script(QUALITY, "benchmark_quality")
 
 
 def run_script(script, *args):
@@ -299,3 +299,27 @@ def test_gpu_suite_stops_a_part_at_its_cap_and_keeps_going(tmp_path):
     assert list(parts) == ["quality", "throughput"]
     assert all(p["stopped_at_cap"] and p["returncode"] != 0 and p["wall_s"] < 10 for p in parts.values())
     assert "stopped at its cap" in proc.stdout
+
+
+def test_distribution_shift_runs_the_chosen_cases_and_refuses_unknown_ones(tmp_path, capsys):
+    """``--cases`` picks cases of any group by their table name; an unknown case or method stops
+    the script with a message naming it (argparse's exit status 2) before any reconstruction."""
+    ds = load_script(ROOT / "benchmarks" / "distribution_shift.py", "benchmark_distribution_shift")
+    out = tmp_path / "ds.json"
+    ds.main(
+        ["--size", "32", "--methods", "zero-filled", "--cases", "shoulder-4x30", "shoulder-12x30", "--out", str(out)]
+    )
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["group"], r["case"], r["acceleration"], r["snr_db"]) for r in rows] == [
+        ("out of distribution", "shoulder", 4, 30),
+        ("untrained condition", "shoulder", 12, 30),
+    ]
+    assert all(math.isfinite(r["metrics"]["zero-filled"]["psnr"]) for r in rows)
+    for argv, message in (
+        (["--cases", "shoulder-5x30"], "no case shoulder-5x30; the cases are brain-axial-"),
+        (["--methods", "zero-filed"], "invalid choice: 'zero-filed'"),
+    ):
+        with pytest.raises(SystemExit) as exit_:
+            ds.main(["--size", "32", *argv, "--out", str(tmp_path / "bad.json")])
+        assert exit_.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "bad.json").exists()
