@@ -39,8 +39,8 @@ from sgdip_jax.networks import (  # noqa: E402
 from sgdip_jax.ntk import ntk_matrix, operator_map  # noqa: E402
 from sgdip_jax.operators import MultiCoilMRI, fft2c, measured_entries  # noqa: E402
 
-# Networks analysed: label -> (registry name, overrides, input channels). Small widths so that the
-# full kernel of a 32 x 32 output fits a laptop; "unet2-wide" is the wide variant.
+# Small networks for the dense-kernel checks: label -> (registry name, overrides, input channels).
+# Small widths so that the full kernel of a 32 x 32 output fits a laptop; "unet2-wide" is the wide variant.
 ZOO = {
     "unet1": ("unet1", {"base": 8}, 2),
     "unet2": ("unet2", {"base": 8}, 2),
@@ -50,6 +50,30 @@ ZOO = {
     "deep_decoder": ("deep_decoder", {"num_layers": 4, "features": 32, "need_sigmoid": False}, 32),
     "conv_decoder": ("conv_decoder", {"num_layers": 4, "features": 32, "in_size": (4, 4)}, 32),
 }
+
+# The product's networks at their CPU widths (U-Nets of depth 2-4 at the demo's width 16, the DIP skip
+# network, Deep Decoder and ConvDecoder), used by the frequency-recovery and error-subspace studies:
+# label -> (registry name, overrides, input channels). Built with the product's weight init
+# (:data:`PRODUCT_INIT`).
+_SKIP_WIDTH = (32, 32, 32, 32)
+ARCHITECTURES = {
+    "unet2": ("unet2", {"base": 16}, 2),
+    "unet3": ("unet3", {"base": 16}, 2),
+    "unet4": ("unet4", {"base": 16}, 2),
+    "skip": (
+        "skip",
+        {
+            "num_channels_down": _SKIP_WIDTH,
+            "num_channels_up": _SKIP_WIDTH,
+            "num_channels_skip": (4,) * 4,
+            "need_sigmoid": False,
+        },
+        2,
+    ),
+    "deep_decoder": ("deep_decoder", {"num_layers": 4, "features": 64, "need_sigmoid": False}, 64),
+    "conv_decoder": ("conv_decoder", {"num_layers": 4, "features": 64, "in_size": (8, 8)}, 64),
+}
+PRODUCT_INIT = {"weight_init": "normal002"}
 
 
 @dataclasses.dataclass

@@ -7,7 +7,7 @@
 # k-space: a Deep Decoder (1x1 convolutions and fixed upsampling) couples frequencies less than a
 # U-Net and recovers missing frequencies worse.
 #
-# Experiment, two parts, same networks (`ARCHITECTURES`: U-Nets of depth 2-4 at the product's width
+# Experiment, two parts, same networks (`common.ARCHITECTURES`: U-Nets of depth 2-4 at the product's width
 # 16, the DIP skip network, Deep Decoder and ConvDecoder; GroupNorm so that each is a per-sample
 # function; the product's N(0, 0.02^2) weight init):
 #
@@ -46,41 +46,27 @@ from sgdip_jax.methods import DIPConfig, SGDIPConfig  # noqa: E402
 from sgdip_jax.metrics import missing_kspace_recovered, psnr  # noqa: E402
 from sgdip_jax.ntk import coupling_vp, ntk_vp_fn  # noqa: E402
 
-WIDE = (32, 32, 32, 32)
-# label -> (registry name, overrides, input channels)
-ARCHITECTURES = {
-    "unet2": ("unet2", {"base": 16}, 2),
-    "unet3": ("unet3", {"base": 16}, 2),
-    "unet4": ("unet4", {"base": 16}, 2),
-    "skip": (
-        "skip",
-        {"num_channels_down": WIDE, "num_channels_up": WIDE, "num_channels_skip": (4,) * 4, "need_sigmoid": False},
-        2,
-    ),
-    "deep_decoder": ("deep_decoder", {"num_layers": 4, "features": 64, "need_sigmoid": False}, 64),
-    "conv_decoder": ("conv_decoder", {"num_layers": 4, "features": 64, "in_size": (8, 8)}, 64),
-}
 BAND_EDGES = (0.0, 0.125, 0.25, 0.5, 1.0)
 
 
 # %%
 def network_config(label: str) -> NetworkConfig:
     """The trained network ``label`` (GroupNorm, as for the kernel)."""
-    name, overrides, _ = ARCHITECTURES[label]
+    name, overrides, _ = common.ARCHITECTURES[label]
     return NetworkConfig(name=name, norm="group", options=tuple(overrides.items()))
 
 
 def kernel_coupling(label: str, size: int, probes: int, key) -> tuple[float, int]:
     """``(coupling, parameter count)`` of network ``label`` at initialisation, ``size`` px, VDRS 4x."""
     mask = common.make_problem("coupling", size, 1).mask
-    net = common.make_network(label, (size, size), key, {"weight_init": "normal002"}, zoo=ARCHITECTURES)
+    net = common.make_network(label, (size, size), key, common.PRODUCT_INIT, zoo=common.ARCHITECTURES)
     vp = ntk_vp_fn(net.apply, net.params, net.z)
     return coupling_vp(vp, mask, (size, size), probes=probes or None, key=key), net.n_params
 
 
 def trained_recovery(problem: common.Problem, label: str, method: str, iterations: int, key) -> dict:
     """PSNR and recovered missing k-space (overall, per band) of ``method`` over iterations."""
-    _, _, in_channels = ARCHITECTURES[label]
+    _, _, in_channels = common.ARCHITECTURES[label]
     chunk = max(1, iterations // 20)
     if method == "dip":
         config = DIPConfig(
@@ -171,7 +157,7 @@ def main(argv=None) -> dict:
     size, kernel_size, probes, iterations = (
         (32, 16, 16, 20) if args.quick else (args.size, args.kernel_size, args.probes, args.iters)
     )
-    labels = ["unet2", "deep_decoder"] if args.quick else list(ARCHITECTURES)
+    labels = ["unet2", "deep_decoder"] if args.quick else list(common.ARCHITECTURES)
     key = jax.random.PRNGKey(args.seed)
     problem = common.make_problem("multi-coil", size, 8, snr_db=args.snr, seed=args.seed)
     zf = np.asarray(problem.operator.adjoint(problem.y_kspace))
@@ -207,7 +193,7 @@ def main(argv=None) -> dict:
         "snr_db": args.snr,
         "iterations": iterations,
         "band_edges": BAND_EDGES,
-        "networks": {k: ARCHITECTURES[k] for k in labels},
+        "networks": {k: common.ARCHITECTURES[k] for k in labels},
         "zero_filled": zero_filled,
         "spearman_coupling_recovered": rho,
         "figures": figures(out, couplings, runs, zero_filled, rho),

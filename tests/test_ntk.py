@@ -13,6 +13,7 @@ from sgdip_jax.networks import apply_network, get_network, init_network
 from sgdip_jax.ntk import (
     KernelRegime,
     LinearMap,
+    NullSpace,
     coupling,
     coupling_vp,
     dense_matrix,
@@ -21,6 +22,7 @@ from sgdip_jax.ntk import (
     fourier_real,
     fourier_real_t,
     gradient_descent,
+    kernel_limit_cg,
     lanczos_eigh,
     ntk_matrix,
     ntk_vp_fn,
@@ -199,6 +201,55 @@ def test_gradient_descent_of_linear_network_matches_prediction():
     outs = gradient_descent(lambda th: f0j + Jj @ th, jnp.zeros(16), amap, A @ x_true, eta, [0, 3, 40])
     pred = regime.outputs(f0, A @ x_true, [0, 3, 40], eta, discrete=True)
     np.testing.assert_allclose(outs, pred, atol=1e-4 * np.abs(pred).max())
+
+
+def test_matrix_free_kernel_regime_equals_the_dense_prediction(dip_unet):
+    """Linearised training of a real U-Net (no kernel formed) against the closed-form kernel-regime
+    iterates of its dense ``J J^T`` from ``jax.jacfwd``; the CG limit against ``KernelRegime.limit``."""
+    f, params, z, K = dip_unet
+    rng = np.random.default_rng(5)
+    A = rng.standard_normal((24, 128)) / np.sqrt(128)
+    Aj = jnp.asarray(A, jnp.float32)
+    amap = LinearMap(lambda v: Aj @ v, lambda w: Aj.T @ w, A.shape)
+    flat = lambda p: f(p, z).reshape(-1)  # noqa: E731
+    f0 = np.asarray(flat(params), np.float64)
+    y = A @ rng.standard_normal(128)
+    regime = KernelRegime(K, A)
+    eta, steps = 1.0 / regime.lambda_max, [0, 1, 7, 60]
+    pred = regime.outputs(f0, y, steps, eta, discrete=True)
+    lin = gradient_descent(flat, params, amap, y, eta, steps, linearized=True)
+    np.testing.assert_allclose(lin, pred, rtol=0, atol=1e-4 * np.abs(pred).max())
+    nonlinear = gradient_descent(flat, params, amap, y, eta, steps)
+    assert np.abs(nonlinear[-1] - pred[-1]).max() > 10 * np.abs(lin[-1] - pred[-1]).max()
+
+    f_inf, rel = kernel_limit_cg(ntk_vp_fn(f, params, z), amap, f0, y, maxiter=400, tol=1e-7)
+    expected = regime.limit(f0, y)
+    assert rel < 1e-3
+    np.testing.assert_allclose(f_inf, expected, rtol=0, atol=2e-3 * np.abs(expected).max())
+
+
+def test_null_space_of_single_coil_mri_is_the_unsampled_kspace():
+    """For single-coil Cartesian MRI, null(A) is spanned by the unsampled frequencies, so the null-space
+    fraction of ``e`` is ``||(1 - M) F e||^2 / ||e||^2`` (orthonormal centred FFT)."""
+    rng = np.random.default_rng(6)
+    mask = np.zeros((6, 6), np.float32)
+    mask[:, [0, 2, 3]] = 1
+    op = MultiCoilMRI.create(np.ones((1, 6, 6), np.complex64), mask)
+    null = NullSpace(operator_map(op, (1, 6, 6, 2)))
+    assert null.dim == 72 - 2 * 18
+    e = rng.standard_normal((3, 72))
+    k = np.asarray(fft2c(jnp.asarray(e.reshape(3, 6, 6, 2)[..., 0] + 1j * e.reshape(3, 6, 6, 2)[..., 1])))
+    expected = np.sum(np.abs((1 - mask) * k) ** 2, axis=(1, 2)) / np.sum(e**2, axis=1)
+    np.testing.assert_allclose(null.fraction(e), expected, rtol=1e-5)
+    assert null.fraction(e[0]) == pytest.approx(expected[0], rel=1e-5)
+    # Four coils blind to the first two image rows measure more numbers than the image has (m > n, the
+    # eigh route): the null space is exactly those rows, whatever the mask.
+    smaps = rng.standard_normal((4, 6, 6)) + 1j * rng.standard_normal((4, 6, 6))
+    smaps[:, :2] = 0
+    many = operator_map(MultiCoilMRI.create(smaps.astype(np.complex64), mask), (1, 6, 6, 2))
+    assert many.shape[0] > many.shape[1]
+    blind = np.sum(e.reshape(3, 6, 6, 2)[:, :2] ** 2, axis=(1, 2, 3)) / np.sum(e**2, axis=1)
+    np.testing.assert_allclose(NullSpace(many).fraction(e), blind, rtol=1e-6)
 
 
 def test_operator_map_is_real_representation():

@@ -4,13 +4,23 @@
   ``ntk_vp_fn`` (kernel-vector products without the kernel), ``ntk_matrix`` (the flattened kernel,
   evaluated block-wise).
 * :mod:`.kernel_regime`: linearised gradient-flow / gradient-descent trajectories, their limit and
-  the projector ``P = K A^H (A K A^H)^+ A``; real representations of forward operators.
+  the projector ``P = K A^H (A K A^H)^+ A``; the same without a dense kernel (linearised training,
+  conjugate gradients); null spaces; real representations of forward operators.
 * :mod:`.spectra`: Lanczos and randomized top-k eigenpairs from kernel-vector products; the kernel in
   the Fourier basis and the sampled/unsampled coupling (dense, or matrix-free from kernel-vector products).
 """
 
 from .empirical import empirical_ntk_fn, ntk_matrix, ntk_vp_fn
-from .kernel_regime import KernelRegime, LinearMap, dense_matrix, gradient_descent, null_space_fraction, operator_map
+from .kernel_regime import (
+    KernelRegime,
+    LinearMap,
+    NullSpace,
+    dense_matrix,
+    gradient_descent,
+    kernel_limit_cg,
+    null_space_fraction,
+    operator_map,
+)
 from .spectra import (
     coupling,
     coupling_vp,
@@ -26,6 +36,7 @@ from .spectra import (
 __all__ = [
     "KernelRegime",
     "LinearMap",
+    "NullSpace",
     "coupling",
     "coupling_vp",
     "dense_matrix",
@@ -35,6 +46,7 @@ __all__ = [
     "fourier_real_t",
     "frequency_block_norms",
     "gradient_descent",
+    "kernel_limit_cg",
     "lanczos_eigh",
     "ntk_matrix",
     "ntk_vp_fn",

@@ -17,6 +17,11 @@ thousand); spectra of larger kernels come from :mod:`sgdip_jax.ntk.spectra`. Com
 models acting on real network outputs are handled through their real representation
 (:func:`operator_map` stacks real and imaginary parts), so ``K``, ``A`` and ``G`` are real.
 :func:`gradient_descent` trains the actual network with the same loss for comparison.
+
+Without a dense kernel (large ``N_out``): ``gradient_descent(..., linearized=True)`` trains the
+linearisation itself, whose iterates are exactly the discrete kernel-regime trajectory above at the
+cost of one JVP and one VJP per step, and :func:`kernel_limit_cg` solves ``G u = A f(0) - y`` by
+conjugate gradients on kernel-vector products for ``f(inf)``.
 """
 
 from __future__ import annotations
@@ -32,7 +37,16 @@ import numpy as np
 from ..channels import from_channels
 from ..operators import measured_entries
 
-__all__ = ["LinearMap", "operator_map", "dense_matrix", "KernelRegime", "null_space_fraction", "gradient_descent"]
+__all__ = [
+    "LinearMap",
+    "operator_map",
+    "dense_matrix",
+    "KernelRegime",
+    "NullSpace",
+    "null_space_fraction",
+    "gradient_descent",
+    "kernel_limit_cg",
+]
 
 
 class LinearMap(NamedTuple):
@@ -153,31 +167,67 @@ class KernelRegime:
         return self.KAH @ self.pinv_G() @ self.A
 
 
+class NullSpace:
+    """The null space of ``A`` (``m x n``, dense or a :class:`LinearMap`): the right-singular directions
+    with singular value at most ``rcond * s_max``, computed once; :meth:`fraction` is then cheap.
+
+    ``m <= n``: from the SVD of ``A``. ``m > n`` (e.g. many coils): from ``eigh(A^T A)``, an ``n x n``
+    problem three times faster than the SVD there, which resolves singular values down to about
+    ``sqrt(n eps) s_max`` (``1e-6`` for ``n = 8192``); ``rcond`` is raised to that floor.
+    """
+
+    def __init__(self, A, rcond: float = 1e-10):
+        A = dense_matrix(A)
+        m, n = A.shape
+        if m <= n:
+            _, s, vh = np.linalg.svd(A, full_matrices=False)
+            self.rows = vh[s > rcond * s[0]]  # orthonormal basis of the row space, one vector per row
+        else:
+            lam, v = np.linalg.eigh(_adjoint(A) @ A)
+            floor = max(rcond**2, 10 * n * np.finfo(lam.dtype).eps)
+            self.rows = _adjoint(v[:, lam > floor * lam[-1]])
+
+    @property
+    def dim(self) -> int:
+        """Dimension of the null space."""
+        return self.rows.shape[1] - self.rows.shape[0]
+
+    def fraction(self, e):
+        """``||Pi_null(A) e||^2 / ||e||^2`` for one vector ``(n,)`` (a float) or rows ``(k, n)`` (``(k,)``)."""
+        e = np.asarray(e)
+        flat = np.atleast_2d(e)
+        rest = flat - (flat @ self.rows.T) @ self.rows.conj()
+        total = np.sum(np.abs(flat) ** 2, axis=-1)
+        frac = np.sum(np.abs(rest) ** 2, axis=-1) / np.where(total > 0, total, 1.0)
+        return float(frac[0]) if e.ndim == 1 else frac
+
+
 def null_space_fraction(A, e, rcond: float = 1e-10):
     """``||Pi_null(A) e||^2 / ||e||^2``: the fraction of the energy of ``e`` in the null space of ``A``.
 
     ``e`` is one vector ``(n,)`` (returns a float) or several as rows ``(k, n)`` (returns ``(k,)``).
     """
-    A = dense_matrix(A)
-    e = np.asarray(e)
-    _, s, vh = np.linalg.svd(A, full_matrices=False)
-    rows = vh[s > rcond * s[0]]
-    rest = e - (e @ rows.T) @ rows.conj() if e.ndim == 2 else e - rows.conj().T @ (rows @ e)
-    total = np.sum(np.abs(e) ** 2, axis=-1)
-    frac = np.sum(np.abs(rest) ** 2, axis=-1) / np.where(total > 0, total, 1.0)
-    return float(frac) if e.ndim == 1 else frac
+    return NullSpace(A, rcond).fraction(e)
 
 
-def gradient_descent(f: Callable, params, A: LinearMap, y, eta: float, record: Sequence[int]) -> np.ndarray:
+def gradient_descent(
+    f: Callable, params, A: LinearMap, y, eta: float, record: Sequence[int], linearized: bool = False
+) -> np.ndarray:
     """Train ``params`` by plain gradient descent on ``1/2 ||A f(params) - y||^2`` with step ``eta``.
 
     ``f(params)`` returns the flat network output; returns the outputs after each iteration count in
     ``record`` (sorted, 0 allowed), shape ``(len(record), n)``. One compiled ``lax.scan`` per segment.
+    ``linearized=True`` trains ``f(theta_0) + J (theta - theta_0)`` instead (``jax.linearize`` at the
+    given ``params``): the kernel-regime prediction with ``K = J J^T``, without forming ``K``.
     """
     record = [int(r) for r in record]
     if sorted(record) != record or (record and record[0] < 0):
         raise ValueError(f"record: expected sorted non-negative iteration counts, got {record}")
     y = jnp.asarray(y, jnp.float32)
+    if linearized:
+        theta0 = params
+        out0, tangent = jax.linearize(f, theta0)
+        f = lambda p: out0 + tangent(jax.tree.map(jnp.subtract, p, theta0))  # noqa: E731
 
     def loss(p):
         r = A.matvec(f(p)) - y
@@ -191,9 +241,26 @@ def gradient_descent(f: Callable, params, A: LinearMap, y, eta: float, record: S
 
         return jax.lax.fori_loop(0, steps, body, p)
 
+    output = jax.jit(f)
     outs, done = [], 0
     for r in record:
         params = run(params, r - done)
         done = r
-        outs.append(np.asarray(f(params), np.float64))
+        outs.append(np.asarray(output(params), np.float64))
     return np.stack(outs)
+
+
+def kernel_limit_cg(kernel_vp: Callable, A: LinearMap, f0, y, maxiter: int = 200, tol: float = 1e-6):
+    """``f(inf) = f(0) - K A^T u`` with ``G u = A f(0) - y`` solved by conjugate gradients (``G = A K A^T``
+    from ``kernel_vp(v) = K v``, e.g. :func:`~sgdip_jax.ntk.ntk_vp_fn`); ``maxiter`` kernel-vector products.
+
+    Returns ``(f_inf, rel)`` with ``rel = ||A f_inf - y|| / ||y||``: 0 when the data are fitted exactly;
+    directions of ``G`` with tiny eigenvalues that CG has not reached within ``maxiter`` stay unfitted
+    (as in training that stops early), which ``rel`` shows.
+    """
+    f0, y = jnp.asarray(f0, jnp.float32), jnp.asarray(y, jnp.float32)
+    G = lambda v: A.matvec(kernel_vp(A.rmatvec(v)))  # noqa: E731
+    u, _ = jax.scipy.sparse.linalg.cg(G, A.matvec(f0) - y, tol=tol, maxiter=maxiter)
+    f_inf = f0 - kernel_vp(A.rmatvec(u))
+    rel = float(jnp.linalg.norm(A.matvec(f_inf) - y) / jnp.linalg.norm(y))
+    return np.asarray(f_inf, np.float64), rel
