@@ -172,7 +172,7 @@ class NullSpace:
     with singular value at most ``rcond * s_max``, computed once; :meth:`fraction` is then cheap.
 
     ``m <= n``: from the SVD of ``A``. ``m > n`` (e.g. many coils): from ``eigh(A^T A)``, an ``n x n``
-    problem three times faster than the SVD there, which resolves singular values down to about
+    problem, much cheaper than the SVD there, which resolves singular values down to about
     ``sqrt(n eps) s_max`` (``1e-6`` for ``n = 8192``); ``rcond`` is raised to that floor.
     """
 
