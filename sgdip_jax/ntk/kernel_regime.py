@@ -36,6 +36,7 @@ import numpy as np
 
 from ..channels import from_channels
 from ..operators import measured_entries
+from .spectra import sandwich
 
 __all__ = [
     "LinearMap",
@@ -216,7 +217,7 @@ def gradient_descent(
     """Train ``params`` by plain gradient descent on ``1/2 ||A f(params) - y||^2`` with step ``eta``.
 
     ``f(params)`` returns the flat network output; returns the outputs after each iteration count in
-    ``record`` (sorted, 0 allowed), shape ``(len(record), n)``. One compiled ``lax.scan`` per segment.
+    ``record`` (sorted, 0 allowed), shape ``(len(record), n)``. One compiled loop, run once per segment.
     ``linearized=True`` trains ``f(theta_0) + J (theta - theta_0)`` instead (``jax.linearize`` at the
     given ``params``): the kernel-regime prediction with ``K = J J^T``, without forming ``K``.
     """
@@ -259,8 +260,7 @@ def kernel_limit_cg(kernel_vp: Callable, A: LinearMap, f0, y, maxiter: int = 200
     (as in training that stops early), which ``rel`` shows.
     """
     f0, y = jnp.asarray(f0, jnp.float32), jnp.asarray(y, jnp.float32)
-    G = lambda v: A.matvec(kernel_vp(A.rmatvec(v)))  # noqa: E731
-    u, _ = jax.scipy.sparse.linalg.cg(G, A.matvec(f0) - y, tol=tol, maxiter=maxiter)
+    u, _ = jax.scipy.sparse.linalg.cg(sandwich(kernel_vp, A), A.matvec(f0) - y, tol=tol, maxiter=maxiter)
     f_inf = f0 - kernel_vp(A.rmatvec(u))
     rel = float(jnp.linalg.norm(A.matvec(f_inf) - y) / jnp.linalg.norm(y))
     return np.asarray(f_inf, np.float64), rel
