@@ -24,6 +24,7 @@ matplotlib.use("Agg")
 matplotlib.rcParams["figure.constrained_layout.use"] = True
 import numpy as np  # noqa: E402
 
+from sgdip_jax import metrics  # noqa: E402
 from sgdip_jax.channels import channels_to_complex, complex_to_channels  # noqa: E402
 from sgdip_jax.data.samples import sample_mri  # noqa: E402
 from sgdip_jax.files import atomic_write  # noqa: E402
@@ -224,6 +225,13 @@ def rescaled(problem: Problem, f0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return s * problem.x_flat, s * problem.y
 
 
+def psnr(images: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """PSNR of each image of ``(T, H, W)`` against ``x`` (:func:`sgdip_jax.metrics.psnr`: magnitudes,
+    data range ``max |x|``)."""
+    one = lambda im: metrics.psnr(im, jnp.asarray(x, jnp.complex64))  # noqa: E731
+    return np.asarray(jax.vmap(one)(jnp.asarray(images, jnp.complex64)), np.float64)
+
+
 def kspace(flat: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     """Centred k-space of flat ``(..., 2 H W)`` outputs: complex ``(..., H, W)``."""
     return np.asarray(fft2c(jnp.asarray(images(flat, hw))))
@@ -264,8 +272,9 @@ def radial_bands(hw: tuple[int, int], edges=(0.0, 0.125, 0.25, 0.5, 1.0)) -> lis
     return bands
 
 
-def parser(description: str, size: int, name: str) -> argparse.ArgumentParser:
-    """Common options; ``--out`` defaults to ``analysis/outputs/<name>`` (git-ignored)."""
+def parser(description: str, size: int, name: str, cache: bool = False) -> argparse.ArgumentParser:
+    """Common options; ``--out`` defaults to ``analysis/outputs/<name>`` (git-ignored); ``cache``: add
+    ``--cache`` (for scripts that form dense kernels with :func:`kernel`)."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--size", type=int, default=size, help=f"image size (default {size})")
     default_out = Path(__file__).resolve().parent / "outputs" / name
@@ -277,12 +286,13 @@ def parser(description: str, size: int, name: str) -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="smallest configuration (CI smoke test)")
-    p.add_argument(
-        "--cache",
-        type=Path,
-        default=None,
-        help="folder to store and reuse empirical kernels (keyed by network, input and parameters)",
-    )
+    if cache:
+        p.add_argument(
+            "--cache",
+            type=Path,
+            default=None,
+            help="folder to store and reuse empirical kernels (keyed by network, input and parameters)",
+        )
     return p
 
 

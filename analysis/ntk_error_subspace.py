@@ -7,17 +7,30 @@
 # `range(K A^T)`. The closer the network is to its linearisation (wide, small steps), the better
 # the kernel prediction describes actual gradient-descent training.
 #
-# Experiment: single-coil (VDRS 4x) and 4-coil (VDRS 8x) Cartesian MRI of the bundled shoulder image
-# (noiseless) at a small size; real DIP networks (U-Nets of depth 1-4, a wide U-Net, Deep Decoder,
-# ConvDecoder; GroupNorm so the network is a per-sample function). For each: the empirical NTK of the output at
-# initialisation, the predicted gradient-descent trajectory (step `eta = 0.5 / lambda_max(A K A^T)`)
-# and limit, and the actual network trained by plain gradient descent with the same step.
-# Reported: relative gap `||f_nn(t) - f_lin(t)|| / ||f_lin(t) - f(0)||` over iterations, the fraction of
-# the error energy in null(A) (trained network after the last iteration; kernel limit; also for the
-# effective null space, the right-singular directions of A with singular value below 1e-3 ||A||), the
-# null-space error left by the kernel limit, and the final gap against the U-Net's width.
+# Experiment at `--size` (64 px: `n = 8192` real outputs), nothing of size `n x n` or `n x P` formed
+# except the operator's null space: the bundled shoulder image, noiseless, VDRS 4x, single-coil
+# (`null(A)` is the unsampled k-space, 3/4 of the image space) and 8 simulated coils (the product's
+# case: twice as many measurements as unknowns, so the exact null space is (nearly) empty and what
+# matters is the *effective* null space, the right-singular directions of `A` with singular value
+# below `1e-3 ||A||`). Networks: the product's depth-4 U-Net (`common.ARCHITECTURES`, the product's
+# weight init) at base widths 2-16, and Deep Decoder. For each network and problem:
 #
-# Run: `python analysis/ntk_error_subspace.py` (writes analysis/outputs/ntk_error_subspace/; `--help` lists options)
+# * the predicted trajectory: plain gradient descent on the network's linearisation at
+#   initialisation (`sgdip_jax.ntk.gradient_descent(linearized=True)`; its iterates are exactly the
+#   discrete kernel-regime trajectory), step `eta = 0.5 / lambda_max(A K A^T)` (Lanczos on NTK-vector
+#   products);
+# * the kernel limit `f(inf)` by conjugate gradients on `A K A^T` (`sgdip_jax.ntk.kernel_limit`;
+#   its relative data residual is reported, so an unconverged limit shows);
+# * the actual network trained by plain gradient descent with the same step.
+#
+# Reported: PSNR of the trained network against the zero-filled image (does DIP reconstruct here?),
+# the relative gap `||f_nn(t) - f_lin(t)|| / ||f_lin(t) - f(0)||` over iterations, the fraction of the
+# error energy in the exact and the effective null space over iterations (trained, predicted) and for
+# the kernel limit, and the final gap against the parameter count with a fitted power law
+# `gap ~ c P^b` per problem.
+#
+# Run: `python analysis/ntk_error_subspace.py` (writes analysis/outputs/ntk_error_subspace/; `--help`
+# lists options)
 
 # %%
 from __future__ import annotations
@@ -26,105 +39,151 @@ import sys
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
-from sgdip_jax.ntk import KernelRegime, dense_matrix, gradient_descent, null_space_fraction  # noqa: E402
+from sgdip_jax.ntk import NullSpace, gradient_descent, kernel_limit, lanczos_eigh, ntk_vp_fn, sandwich  # noqa: E402
 
 ETA_SCALE = 0.5
-NULL_TOL = 1e-3
-WIDTH_NET = "unet2"  # the width sweep varies this zoo network's base width
+NULL_TOL = 1e-3  # effective null space: singular values below NULL_TOL * s_max
+CG_ITERS = 200
+WIDTH_NET = "unet4"  # the width sweep varies this network's base width
+WIDTHS = (2, 4, 8, 16)
+# (coils, acceleration) per problem
+PROBLEMS = {"single-coil 4x": (1, 4.0), "8 coils 4x": (8, 4.0)}
 
 
 # %%
-def analyse(problem: common.Problem, A_dense: np.ndarray, net: common.DipNet, K: np.ndarray, iterations: int) -> dict:
-    """Kernel prediction vs gradient-descent training of one network (kernel ``K``) on one problem."""
+def networks(hw, key, widths) -> dict[str, common.DipNet]:
+    """The width sweep of :data:`WIDTH_NET` and Deep Decoder, by display name."""
+    nets = {
+        f"{WIDTH_NET} base {b}": common.make_network(
+            WIDTH_NET, hw, key, {**common.PRODUCT_INIT, "base": b}, zoo=common.ARCHITECTURES
+        )
+        for b in widths
+    }
+    nets["deep_decoder"] = common.make_network("deep_decoder", hw, key, common.PRODUCT_INIT, zoo=common.ARCHITECTURES)
+    return nets
+
+
+def analyse(problem: common.Problem, null: NullSpace, effective: NullSpace, net: common.DipNet, iterations: int):
+    """Kernel prediction vs gradient-descent training of one network on one problem."""
     f0 = np.asarray(jax.jit(net.flat)(net.params), np.float64)
     x_s, y_s = common.rescaled(problem, f0)
-    regime = KernelRegime(K, A_dense)
-    eta = ETA_SCALE / regime.lambda_max
-    record = np.unique(np.concatenate([[0], np.geomspace(1, iterations, 14).astype(int)]))
-    predicted = regime.outputs(f0, y_s, record, eta, discrete=True)
+    vp = ntk_vp_fn(net.apply, net.params, net.z)
+    m = problem.A.shape[0]
+    (lam, _), t_lanczos = common.timed(lanczos_eigh, sandwich(vp, problem.A), m, k=1, num_iter=20)
+    eta = ETA_SCALE / float(lam[0])
+    record = np.unique(np.concatenate([[0], np.geomspace(1, iterations, 12).astype(int)]))
     trained, t_train = common.timed(gradient_descent, net.flat, net.params, problem.A, y_s, eta, record)
+    predicted, t_lin = common.timed(
+        gradient_descent, net.flat, net.params, problem.A, y_s, eta, record, linearized=True
+    )
+    (limit, limit_residual), t_cg = common.timed(kernel_limit, vp, problem.A, f0, y_s, maxiter=CG_ITERS)
     moved = np.linalg.norm(predicted - f0, axis=1)
     gap = np.linalg.norm(trained - predicted, axis=1) / np.where(moved > 0, moved, np.inf)
-    limit = regime.limit(f0, y_s)
-    errors = np.stack([trained[-1] - x_s, predicted[-1] - x_s, limit - x_s, f0 - x_s])
-    fractions = null_space_fraction(A_dense, errors)
-    # Effective null space: directions that A measures with gain below NULL_TOL * ||A|| (ill-conditioned
-    # multi-coil operators have many such directions besides the exact null space).
-    effective = null_space_fraction(A_dense, errors, rcond=NULL_TOL)
-    null_energy = fractions * np.sum(errors**2, axis=1)
-    residual = lambda f: np.linalg.norm(A_dense @ f - y_s) / np.linalg.norm(y_s)  # noqa: E731
-    rel = lambda f: np.linalg.norm(f - x_s, axis=-1) / np.linalg.norm(x_s)  # noqa: E731
+
+    def residual(f):
+        r = np.asarray(problem.A.matvec(jnp.asarray(f, jnp.float32)), np.float64) - y_s
+        return np.linalg.norm(r) / np.linalg.norm(y_s)
+
+    x_image = common.images(x_s, problem.hw)
     return {
         "params": net.n_params,
         "eta": eta,
-        "lambda_max": regime.lambda_max,
-        "rank_AKAt": int(regime.keep.sum()),
-        "m": int(A_dense.shape[0]),
+        "lambda_max": float(lam[0]),
         "iterations": record,
         "gap": gap,
         "final_gap": gap[-1],
-        "error_trained": rel(trained),
-        "error_predicted": rel(predicted),
-        "error_kernel_limit": rel(limit),
-        "data_residual_trained": residual(trained[-1]),
-        "data_residual_kernel_limit": residual(limit),
-        "null_fraction_trained": fractions[0],
-        "null_fraction_predicted": fractions[1],
-        "null_fraction_kernel_limit": fractions[2],
-        "effective_null_fraction_trained": effective[0],
-        "effective_null_fraction_kernel_limit": effective[2],
-        "null_error_left_by_limit": float(np.sqrt(null_energy[2] / null_energy[3])),
-        "seconds_training": t_train,
+        "psnr_trained": common.psnr(common.images(trained, problem.hw), x_image),
+        "psnr_predicted": common.psnr(common.images(predicted, problem.hw), x_image),
+        "psnr_kernel_limit": float(common.psnr(common.images(limit, problem.hw)[None], x_image)[0]),
+        "data_residual_trained": [residual(f) for f in trained],
+        "data_residual_predicted": [residual(f) for f in predicted],
+        "data_residual_kernel_limit": limit_residual,
+        "null_fraction_trained": null.fraction(trained - x_s),
+        "null_fraction_predicted": null.fraction(predicted - x_s),
+        "null_fraction_kernel_limit": null.fraction(limit - x_s),
+        "effective_null_fraction_trained": effective.fraction(trained - x_s),
+        "effective_null_fraction_predicted": effective.fraction(predicted - x_s),
+        "effective_null_fraction_kernel_limit": effective.fraction(limit - x_s),
+        "seconds": {"lanczos": t_lanczos, "trained": t_train, "linearized": t_lin, "kernel_limit": t_cg},
         "_images": {"x": x_s, "limit": limit, "trained": trained[-1], "predicted": predicted[-1]},
     }
 
 
+def width_fit(per_net: dict) -> dict:
+    """Least-squares power law ``final gap = c P^b`` over the width sweep (``P``: parameter count)."""
+    sweep = [r for name, r in per_net.items() if name.startswith(f"{WIDTH_NET} base")]
+    params = np.array([r["params"] for r in sweep], np.float64)
+    gaps = np.array([r["final_gap"] for r in sweep], np.float64)
+    if len(sweep) < 2:
+        return {"params": params, "final_gap": gaps, "exponent": None, "log_c": None}
+    b, log_c = np.polyfit(np.log(params), np.log(gaps), 1)
+    return {"params": params, "final_gap": gaps, "exponent": b, "log_c": log_c}
+
+
 # %%
-def figures(out: Path, results: dict, widths: dict, hw) -> list[str]:
+def figures(out: Path, results: dict, fits: dict, zero_filled: dict, hw) -> list[str]:
     import matplotlib.pyplot as plt
 
     names = []
-    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 3.6), squeeze=False)
-    for ax, (prob, per_net) in zip(axes[0], results.items()):
+    cols = len(results)
+    fig, axes = plt.subplots(2, cols, figsize=(5 * cols, 7), squeeze=False)
+    for j, (prob, per_net) in enumerate(results.items()):
         for label, r in per_net.items():
-            ax.loglog(r["iterations"][1:], r["gap"][1:], marker="o", ms=3, label=label)
-        ax.set(title=f"{prob}: kernel prediction vs GD", xlabel="iteration", ylabel="||f_nn - f_lin|| / ||f_lin - f0||")
-        ax.legend(fontsize=7)
-    names.append(common.save_figure(fig, out / "gap_over_iterations.png"))
+            (line,) = axes[0, j].plot(r["iterations"], r["psnr_trained"], marker="o", ms=3, label=f"{label}")
+            axes[0, j].plot(r["iterations"], r["psnr_predicted"], ls="--", color=line.get_color(), lw=0.8)
+            axes[1, j].loglog(r["iterations"][1:], r["gap"][1:], marker="o", ms=3, label=label)
+        axes[0, j].axhline(zero_filled[prob], color="k", lw=0.8, ls=":", label="zero-filled")
+        axes[0, j].set(title=f"{prob}: PSNR (solid: GD, dashed: linearised)", xlabel="iteration", ylabel="dB")
+        axes[0, j].set_xscale("symlog", linthresh=1)
+        axes[0, j].legend(fontsize=7)
+        axes[1, j].set(
+            title=f"{prob}: kernel prediction vs GD", xlabel="iteration", ylabel="||f_nn - f_lin|| / ||f_lin - f0||"
+        )
+        axes[1, j].legend(fontsize=7)
+    names.append(common.save_figure(fig, out / "psnr_and_gap_over_iterations.png"))
 
-    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 3.4), squeeze=False)
-    for ax, (prob, per_net) in zip(axes[0], results.items()):
-        labels = list(per_net)
-        pos = np.arange(len(labels))
-        bars = [
-            ("null_fraction_trained", "trained (last iteration)"),
-            ("effective_null_fraction_trained", "trained, effective null space"),
-            ("null_fraction_kernel_limit", "kernel limit"),
-            ("effective_null_fraction_kernel_limit", "kernel limit, effective null space"),
-        ]
-        for i, (key, text) in enumerate(bars):
-            ax.bar(pos + 0.2 * (i - 1.5), [per_net[k][key] for k in labels], 0.2, label=text)
-        ax.set_xticks(pos, labels, rotation=30, fontsize=7)
-        ax.set(title=f"{prob}: error energy in null(A)", ylim=(0, 1.05))
-        ax.legend(fontsize=7, loc="lower right")
+    fig, axes = plt.subplots(2, cols, figsize=(5 * cols, 7), squeeze=False)
+    for j, (prob, per_net) in enumerate(results.items()):
+        for i, (key, space) in enumerate(
+            [("null_fraction", "null(A)"), ("effective_null_fraction", "effective null(A)")]
+        ):
+            ax = axes[i, j]
+            for label, r in per_net.items():
+                (line,) = ax.plot(r["iterations"], r[f"{key}_trained"], marker="o", ms=3, label=label)
+                ax.axhline(r[f"{key}_kernel_limit"], color=line.get_color(), lw=0.8, ls="--")
+            ax.set_xscale("symlog", linthresh=1)
+            ax.set(
+                title=f"{prob}: error energy in {space}\n(dashed: kernel limit)", xlabel="iteration", ylim=(-0.02, 1.02)
+            )
+            ax.legend(fontsize=7)
     names.append(common.save_figure(fig, out / "null_space_fraction.png"))
 
-    fig, ax = plt.subplots(figsize=(4.5, 3.4))
-    ax.loglog([w["params"] for w in widths.values()], [w["final_gap"] for w in widths.values()], marker="o")
-    for base, w in widths.items():
-        ax.annotate(f"base {base}", (w["params"], w["final_gap"]), fontsize=7)
-    ax.set(title="U-Net depth 2: final gap vs width", xlabel="parameters", ylabel="final relative gap")
+    fig, ax = plt.subplots(figsize=(4.8, 3.6))
+    for prob, fit in fits.items():
+        (line,) = ax.loglog(fit["params"], fit["final_gap"], marker="o", ls="", label=prob)
+        if fit["exponent"] is not None:
+            p = np.geomspace(fit["params"].min(), fit["params"].max(), 20)
+            ax.loglog(
+                p,
+                np.exp(fit["log_c"]) * p ** fit["exponent"],
+                color=line.get_color(),
+                lw=0.8,
+                label=f"fit: gap ~ P^{fit['exponent']:.2f}",
+            )
+    ax.set(title=f"{WIDTH_NET}: final gap vs width", xlabel="parameters P", ylabel="final relative gap")
+    ax.legend(fontsize=7)
     names.append(common.save_figure(fig, out / "gap_vs_width.png"))
 
     prob, per_net = next(iter(results.items()))
-    label = "unet2-wide" if "unet2-wide" in per_net else next(iter(per_net))
+    label = max(per_net, key=lambda k: per_net[k]["params"])
     im = per_net[label]["_images"]
-    mag = lambda v: np.abs(v.reshape(*hw, 2)[..., 0] + 1j * v.reshape(*hw, 2)[..., 1])  # noqa: E731
+    mag = lambda v: np.abs(common.images(v, hw))  # noqa: E731
     panels = [
         ("x* (scaled)", mag(im["x"])),
         ("kernel limit", mag(im["limit"])),
@@ -142,69 +201,72 @@ def figures(out: Path, results: dict, widths: dict, hw) -> list[str]:
 
 # %%
 def main(argv=None) -> dict:
-    args = common.parser("Kernel-regime error subspace of DIP networks", 32, "ntk_error_subspace").parse_args(argv)
+    p = common.parser("Kernel-regime error subspace of DIP networks", 64, "ntk_error_subspace", cache=False)
+    p.add_argument("--iters", type=int, default=500, help="gradient-descent iterations (default 500)")
+    args = p.parse_args(argv)
     out = common.prepare_out(args.out)
-    size = 16 if args.quick else args.size
-    iterations = 30 if args.quick else 1000
-    labels = [WIDTH_NET] if args.quick else list(common.ZOO)
-    bases = [common.ZOO[WIDTH_NET][1]["base"]] if args.quick else [2, 4, 8, 16, 32]
-    # (coils, acceleration): 4 coils at 4x measure as many numbers as the image has, and A has no null
-    # space; at 8x half of the image space is unmeasured.
-    problems = {"single-coil 4x": (1, 4.0), "multi-coil (4 coils) 8x": (4, 8.0)}
-    problems = dict(list(problems.items())[:1]) if args.quick else problems
+    size, iterations = (16, 30) if args.quick else (args.size, args.iters)
+    widths = (2,) if args.quick else WIDTHS
+    problems = dict(list(PROBLEMS.items())[:1]) if args.quick else PROBLEMS
     key = jax.random.PRNGKey(args.seed)
-
-    # Networks by display name -> (zoo label, base override). A width-sweep member equal to a zoo
-    # network (same registry name and base) shares its kernel and its runs.
-    specs = {label: (label, None) for label in labels}
-    width_names = {}
-    for base in bases:
-        same = [lab for lab in labels if common.ZOO[lab][0] == WIDTH_NET and common.ZOO[lab][1].get("base") == base]
-        width_names[base] = same[0] if same else f"{WIDTH_NET} base {base}"
-        specs.setdefault(width_names[base], (WIDTH_NET, base))
     hw = (size, size)
-    nets, kernels = {}, {}
-    for name, (label, base) in specs.items():
-        nets[name] = common.make_network(label, hw, key, overrides=None if base is None else {"base": base})
-        kernels[name] = common.timed(common.kernel, nets[name], args.cache)
-        print(f"kernel of {name} ({nets[name].n_params} parameters): {kernels[name][1]:.0f}s", flush=True)
+    nets = networks(hw, key, widths)
+    if args.quick:
+        nets = {k: v for k, v in nets.items() if k.startswith(WIDTH_NET)}
 
-    results, summary = (
-        {},
-        {
-            "size": size,
-            "iterations": iterations,
-            "eta": f"{ETA_SCALE} / lambda_max(A K A^T)",
-            "problems": problems,
-            "networks": {k: common.ZOO[k] for k in labels},
-        },
-    )
+    results, fits, zero_filled, spaces = {}, {}, {}, {}
     for prob_label, (coils, acceleration) in problems.items():
         problem = common.make_problem(prob_label, size, coils, acceleration, seed=args.seed)
-        A_dense = dense_matrix(problem.A)
+        zf = np.asarray(problem.operator.adjoint(jnp.asarray(problem.y_kspace)))
+        zero_filled[prob_label] = float(common.psnr(zf[None], problem.x)[0])
+        (null, effective), t_null = common.timed(
+            lambda: (NullSpace(problem.A), NullSpace(problem.A, rcond=NULL_TOL))  # noqa: B023
+        )
+        spaces[prob_label] = {
+            "m": int(problem.A.shape[0]),
+            "n": int(problem.A.shape[1]),
+            "null_dim": null.dim,
+            "effective_null_dim": effective.dim,
+            "seconds": t_null,
+        }
+        print(
+            f"{prob_label}: m {problem.A.shape[0]} n {problem.A.shape[1]}, dim null(A) {null.dim}, "
+            f"effective {effective.dim} ({t_null:.0f} s); zero-filled PSNR {zero_filled[prob_label]:.2f} dB",
+            flush=True,
+        )
         results[prob_label] = {}
         for name, net in nets.items():
-            if coils > 1 and name not in labels:
-                continue
-            r = results[prob_label][name] = analyse(problem, A_dense, net, kernels[name][0], iterations)
-            r["seconds_kernel"] = kernels[name][1]
+            r = results[prob_label][name] = analyse(problem, null, effective, net, iterations)
+            s = r["seconds"]
             print(
-                f"{prob_label:22s} {name:16s} params {r['params']:7d}  final gap {r['final_gap']:.3f}  "
-                f"null fraction trained {r['null_fraction_trained']:.4f} "
-                f"limit {r['null_fraction_kernel_limit']:.6f} (effective: trained "
-                f"{r['effective_null_fraction_trained']:.4f} "
-                f"limit {r['effective_null_fraction_kernel_limit']:.6f})  "
-                f"train {r['seconds_training']:.0f}s",
+                f"{prob_label:15s} {name:14s} params {r['params']:7d}  PSNR GD {r['psnr_trained'][-1]:.2f} "
+                f"lin {r['psnr_predicted'][-1]:.2f} limit {r['psnr_kernel_limit']:.2f}  final gap "
+                f"{r['final_gap']:.3f}  null fraction trained {r['null_fraction_trained'][-1]:.4f} limit "
+                f"{r['null_fraction_kernel_limit']:.4f} (effective: trained "
+                f"{r['effective_null_fraction_trained'][-1]:.4f} limit "
+                f"{r['effective_null_fraction_kernel_limit']:.4f}); limit residual "
+                f"{r['data_residual_kernel_limit']:.1e}  ({s['trained']:.0f} s GD, {s['linearized']:.0f} s lin, "
+                f"{s['kernel_limit']:.0f} s CG)",
                 flush=True,
             )
-    single = results["single-coil 4x"]
-    widths = {base: single[name] for base, name in width_names.items()}
-    results = {p: {n: r for n, r in per.items() if n in labels} for p, per in results.items()}
+        fits[prob_label] = width_fit(results[prob_label])
+        if fits[prob_label]["exponent"] is not None:
+            print(f"{prob_label}: final gap ~ P^{fits[prob_label]['exponent']:.3f}", flush=True)
 
-    summary["figures"] = figures(out, results, widths, hw)
+    summary = {
+        "size": size,
+        "iterations": iterations,
+        "eta": f"{ETA_SCALE} / lambda_max(A K A^T)",
+        "effective_null_rcond": NULL_TOL,
+        "kernel_limit_iterations": CG_ITERS,
+        "problems": {k: {"coils": c, "acceleration": a, **spaces[k]} for k, (c, a) in problems.items()},
+        "networks": {name: {"label": net.label, "params": net.n_params} for name, net in nets.items()},
+        "zero_filled_psnr": zero_filled,
+        "figures": figures(out, results, fits, zero_filled, hw),
+        "width_fit": fits,
+    }
     strip = lambda r: {k: v for k, v in r.items() if not k.startswith("_")}  # noqa: E731
     summary["results"] = {p: {n: strip(r) for n, r in per.items()} for p, per in results.items()}
-    summary[f"width_sweep_{WIDTH_NET}_single_coil"] = {str(b): strip(r) for b, r in widths.items()}
     path = common.write_summary(out, summary)
     print(f"wrote {path}")
     return summary

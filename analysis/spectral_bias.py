@@ -77,14 +77,6 @@ def band_errors(images: np.ndarray, x: np.ndarray) -> np.ndarray:
     return np.stack([np.linalg.norm(diff[:, b], axis=-1) / np.linalg.norm(ref[b]) for b in bands], axis=1)
 
 
-def psnr(images: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """PSNR of each image of ``(T, H, W)`` against ``x`` (:func:`sgdip_jax.metrics.psnr`: magnitudes,
-    data range ``max |x|``)."""
-    from sgdip_jax.metrics import psnr as psnr_one
-
-    return np.asarray(jax.vmap(lambda im: psnr_one(im, jnp.asarray(x)))(jnp.asarray(images, jnp.complex64)))
-
-
 # %%
 def spectra(problem: common.Problem, net: common.DipNet, k: int, num_iter: int, dense: bool, cache=None) -> dict:
     """Lanczos top-k of ``K`` and ``A K A^T`` from NTK-vector products (and dense references)."""
@@ -236,7 +228,7 @@ def kernel_analysis(problem: common.Problem, net: common.DipNet, spec: dict) -> 
     scale = np.linalg.norm(x_s) / np.linalg.norm(problem.x_flat)
     images = (outs[:, 0::2] + 1j * outs[:, 1::2]).reshape(-1, *problem.hw) / scale
     errors = band_errors(images, problem.x)
-    predicted = {"iterations": steps, "band_errors": errors, "psnr": psnr(images, problem.x)}
+    predicted = {"iterations": steps, "band_errors": errors, "psnr": common.psnr(images, problem.x)}
     halved = errors <= 0.5 * errors[:1]
     summary = {f"mean_radius_by_decile_{name}": [d.mean() for d in np.array_split(r, 10)] for name, r in radii.items()}
     summary["kernel_regime"] = {
@@ -255,7 +247,10 @@ def kernel_analysis(problem: common.Problem, net: common.DipNet, spec: dict) -> 
 # %%
 def main(argv=None) -> dict:
     p = common.parser(
-        "Spectral bias of DIP: NTK spectra, band errors, DIP vs self-guided DIP", size=128, name="spectral_bias"
+        "Spectral bias of DIP: NTK spectra, band errors, DIP vs self-guided DIP",
+        size=128,
+        name="spectral_bias",
+        cache=True,
     )
     p.add_argument(
         "--snr",
@@ -298,7 +293,7 @@ def main(argv=None) -> dict:
             radii, predicted[snr], eigen_summary[snr] = kernel_analysis(problem, net, spec)
         runs[snr] = {} if args.no_dip else dip_runs(problem, key, iterations, budget, network)
         zero_filled = np.asarray(problem.operator.adjoint(jnp.asarray(problem.y_kspace)))
-        per_snr[snr] = {"zero_filled_psnr": float(psnr(zero_filled[None], problem.x)[0])}
+        per_snr[snr] = {"zero_filled_psnr": float(common.psnr(zero_filled[None], problem.x)[0])}
         print(f"{snr:g} dB: zero-filled PSNR {per_snr[snr]['zero_filled_psnr']:.2f}", flush=True)
         for method, r in runs[snr].items():
             print(

@@ -22,7 +22,7 @@ from sgdip_jax.ntk import (
     fourier_real,
     fourier_real_t,
     gradient_descent,
-    kernel_limit_cg,
+    kernel_limit,
     lanczos_eigh,
     ntk_matrix,
     ntk_vp_fn,
@@ -205,7 +205,7 @@ def test_gradient_descent_of_linear_network_matches_prediction():
 
 def test_matrix_free_kernel_regime_equals_the_dense_prediction(dip_unet):
     """Linearised training of a real U-Net (no kernel formed) against the closed-form kernel-regime
-    iterates of its dense ``J J^T`` from ``jax.jacfwd``; the CG limit against ``KernelRegime.limit``."""
+    iterates of its dense ``J J^T`` from ``jax.jacfwd``; the conjugate-residual limit against ``KernelRegime.limit``."""
     f, params, z, K = dip_unet
     rng = np.random.default_rng(5)
     A = rng.standard_normal((24, 128)) / np.sqrt(128)
@@ -222,7 +222,7 @@ def test_matrix_free_kernel_regime_equals_the_dense_prediction(dip_unet):
     nonlinear = gradient_descent(flat, params, amap, y, eta, steps)
     assert np.abs(nonlinear[-1] - pred[-1]).max() > 10 * np.abs(lin[-1] - pred[-1]).max()
 
-    f_inf, rel = kernel_limit_cg(ntk_vp_fn(f, params, z), amap, f0, y, maxiter=400, tol=1e-7)
+    f_inf, rel = kernel_limit(ntk_vp_fn(f, params, z), amap, f0, y, maxiter=400, tol=1e-7)
     expected = regime.limit(f0, y)
     assert rel < 1e-3
     np.testing.assert_allclose(f_inf, expected, rtol=0, atol=2e-3 * np.abs(expected).max())

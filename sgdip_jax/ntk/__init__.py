@@ -17,7 +17,7 @@ from .kernel_regime import (
     NullSpace,
     dense_matrix,
     gradient_descent,
-    kernel_limit_cg,
+    kernel_limit,
     null_space_fraction,
     operator_map,
 )
@@ -46,7 +46,7 @@ __all__ = [
     "fourier_real_t",
     "frequency_block_norms",
     "gradient_descent",
-    "kernel_limit_cg",
+    "kernel_limit",
     "lanczos_eigh",
     "ntk_matrix",
     "ntk_vp_fn",
