@@ -26,6 +26,7 @@ import numpy as np  # noqa: E402
 
 from sgdip_jax import metrics  # noqa: E402
 from sgdip_jax.channels import channels_to_complex, complex_to_channels  # noqa: E402
+from sgdip_jax.config import NetworkConfig  # noqa: E402
 from sgdip_jax.data.samples import sample_mri  # noqa: E402
 from sgdip_jax.files import atomic_write  # noqa: E402
 from sgdip_jax.metrics import missing_kspace_recovered  # noqa: E402
@@ -167,6 +168,12 @@ def make_network(label: str, hw: tuple[int, int], key, overrides: dict | None = 
     k_z, k_init = jax.random.split(key)
     z = 0.1 * jax.random.uniform(k_z, (1, *network_input_shape(module, hw, in_channels)), jnp.float32)
     return DipNet(label, module, init_network(module, k_init, z), z)
+
+
+def network_config(label: str, overrides: dict | None = None) -> NetworkConfig:
+    """:data:`ARCHITECTURES` network ``label`` as the product trains it (GroupNorm, as for the kernel)."""
+    name, base_overrides, _ = ARCHITECTURES[label]
+    return NetworkConfig(name=name, norm="group", options=tuple({**base_overrides, **(overrides or {})}.items()))
 
 
 def run_tracked(method: str, problem: Problem, config, key) -> tuple[Any, np.ndarray, np.ndarray]:

@@ -41,19 +41,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
-from sgdip_jax.config import NetworkConfig  # noqa: E402
 from sgdip_jax.methods import DIPConfig, SGDIPConfig  # noqa: E402
 from sgdip_jax.metrics import missing_kspace_recovered, psnr  # noqa: E402
 from sgdip_jax.ntk import coupling_vp, ntk_vp_fn  # noqa: E402
 
 BAND_EDGES = (0.0, 0.125, 0.25, 0.5, 1.0)
-
-
-# %%
-def network_config(label: str) -> NetworkConfig:
-    """The trained network ``label`` (GroupNorm, as for the kernel)."""
-    name, overrides, _ = common.ARCHITECTURES[label]
-    return NetworkConfig(name=name, norm="group", options=tuple(overrides.items()))
 
 
 def kernel_coupling(label: str, size: int, probes: int, key) -> tuple[float, int]:
@@ -70,10 +62,10 @@ def trained_recovery(problem: common.Problem, label: str, method: str, iteration
     chunk = max(1, iterations // 20)
     if method == "dip":
         config = DIPConfig(
-            network=network_config(label), iterations=iterations, chunk=chunk, input_channels=in_channels
+            network=common.network_config(label), iterations=iterations, chunk=chunk, input_channels=in_channels
         )
     else:
-        config = SGDIPConfig(network=network_config(label), iterations=iterations, chunk=chunk)
+        config = SGDIPConfig(network=common.network_config(label), iterations=iterations, chunk=chunk)
     (_, steps, images), seconds = common.timed(common.run_tracked, method, problem, config, key)
     bands = common.radial_bands(problem.hw, BAND_EDGES)
     overall = np.asarray(missing_kspace_recovered(images, problem.x, problem.mask), np.float64)
