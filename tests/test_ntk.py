@@ -252,6 +252,26 @@ def test_null_space_of_single_coil_mri_is_the_unsampled_kspace():
     np.testing.assert_allclose(NullSpace(many).fraction(e), blind, rtol=1e-6)
 
 
+@pytest.mark.parametrize("m", [4, 9])
+def test_null_space_at_a_coarser_rcond_counts_the_small_singular_values(m):
+    """``A = U diag(s) V^T`` with ``s = 1, 1e-2, 1e-4, 1e-8`` (wide: SVD route; tall: eigh route, whose
+    floor of about 1e-7 here puts 1e-8 in the null space): :meth:`NullSpace.at` keeps the directions
+    above ``rcond`` and the fraction of ``e = V[:, j]`` is 0 or 1 accordingly."""
+    rng = np.random.default_rng(7)
+    n = 6
+    u, _ = np.linalg.qr(rng.standard_normal((m, 4)))
+    v, _ = np.linalg.qr(rng.standard_normal((n, 4)))
+    A = u @ np.diag([1.0, 1e-2, 1e-4, 1e-8]) @ v.T
+    exact = NullSpace(A, rcond=1e-12)
+    exact_dim = n - 4 if m < n else n - 3
+    assert exact.dim == exact_dim
+    for rcond, kept in ((1e-3, 2), (1e-1, 1)):
+        coarse = exact.at(rcond)
+        assert coarse.dim == n - kept and exact.dim == exact_dim
+        np.testing.assert_allclose(coarse.fraction(v.T), [0.0] * kept + [1.0] * (4 - kept), atol=1e-9)
+        np.testing.assert_allclose(coarse.rows @ coarse.rows.T, np.eye(kept), atol=1e-12)
+
+
 def test_operator_map_is_real_representation():
     rng = np.random.default_rng(4)
     smaps = (rng.standard_normal((2, 4, 4)) + 1j * rng.standard_normal((2, 4, 4))).astype(np.complex64)
