@@ -158,6 +158,7 @@ def figures(out: Path, results: dict, fits: dict, zero_filled: dict, product: di
         axes[0, j].plot(dip["iterations"], dip["psnr"], "k-", lw=1.2, label=f"DIP with Adam (base {dip['base']})")
         axes[0, j].set(title=f"{prob}: PSNR (solid: GD, dashed: linearised)", xlabel="iteration", ylabel="dB")
         axes[0, j].set_xscale("symlog", linthresh=1)
+        axes[0, j].set_xlim(left=0)
         axes[0, j].legend(fontsize=7)
         axes[1, j].set(
             title=f"{prob}: kernel prediction vs GD", xlabel="iteration", ylabel="||f_nn - f_lin|| / ||f_lin - f0||"
@@ -175,6 +176,7 @@ def figures(out: Path, results: dict, fits: dict, zero_filled: dict, product: di
                 (line,) = ax.plot(r["iterations"], r[f"{key}_trained"], marker="o", ms=3, label=label)
                 ax.axhline(r[f"{key}_kernel_limit"], color=line.get_color(), lw=0.8, ls="--")
             ax.set_xscale("symlog", linthresh=1)
+            ax.set_xlim(left=0)
             ax.set(
                 title=f"{prob}: error energy in {space}\n(dashed: kernel limit)", xlabel="iteration", ylim=(-0.02, 1.02)
             )
