@@ -32,6 +32,10 @@
 # limit, and the final gap against the parameter count with a fitted power law
 # `gap ~ c P^b` per problem.
 #
+# With noise (`--snr`: 8 coils, VDRS 4x, noisy k-space instead of the noiseless problems), `y = A x* + e`
+# and the limit is `f(inf) - x* = (I - P)(f(0) - x*) + K A^T (A K A^T)^+ e`: the fitted noise adds an
+# error in `range(K A^T)`, so the share in null(A) drops below 1 by the part of the error that is noise.
+#
 # Run: `python analysis/ntk_error_subspace.py` (writes analysis/outputs/ntk_error_subspace/; `--help`
 # lists options)
 
@@ -56,8 +60,13 @@ NULL_TOL = 1e-3  # effective null space: singular values below NULL_TOL * s_max
 CG_ITERS = 150
 WIDTH_NET = "unet4"  # the width sweep varies this network's base width
 WIDTHS = (2, 4, 8, 16)
-# (coils, acceleration) per problem
-PROBLEMS = {"single-coil 4x": (1, 4.0), "8 coils 4x": (8, 4.0)}
+# (coils, acceleration, SNR in dB or None for noiseless) per problem
+PROBLEMS = {"single-coil 4x": (1, 4.0, None), "8 coils 4x": (8, 4.0, None)}
+
+
+def noisy_problems(snrs) -> dict:
+    """``--snr``: the 8-coil 4x problem at each SNR (the single-coil problem is noiseless only)."""
+    return {f"8 coils 4x, {snr:g} dB": (8, 4.0, snr) for snr in snrs}
 
 
 # %%
@@ -222,11 +231,21 @@ def figures(out: Path, results: dict, fits: dict, zero_filled: dict, product: di
 def main(argv=None) -> dict:
     p = common.parser("Kernel-regime error subspace of DIP networks", 64, "ntk_error_subspace", cache=False)
     p.add_argument("--iters", type=int, default=500, help="gradient-descent iterations (default 500)")
+    p.add_argument(
+        "--snr",
+        type=float,
+        nargs="+",
+        default=None,
+        help="SNRs in dB: 8 coils 4x with noisy k-space at each, instead of the noiseless problems "
+        "(default: noiseless single-coil and 8 coils)",
+    )
     args = p.parse_args(argv)
     out = common.prepare_out(args.out)
     size, iterations = (16, 30) if args.quick else (args.size, args.iters)
     widths = (2,) if args.quick else WIDTHS
-    problems = dict(list(PROBLEMS.items())[:1]) if args.quick else PROBLEMS
+    problems = PROBLEMS if args.snr is None else noisy_problems(args.snr)
+    if args.quick:
+        problems = dict(list(problems.items())[:1])
     key = jax.random.PRNGKey(args.seed)
     hw = (size, size)
     nets = networks(hw, key, widths)
@@ -234,8 +253,8 @@ def main(argv=None) -> dict:
         nets = {k: v for k, v in nets.items() if k.startswith(WIDTH_NET)}
 
     results, fits, zero_filled, spaces, product = {}, {}, {}, {}, {}
-    for prob_label, (coils, acceleration) in problems.items():
-        problem = common.make_problem(prob_label, size, coils, acceleration, seed=args.seed)
+    for prob_label, (coils, acceleration, snr) in problems.items():
+        problem = common.make_problem(prob_label, size, coils, acceleration, snr_db=snr, seed=args.seed)
         zf = np.asarray(problem.operator.adjoint(jnp.asarray(problem.y_kspace)))
         zero_filled[prob_label] = float(common.psnr(zf[None], problem.x)[0])
         null, t_null = common.timed(NullSpace, problem.A)
@@ -284,7 +303,9 @@ def main(argv=None) -> dict:
         "eta": f"{ETA_SCALE} / lambda_max(A K A^T)",
         "effective_null_rcond": NULL_TOL,
         "kernel_limit_iterations": CG_ITERS,
-        "problems": {k: {"coils": c, "acceleration": a, **spaces[k]} for k, (c, a) in problems.items()},
+        "problems": {
+            k: {"coils": c, "acceleration": a, "snr_db": snr, **spaces[k]} for k, (c, a, snr) in problems.items()
+        },
         "networks": {name: {"label": net.label, "params": net.n_params} for name, net in nets.items()},
         "zero_filled_psnr": zero_filled,
         "product_dip": product,
