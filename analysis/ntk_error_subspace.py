@@ -230,7 +230,12 @@ def figures(out: Path, results: dict, fits: dict, zero_filled: dict, product: di
 # %%
 def main(argv=None) -> dict:
     p = common.parser("Kernel-regime error subspace of DIP networks", 64, "ntk_error_subspace", cache=False)
-    p.add_argument("--iters", type=int, default=500, help="gradient-descent iterations (default 500)")
+    p.add_argument(
+        "--iters",
+        type=int,
+        default=500,
+        help="iterations of gradient descent and of the Adam-trained DIP beside it (default 500; --quick: 30)",
+    )
     p.add_argument(
         "--snr",
         type=float,
