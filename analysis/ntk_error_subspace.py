@@ -64,9 +64,13 @@ WIDTHS = (2, 4, 8, 16)
 PROBLEMS = {"single-coil 4x": (1, 4.0, None), "8 coils 4x": (8, 4.0, None)}
 
 
+NOISY = "8 coils 4x"  # the problem --snr makes noisy (the single-coil problem is noiseless only)
+
+
 def noisy_problems(snrs) -> dict:
-    """``--snr``: the 8-coil 4x problem at each SNR (the single-coil problem is noiseless only)."""
-    return {f"8 coils 4x, {snr:g} dB": (8, 4.0, snr) for snr in snrs}
+    """``--snr``: the :data:`NOISY` problem at each SNR."""
+    coils, acceleration, _ = PROBLEMS[NOISY]
+    return {f"{NOISY}, {snr:g} dB": (coils, acceleration, snr) for snr in snrs}
 
 
 # %%

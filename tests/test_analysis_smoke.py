@@ -29,9 +29,13 @@ def check_outputs(out: Path, summary: dict):
 
 
 @pytest.mark.slow
-def test_ntk_error_subspace(tmp_path):
-    summary = load_script("ntk_error_subspace").main(["--quick", "--out", str(tmp_path)])
+@pytest.mark.parametrize("snr", [None, 20.0])
+def test_ntk_error_subspace(tmp_path, snr):
+    noisy = [] if snr is None else ["--snr", str(snr)]
+    summary = load_script("ntk_error_subspace").main(["--quick", "--out", str(tmp_path), *noisy])
     written = check_outputs(tmp_path, summary)
+    ((label, problem),) = written["problems"].items()
+    assert problem["snr_db"] == snr and (snr is None) == ("dB" not in label)
     for per_net in written["results"].values():
         for r in per_net.values():
             # The conjugate-residual limit fits the data better than the initial output does.
