@@ -1,49 +1,90 @@
-"""The final data-consistency step on self-guided DIP with its other defaults: PSNR of the EMA image
-after ``--iters`` iterations, as it is and after ``x + A^H (y - A x)`` (replace the measured k-space).
+"""How self-guided DIP's final image is formed, measured from one run per case with its other
+defaults, after ``--iters`` iterations:
 
-    python benchmarks/data_consistency.py --size 96 --iters 500
-    python benchmarks/data_consistency.py --size 128 --cases shoulder:8:30 shoulder:8:20
+* the moving average of the iterates (EMA, the reported image), as it is and after the final
+  data-consistency step ``x + A^H (y - A x)`` (replace the measured k-space, or the known pixels);
+* the mean of the *final* network over ``--draws`` noise draws, ``mean_j f_theta(z + eta_j)`` with
+  the training noise (:func:`~sgdip_jax.methods.sgdip.draw_noise`; BatchNorm in batch-statistics
+  mode over ``--batch`` draws per pass, as in training), as it is and after the same step;
+* the mean of the two, after the step.
+
+Cases are those of ``benchmarks/sweep.py`` (MRI simulated from open images, inpainting of open
+photographs), with its best classical method (``lam="auto"``) beside them. PSNR in dB.
+
+    python benchmarks/data_consistency.py --size 128 --iters 500 --cases shoulder-4x30 camera-p80
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 
+from sgdip_jax import engine
+from sgdip_jax.channels import n_channels
 from sgdip_jax.config import NetworkConfig
-from sgdip_jax.data.samples import sample_mri
-from sgdip_jax.methods import SGDIPConfig, run_method
-from sgdip_jax.methods.common import data_consistency
-from sgdip_jax.metrics import psnr
+from sgdip_jax.methods import SGDIPConfig
+from sgdip_jax.methods.common import build_network, data_consistency, engine_config, network_forward, setup, to_image
+from sgdip_jax.methods.sgdip import draw_noise, sgdip_task
+from sgdip_jax.metrics import evaluate
 
-CASES = (("shoulder", 4, 30), ("shoulder", 4, 20), ("head", 4, 30))
+sys.path.insert(0, str(Path(__file__).parent))
+from sweep import ALL_CASES, classical, make_case  # noqa: E402
+
+COLUMNS = ("EMA", "EMA + DC", "draw mean", "draw mean + DC", "(EMA + draw mean) / 2 + DC")
+
+
+def draw_mean(forward, params, net_state, z, config: SGDIPConfig, draws: int, batch: int, key):
+    """``mean_j f_theta(z + eta_j)`` over ``ceil(draws / batch)`` network passes of ``batch`` draws each."""
+    one = SGDIPConfig(draws=batch, noise=config.noise, noise_scale=config.noise_scale)
+    passes = -(-draws // batch)
+    total = 0.0
+    for k in jax.random.split(key, passes):
+        outs, _ = forward(params, net_state, z + draw_noise(k, z, one))
+        total = total + jnp.mean(outs, axis=0)
+    return total / passes
+
+
+def final_images(case, config: SGDIPConfig, draws: int, batch: int, seed: int):
+    """``{column: image}`` of :data:`COLUMNS` from one run of ``config`` (its own final step off)."""
+    task = sgdip_task(config)
+    op, y = case.operator, jnp.asarray(case.y)
+    problem = setup(task, op, y, seed)
+    params, net_state, z, key, data, _ = problem.engine_args()
+    out = engine.run(engine_config(task, op), params, net_state, z, key, data, progress=False)
+    module = build_network(config.network, n_channels(op), tuple(op.image_shape[:2]))
+    forward = jax.jit(network_forward(module, config.compute_dtype))
+    state, scale = out.state, data["scale"]
+    mean = draw_mean(
+        forward, state.params, state.net_state, state.z, config, draws, batch, jax.random.PRNGKey(seed + 1)
+    )
+    ema, drawn = to_image(op, state.ema, scale), to_image(op, mean, scale)
+    dc = lambda x: data_consistency(op, x, y)  # noqa: E731
+    return dict(zip(COLUMNS, (ema, dc(ema), drawn, dc(drawn), dc(0.5 * (ema + drawn)))))
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--size", type=int, default=96)
+    p.add_argument("--size", type=int, default=128)
     p.add_argument("--iters", type=int, default=500)
-    p.add_argument(
-        "--cases",
-        nargs="+",
-        default=[f"{n}:{a}:{s}" for n, a, s in CASES],
-        help="NAME:ACCELERATION:SNR_DB, NAME a sample_mri image (default: %(default)s)",
-    )
+    p.add_argument("--draws", type=int, default=256, help="noise draws of the final network (default: %(default)s)")
+    p.add_argument("--batch", type=int, default=64, help="draws per network pass (default: %(default)s)")
+    p.add_argument("--base", type=int, default=16, help="U-Net width (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cases", nargs="+", default=["shoulder-4x30", "head-4x20", "camera-p80"], choices=list(ALL_CASES))
     args = p.parse_args(argv)
-    config = SGDIPConfig(network=NetworkConfig("unet4", base=16), iterations=args.iters, data_consistency=False)
-    print("| case | EMA image | after data consistency |\n|---|---|---|")
-    for spec in args.cases:
-        name, acceleration, snr = spec.split(":")
-        acceleration, snr = float(acceleration), float(snr)
-        case = sample_mri(name, size=args.size, coils=8, acceleration=acceleration, snr_db=snr, seed=0)
-        op, y = case.operator(), jnp.asarray(case.y)
-        image = jnp.asarray(run_method("sgdip", op, y, config, 0, target=case.x, progress=False).ema_image)
-        print(
-            f"| {name} {args.size}px {acceleration:g}x {snr:g} dB | {float(psnr(image, case.x)):.2f} | "
-            f"{float(psnr(data_consistency(op, image, y), case.x)):.2f} |",
-            flush=True,
-        )
+    config = SGDIPConfig(network=NetworkConfig("unet4", base=args.base), iterations=args.iters, data_consistency=False)
+    print(f"| case | best classical (auto) | {' | '.join(COLUMNS)} |\n|---|---|{'---|' * len(COLUMNS)}")
+    for name in args.cases:
+        case = make_case(name, args.size, args.seed)
+        base = {m: v for m, v in classical(case).items() if m != "zero-filled"}
+        best = max(base, key=lambda m: base[m]["psnr"])
+        images = final_images(case, config, args.draws, args.batch, args.seed)
+        cells = " | ".join(f"{evaluate(x, case.reference)['psnr']:.2f}" for x in images.values())
+        print(f"| {name} {args.size}px | {base[best]['psnr']:.2f} ({best}) | {cells} |", flush=True)
 
 
 if __name__ == "__main__":

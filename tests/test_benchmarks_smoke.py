@@ -9,16 +9,22 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import matplotlib.image
 import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from skimage.restoration import inpaint_biharmonic
 
+from sgdip_jax.config import NetworkConfig
+from sgdip_jax.methods import SGDIPConfig
+
 ROOT = Path(__file__).resolve().parent.parent
 QUALITY = ROOT / "benchmarks" / "quality.py"
 SPEED = ROOT / "benchmarks" / "speed.py"
 SWEEP = ROOT / "benchmarks" / "sweep.py"
+TINY_UNET = NetworkConfig(name="unet1", base=4)
 TIME_BOUND = 300  # seconds per script run: a hang guard, far above a quick run
 
 
@@ -323,3 +329,30 @@ def test_distribution_shift_runs_the_chosen_cases_and_refuses_unknown_ones(tmp_p
             ds.main(["--size", "32", *argv, "--out", str(tmp_path / "bad.json")])
         assert exit_.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "bad.json").exists()
+
+
+def test_final_image_draw_mean_and_data_consistency():
+    """``draw_mean`` of a linear network is its value at the mean input, ``2 (z + c max|z| / 2)`` for
+    uniform noise (standard error 2 c max|z| / sqrt(12 N)); on an inpainting run the columns after
+    the data-consistency step hold the known pixels exactly and the others differ from them."""
+    fc = load_script(ROOT / "benchmarks" / "data_consistency.py", "benchmark_final_image")
+    z = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (1, 8, 8, 2)), jnp.float32)
+    calls = []
+
+    def linear(params, net_state, x):
+        calls.append(x.shape[0])
+        return 2.0 * x, net_state
+
+    config = SGDIPConfig(noise_scale=0.5)
+    mean = fc.draw_mean(linear, None, None, z, config, draws=4096, batch=1000, key=jax.random.PRNGKey(0))
+    assert calls == [1000] * 5  # ceil(4096 / 1000) passes of the batch size
+    expected = 2.0 * (z[0] + 0.25 * jnp.max(jnp.abs(z)))
+    np.testing.assert_allclose(mean, expected, atol=4 * 2 * 0.5 / np.sqrt(12 * 5000))
+
+    case = fc.make_case("camera-p50", 32, 0)
+    images = fc.final_images(case, SGDIPConfig(network=TINY_UNET, iterations=3, data_consistency=False), 4, 2, 0)
+    assert list(images) == list(fc.COLUMNS)
+    known = np.asarray(case.operator.mask) != 0
+    for column, image in images.items():
+        kept = np.allclose(np.asarray(image)[known], np.asarray(case.y)[known], atol=1e-6)
+        assert kept == column.endswith("+ DC"), column
