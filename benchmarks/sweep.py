@@ -115,6 +115,8 @@ VARIANTS = {  # overrides of the SGDIPConfig defaults, and the other methods' va
     "ema0.9": {"ema": 0.9},
     "ema0.99": {"ema": 0.99},  # the default before 0.95
     "es-p300": ES_P300,
+    "floor0": {"data_floor": 0.0},  # the default before the data term's noise floor
+    "floor0.8": {"data_floor": 0.8},
     "tv-noise0.01": {"tv_noise": 0.01},  # tv 0.001 at shoulder 4x 20 dB, 0.0004 at 4x 30 dB
     # the inpainting preset before the filled input (z uniform, c 0.1, alpha 0.02, squared L2, Adam 1e-3)
     "old-inpainting": OLD_INPAINTING,

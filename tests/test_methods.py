@@ -146,6 +146,56 @@ def test_dip_tv_term_is_the_isotropic_total_variation_of_the_image():
     np.testing.assert_allclose(float(loss1), float(loss0) + 0.25 * tv, rtol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["l1", "l2"])
+def test_noise_floor_is_the_expected_data_term_of_the_noise(kind):
+    """On pure complex Gaussian noise (the residual of the true image is the noise) the floor is the
+    data term of the noise itself: mean |Re n| = sigma / sqrt(pi), mean (Re n)^2 = sigma^2 / 2; it is
+    scaled by tau, and zero where it is switched off, for inpainting, or with no sampled corner."""
+    from sgdip_jax.methods.common import measured_discrepancy
+    from sgdip_jax.methods.sgdip import noise_floor
+
+    rng = np.random.default_rng(4)
+    c, h, w, sigma = 4, 64, 64, 0.3
+    mask = np.broadcast_to((rng.uniform(size=w) < 0.5).astype(np.float32), (h, w)).copy()
+    op = MultiCoilMRI.create(np.ones((c, h, w)) / np.sqrt(c), mask)
+    y = jnp.asarray(mask * sigma * (rng.normal(size=(c, h, w)) + 1j * rng.normal(size=(c, h, w))) / np.sqrt(2))
+    noise_term = float(measured_discrepancy(-y, op.mask, kind))
+    np.testing.assert_allclose(noise_term, sigma / np.sqrt(np.pi) if kind == "l1" else sigma**2 / 2, rtol=0.02)
+
+    def floor(op, y, **config):
+        return float(noise_floor(op, y, SGDIPConfig(data_loss=kind, **config))["floor"])
+
+    np.testing.assert_allclose(floor(op, y), noise_term, rtol=0.1)  # the median estimator of sigma: a few %
+    np.testing.assert_allclose(floor(op, y, data_floor=0.5), floor(op, y) / 2)
+    assert floor(op, y, data_floor=0.0) == 0.0
+    centre = np.zeros((h, w), np.float32)
+    centre[:, w // 2 - 4 : w // 2 + 4] = 1
+    assert floor(MultiCoilMRI.create(op.smaps, centre), y * centre) == 0.0
+    assert floor(Inpainting.create(mask), jnp.asarray(mask * rng.normal(size=(h, w)))) == 0.0
+
+
+def test_data_term_below_the_floor_gives_no_gradient():
+    """The loss uses max(D, floor): a floor above D leaves floor + alpha R and the gradient of alpha R
+    alone; ``terms["data"]`` stays D."""
+    op, y, *_ = random_mri()
+    cfg = SGDIPConfig(network=TINY, draws=2, alpha=0.3)
+    forward, params, net_state, z = sgdip_pieces(op, cfg)
+    key = jax.random.PRNGKey(1)
+
+    def loss(params, floor):
+        data = {"operator": op, "y": y, "floor": jnp.float32(floor)}
+        return sgdip_loss(forward, cfg)(params, net_state, z, key, data)
+
+    (below, aux), grad = jax.value_and_grad(loss, has_aux=True)(params, 0.0)
+    (above, aux_above), grad_above = jax.value_and_grad(loss, has_aux=True)(params, 1e3)
+    d, r = float(aux["terms"]["data"]), float(aux["terms"]["reg"])
+    np.testing.assert_allclose([float(below), float(above)], [d + 0.3 * r, 1e3 + 0.3 * r], rtol=1e-5)
+    assert float(aux_above["terms"]["data"]) == d
+    reg_only = jax.grad(lambda p: 0.3 * loss(p, 0.0)[1]["terms"]["reg"])(params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), grad_above, reg_only)
+    assert any(float(jnp.abs(a - b).max()) > 0 for a, b in zip(jax.tree.leaves(grad), jax.tree.leaves(grad_above)))
+
+
 def test_lr_half_life_halves_the_adam_step():
     """With a constant gradient Adam's step is lr exactly (m_hat / sqrt(v_hat) = 1), so the steps of
     the decayed rate are lr 2^(-t / h)."""

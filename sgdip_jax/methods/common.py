@@ -204,7 +204,9 @@ class DIPTask:
     true, ``z0`` is an image in the units of ``y`` (e.g. ``A^H y``): the scale ``s`` is computed with
     ``z0 / max|z0|`` as network input and the input becomes ``s z0``, in the units of ``y_s``.
     ``make_loss(forward) -> loss_fn`` receives the network forward of :func:`network_forward`; the
-    engine's ``data = {"operator", "y", "scale"}`` carries the scaled problem.
+    engine's ``data = {"operator", "y", "scale"}`` carries the scaled problem, plus the entries of
+    ``make_data(operator, y_s) -> dict`` (per-problem arrays the loss needs, from the scaled
+    measurements ``y_s``) when the task has one.
     """
 
     method: str
@@ -212,12 +214,13 @@ class DIPTask:
     make_input: Callable
     make_loss: Callable
     z_optimizer: Any = None
+    make_data: Callable | None = None
 
 
 @dataclasses.dataclass
 class Setup:
     """One problem ready for the engine: the initial ``params``, ``net_state`` and input ``z``, the
-    run's ``key``, ``data = {"operator", "y" (scaled), "scale"}``, the metric ``target`` (or ``None``),
+    run's ``key``, ``data = {"operator", "y" (scaled), "scale", ...}``, the metric ``target`` (or ``None``),
     and the problem's unscaled ``y`` and integer ``seed`` (for the :class:`Result`)."""
 
     params: Any
@@ -261,12 +264,15 @@ def setup(task: DIPTask, operator, y, key, target=None) -> Setup:
         scale = jnp.linalg.norm(out0) / jnp.linalg.norm(operator.adjoint(y))
     if in_image_units:
         z0 = z0 * scale
+    data = {"operator": operator, "y": y * scale, "scale": scale}
+    if task.make_data is not None:
+        data.update(task.make_data(operator, data["y"]))
     return Setup(
         params=params,
         net_state=net_state,
         z=z0,
         key=jax.random.fold_in(key, 1),
-        data={"operator": operator, "y": y * scale, "scale": scale},
+        data=data,
         target=None if target is None else display(target),
         y=y,
         seed=seed,
