@@ -2,14 +2,16 @@
 defaults, after ``--iters`` iterations:
 
 * the moving average of the iterates (EMA, the reported image), as it is and after the final
-  data-consistency step ``x + A^H (y - A x)`` (replace the measured k-space, or the known pixels);
+  data-consistency step ``x + A^H (y - A x)`` (replace the measured k-space, or the known pixels),
+  and after the noise-weighted step (:func:`~sgdip_jax.methods.common.weighted_data_consistency`,
+  ``sigma`` estimated from ``y``; MRI only, inpainting is noiseless);
 * the mean of the *final* network over ``--draws`` noise draws, ``mean_j f_theta(z + eta_j)`` with
   the training noise (:func:`~sgdip_jax.methods.sgdip.draw_noise`; BatchNorm in batch-statistics
   mode over ``--batch`` draws per pass, as in training), as it is and after the same step;
 * the mean of the two, after the step.
 
 Cases are those of ``benchmarks/sweep.py`` (MRI simulated from open images, inpainting of open
-photographs), with its best classical method (``lam="auto"``) beside them. PSNR in dB.
+photographs), with its best classical method (``lam="auto"``) beside them. PSNR in dB (SSIM).
 
     python benchmarks/data_consistency.py --size 128 --iters 500 --cases shoulder-4x30 camera-p80
 """
@@ -27,14 +29,24 @@ from sgdip_jax import engine
 from sgdip_jax.channels import n_channels
 from sgdip_jax.config import NetworkConfig
 from sgdip_jax.methods import SGDIPConfig
-from sgdip_jax.methods.common import build_network, data_consistency, engine_config, network_forward, setup, to_image
+from sgdip_jax.methods.common import (
+    build_network,
+    data_consistency,
+    engine_config,
+    network_forward,
+    setup,
+    to_image,
+    weighted_data_consistency,
+)
+from sgdip_jax.methods.parameter_choice import estimate_sigma
+from sgdip_jax.operators import MultiCoilMRI
 from sgdip_jax.methods.sgdip import draw_noise, sgdip_task
 from sgdip_jax.metrics import evaluate
 
 sys.path.insert(0, str(Path(__file__).parent))
 from sweep import ALL_CASES, classical, make_case  # noqa: E402
 
-COLUMNS = ("EMA", "EMA + DC", "draw mean", "draw mean + DC", "(EMA + draw mean) / 2 + DC")
+COLUMNS = ("EMA", "EMA + DC", "EMA + weighted DC", "draw mean", "draw mean + DC", "(EMA + draw mean) / 2 + DC")
 
 
 def draw_mean(forward, params, net_state, z, config: SGDIPConfig, draws: int, batch: int, key):
@@ -63,7 +75,9 @@ def final_images(case, config: SGDIPConfig, draws: int, batch: int, seed: int):
     )
     ema, drawn = to_image(op, state.ema, scale), to_image(op, mean, scale)
     dc = lambda x: data_consistency(op, x, y)  # noqa: E731
-    return dict(zip(COLUMNS, (ema, dc(ema), drawn, dc(drawn), dc(0.5 * (ema + drawn)))))
+    sigma = estimate_sigma(op, y) if isinstance(op, MultiCoilMRI) else 0.0
+    weighted = weighted_data_consistency(op, ema, y, sigma)
+    return dict(zip(COLUMNS, (ema, dc(ema), weighted, drawn, dc(drawn), dc(0.5 * (ema + drawn)))))
 
 
 def main(argv=None):
@@ -83,7 +97,8 @@ def main(argv=None):
         base = {m: v for m, v in classical(case).items() if m != "zero-filled"}
         best = max(base, key=lambda m: base[m]["psnr"])
         images = final_images(case, config, args.draws, args.batch, args.seed)
-        cells = " | ".join(f"{evaluate(x, case.reference)['psnr']:.2f}" for x in images.values())
+        scores = [evaluate(x, case.reference) for x in images.values()]
+        cells = " | ".join(f"{m['psnr']:.2f} ({m['ssim']:.4f})" for m in scores)
         print(f"| {name} {args.size}px | {base[best]['psnr']:.2f} ({best}) | {cells} |", flush=True)
 
 

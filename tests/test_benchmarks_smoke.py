@@ -355,4 +355,4 @@ def test_final_image_draw_mean_and_data_consistency():
     known = np.asarray(case.operator.mask) != 0
     for column, image in images.items():
         kept = np.allclose(np.asarray(image)[known], np.asarray(case.y)[known], atol=1e-6)
-        assert kept == column.endswith("+ DC"), column
+        assert kept == column.endswith("DC"), column
