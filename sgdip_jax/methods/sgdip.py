@@ -53,7 +53,8 @@ from .result import Result
 
 NOISES = ("uniform", "gaussian")
 REG_ON = ("per_draw", "mean")
-Z_INITS = ("auto", "zero_filled", "uniform", "filled")
+Z_INITS = ("auto", "zero_filled", "uniform", "filled", "cg")
+CG_INPUT_STEPS = 8  # conjugate-gradient steps of z_init="cg"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,6 +199,12 @@ def image_input(method: str, config, k, op, y, input_shape):
         if not hasattr(op, "fill"):
             raise ValueError(f"{method}: z_init='filled' needs an inpainting operator, not {type(op).__name__}")
         return to_channels(op.fill(y), op).astype(jnp.float32)[None], True
+    if z_init == "cg":
+        from .supervised import conjugate_gradient
+
+        b = op.adjoint(y)
+        x = conjugate_gradient(lambda v: op.adjoint(op(v)), b, jnp.zeros_like(b), CG_INPUT_STEPS)
+        return to_channels(x, op).astype(jnp.float32)[None], True
     return to_channels(op.adjoint(y), op).astype(jnp.float32)[None], True
 
 
