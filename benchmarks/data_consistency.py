@@ -3,7 +3,7 @@ defaults, after ``--iters`` iterations:
 
 * the moving average of the iterates (EMA, the reported image), as it is and after the final
   data-consistency step ``x + A^H (y - A x)`` (replace the measured k-space, or the known pixels),
-  and after the noise-weighted step (:func:`~sgdip_jax.methods.common.weighted_data_consistency`,
+  and after the noise-weighted step (:func:`weighted_data_consistency`,
   ``sigma`` estimated from ``y``; MRI only, inpainting is noiseless);
 * the mean of the *final* network over ``--draws`` noise draws, ``mean_j f_theta(z + eta_j)`` with
   the training noise (:func:`~sgdip_jax.methods.sgdip.draw_noise`; BatchNorm in batch-statistics
@@ -24,6 +24,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from sgdip_jax import engine
 from sgdip_jax.channels import n_channels
@@ -36,17 +37,42 @@ from sgdip_jax.methods.common import (
     network_forward,
     setup,
     to_image,
-    weighted_data_consistency,
 )
 from sgdip_jax.methods.parameter_choice import estimate_sigma
-from sgdip_jax.operators import MultiCoilMRI
 from sgdip_jax.methods.sgdip import draw_noise, sgdip_task
 from sgdip_jax.metrics import evaluate
+from sgdip_jax.operators import MultiCoilMRI
 
 sys.path.insert(0, str(Path(__file__).parent))
 from sweep import ALL_CASES, classical, make_case  # noqa: E402
 
 COLUMNS = ("EMA", "EMA + DC", "EMA + weighted DC", "draw mean", "draw mean + DC", "(EMA + draw mean) / 2 + DC")
+DC_BANDS = 16  # rings of k-space with equal numbers of sampled entries
+
+
+def weighted_data_consistency(operator, x, y, sigma: float, bands: int = DC_BANDS):
+    """``x + A^H (W (y - A x))``: the data-consistency step with the residual shrunk per ring of
+    k-space, multi-coil MRI only.
+
+    In a ring ``b`` the residual is ``r = e + n``: the error ``e`` of ``x`` plus the noise, with
+    ``E|n|^2 = sigma^2``. The scalar ``w`` that minimises ``E|e - w r|^2`` (``e``, ``n``
+    uncorrelated) is the Wiener weight ``w_b = E|e|^2 / (E|e|^2 + sigma^2) = max(0, 1 - sigma^2 /
+    mean_b |r|^2)``, the mean over the ring's sampled entries of all coils. ``sigma -> 0`` gives
+    :func:`data_consistency`; rings where ``x`` already fits the data to the noise level keep ``x``.
+    Rings are quantiles of ``|k|`` (``bands`` of them) over the sampled entries.
+    """
+    r = y - operator(x)
+    h, w = r.shape[-2:]
+    ky, kx = np.meshgrid((np.arange(h) - h // 2) / h, (np.arange(w) - w // 2) / w, indexing="ij")
+    radius = np.hypot(ky, kx)
+    sampled = np.broadcast_to(np.asarray(operator.mask) != 0, (h, w))
+    edges = np.quantile(radius[sampled], np.linspace(0, 1, bands + 1)[1:-1])
+    ring = jnp.asarray(np.where(sampled, np.searchsorted(edges, radius), bands))  # ``bands``: unsampled
+    power = jnp.mean(jnp.abs(r) ** 2, axis=tuple(range(r.ndim - 2)))  # over coils (and batch)
+    count = jnp.zeros(bands + 1).at[ring].add(1.0)
+    mean = jnp.zeros(bands + 1).at[ring].add(power) / jnp.maximum(count, 1.0)
+    weight = jnp.clip(1.0 - sigma**2 / jnp.maximum(mean, 1e-30), 0.0, 1.0)
+    return x + operator.adjoint(weight[ring].astype(r.real.dtype) * r)
 
 
 def draw_mean(forward, params, net_state, z, config: SGDIPConfig, draws: int, batch: int, key):

@@ -356,3 +356,18 @@ def test_final_image_draw_mean_and_data_consistency():
     for column, image in images.items():
         kept = np.allclose(np.asarray(image)[known], np.asarray(case.y)[known], atol=1e-6)
         assert kept == column.endswith("DC"), column
+
+
+def test_noise_weighted_data_consistency_interpolates_between_none_and_the_hard_step():
+    """``sigma = 0``: every ring's Wiener weight is 1, the hard step; ``sigma`` above every ring's
+    residual: weight 0, ``x`` kept; in between, rings whose residual power exceeds ``sigma^2`` move."""
+    fc = load_script(ROOT / "benchmarks" / "data_consistency.py", "benchmark_final_image")
+    case = fc.make_case("shoulder-4x20", 32, 0)
+    op, y = case.operator, jnp.asarray(case.y)
+    x = jnp.asarray(case.reference, jnp.complex64) * 0.9
+    np.testing.assert_allclose(fc.weighted_data_consistency(op, x, y, 0.0), fc.data_consistency(op, x, y), atol=1e-5)
+    np.testing.assert_allclose(fc.weighted_data_consistency(op, x, y, 1e3), x, atol=1e-6)
+    r = np.abs(np.asarray(y - op(x))) ** 2
+    middle = float(np.sqrt(np.median(r[..., np.broadcast_to(np.asarray(op.mask) != 0, r.shape[-2:])])))
+    out = fc.weighted_data_consistency(op, x, y, middle)
+    assert 0 < np.linalg.norm(out - x) < np.linalg.norm(fc.data_consistency(op, x, y) - x)

@@ -147,34 +147,6 @@ def data_consistency(operator, x, y):
     return x + operator.adjoint(y - operator(x))
 
 
-DC_BANDS = 16  # rings of k-space, equal numbers of sampled entries, for the noise-weighted step
-
-
-def weighted_data_consistency(operator, x, y, sigma: float, bands: int = DC_BANDS):
-    """``x + A^H (W (y - A x))``: the data-consistency step with the residual shrunk per ring of
-    k-space, multi-coil MRI only.
-
-    In a ring ``b`` the residual is ``r = e + n``: the error ``e`` of ``x`` plus the noise, with
-    ``E|n|^2 = sigma^2``. The scalar ``w`` that minimises ``E|e - w r|^2`` (``e``, ``n``
-    uncorrelated) is the Wiener weight ``w_b = E|e|^2 / (E|e|^2 + sigma^2) = max(0, 1 - sigma^2 /
-    mean_b |r|^2)``, the mean over the ring's sampled entries of all coils. ``sigma -> 0`` gives
-    :func:`data_consistency`; rings where ``x`` already fits the data to the noise level keep ``x``.
-    Rings are quantiles of ``|k|`` (``DC_BANDS`` of them) over the sampled entries.
-    """
-    r = y - operator(x)
-    h, w = r.shape[-2:]
-    ky, kx = np.meshgrid((np.arange(h) - h // 2) / h, (np.arange(w) - w // 2) / w, indexing="ij")
-    radius = np.hypot(ky, kx)
-    sampled = np.broadcast_to(np.asarray(operator.mask) != 0, (h, w))
-    edges = np.quantile(radius[sampled], np.linspace(0, 1, bands + 1)[1:-1])
-    ring = jnp.asarray(np.where(sampled, np.searchsorted(edges, radius), bands))  # ``bands``: unsampled
-    power = jnp.mean(jnp.abs(r) ** 2, axis=tuple(range(r.ndim - 2)))  # over coils (and batch)
-    count = jnp.zeros(bands + 1).at[ring].add(1.0)
-    mean = jnp.zeros(bands + 1).at[ring].add(power) / jnp.maximum(count, 1.0)
-    weight = jnp.clip(1.0 - sigma**2 / jnp.maximum(mean, 1e-30), 0.0, 1.0)
-    return x + operator.adjoint(weight[ring].astype(r.real.dtype) * r)
-
-
 def as_key(key) -> tuple[jax.Array, int]:
     """``(PRNG key, integer seed)`` from an int seed, a key, or ``None`` (seed 0)."""
     if key is None or isinstance(key, (int, np.integer)):
