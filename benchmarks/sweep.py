@@ -112,7 +112,7 @@ VARIANTS = {  # overrides of the SGDIPConfig defaults, and the other methods' va
     "lr3e-2-hl200": {"lr": 3e-2, "lr_half_life": 200},
     "lr2e-2-hl300-tv0.01": {"lr": 2e-2, "lr_half_life": 300, "tv": 0.01},
     "z-uniform": {"z_init": "uniform"},
-    "z-cg": {"z_init": "cg"},
+    "z-zero-filled": {"z_init": "zero_filled"},  # the default before the filled (CG-SENSE) input
     "ema0.9": {"ema": 0.9},
     "ema0.99": {"ema": 0.99},  # the default before 0.95
     "es-p300": ES_P300,

@@ -206,3 +206,40 @@ def test_inpainting_fill_reaches_a_large_hole():
     fill = np.asarray(op.fill(op(x)))
     assert np.all(np.isfinite(fill)) and fill.min() >= 0 and fill.max() <= 1
     assert abs(fill[16, 16] - x[16, 16]) < 0.1  # the centre of the hole takes the surrounding mean
+
+
+@settings(max_examples=8, deadline=None)
+@given(**mri_cases)
+def test_mri_fill_is_least_squares_by_conjugate_gradients(seed, shape, line_mask):
+    """``fill``'s CG steps (CGNR) minimise ``||A x - y||`` over growing Krylov spaces: the residual
+    never rises and one step is ``A^H y`` scaled."""
+    rng, smaps, mask = _mri_problem(seed, *shape, line_mask)
+    op = MultiCoilMRI.create(smaps, mask)
+    y = np.asarray(op(_crandn(rng, shape[1:]))) + 0.1 * _crandn(rng, shape) * np.asarray(op.mask)
+    residuals = [float(np.linalg.norm(np.asarray(op(op.fill(y, k))) - y)) for k in range(1, 7)]
+    assert all(b <= a * (1 + 1e-4) for a, b in zip(residuals, residuals[1:]))
+    one, zero_filled = np.asarray(op.fill(y, 1)).ravel(), np.asarray(op.adjoint(y)).ravel()
+    np.testing.assert_allclose(
+        one, np.vdot(zero_filled, one) / np.vdot(zero_filled, zero_filled) * zero_filled, atol=1e-5
+    )
+
+
+def test_mri_fill_converges_to_the_least_squares_image():
+    """Enough CG steps reach the least-squares solution of the dense system (``numpy.linalg.lstsq``)
+    where the coils resolve the aliasing (``A`` of full column rank)."""
+    rng, smaps, mask = _mri_problem(7, 4, 8, 6, line_mask=True)
+    op = MultiCoilMRI.create(smaps, mask)
+    dense = _dense(op)
+    assert np.linalg.matrix_rank(dense) == dense.shape[1]
+    y = np.asarray(op(_crandn(rng, (8, 6)))) + 0.1 * _crandn(rng, (4, 8, 6)) * np.asarray(op.mask)
+    solution = np.linalg.lstsq(dense, y.ravel(), rcond=None)[0]
+    np.testing.assert_allclose(np.asarray(op.fill(y, 40)).ravel(), solution, atol=1e-3 * np.abs(solution).max())
+
+
+def test_mri_fill_with_every_entry_sampled_is_the_adjoint():
+    """``sum_c |S_c|^2 = 1`` and a full mask make ``A^H A = I``: the first CG step is exact."""
+    rng, smaps, _ = _mri_problem(5, 3, 8, 6, line_mask=False)
+    smaps = smaps / np.sqrt(np.sum(np.abs(smaps) ** 2, axis=0))
+    op = MultiCoilMRI.create(smaps, np.ones((8, 6), np.float32))
+    y = _crandn(rng, (3, 8, 6))
+    np.testing.assert_allclose(op.fill(y), op.adjoint(y), atol=1e-5)

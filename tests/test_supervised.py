@@ -18,7 +18,8 @@ from sgdip_jax.cli import main
 from sgdip_jax.data import sample_mri, save_case
 from sgdip_jax.data.brain import GAP, brain_slices, split_indices, template_path, usable_slices
 from sgdip_jax.methods import run_method
-from sgdip_jax.methods.supervised import conjugate_gradient, model_forward
+from sgdip_jax.methods.supervised import model_forward
+from sgdip_jax.operators.base import conjugate_gradient
 from sgdip_jax.train import train, train_config
 
 TINY_NET = {"name": "unet2", "base": 4}

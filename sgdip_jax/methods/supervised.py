@@ -28,6 +28,7 @@ import numpy as np
 
 from ..channels import channels_to_complex, complex_to_channels
 from ..config import NetworkConfig, check_choice
+from ..operators.base import conjugate_gradient
 from .common import as_key, check_image, check_measurements
 from .result import Result
 
@@ -133,24 +134,6 @@ def problem_scale(x0):
     """``s = q_{0.99}(|x_0|)``: the scale the models see the zero-filled image ``x_0`` at."""
     s = jnp.quantile(jnp.abs(x0), SCALE_QUANTILE)
     return jnp.where(s > 0, s, jnp.maximum(jnp.max(jnp.abs(x0)), 1e-12))
-
-
-def conjugate_gradient(normal, b, x, iterations: int):
-    """``iterations`` CG steps on ``normal(x) = b`` from ``x`` (a Hermitian positive definite
-    ``normal``); a fixed count, so it compiles to one loop and can be differentiated through."""
-
-    def step(_, state):
-        x, r, p, rr = state
-        ap = normal(p)
-        pap = jnp.real(jnp.vdot(p, ap))
-        alpha = jnp.where(pap > 0, rr / jnp.where(pap > 0, pap, 1.0), 0.0)
-        x, r = x + alpha * p, r - alpha * ap
-        rr_new = jnp.real(jnp.vdot(r, r))
-        beta = jnp.where(rr > 0, rr_new / jnp.where(rr > 0, rr, 1.0), 0.0)
-        return x, r, r + beta * p, rr_new
-
-    r = b - normal(x)
-    return jax.lax.fori_loop(0, iterations, step, (x, r, r, jnp.real(jnp.vdot(r, r))))[0]
 
 
 def model_forward(model: ModelConfig):

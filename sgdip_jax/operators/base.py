@@ -4,7 +4,7 @@ An operator is an immutable pytree (``flax.struct.dataclass``) with the attribut
 :class:`LinearOperator`: forward ``A`` (``__call__``), ``adjoint`` (``A^H``), ``normal``
 (``A^H A``), ``norm()`` (spectral norm by power iteration), the image domain (``image_shape``,
 ``image_dtype``) and the ``mask`` of measured entries. How images become network tensors is not an
-operator's business (:mod:`sgdip_jax.channels`).
+operator's business (:mod:`sgdip_jax.channels`). :func:`conjugate_gradient` solves with ``normal``.
 """
 
 from typing import Protocol, runtime_checkable
@@ -63,3 +63,21 @@ class LinearOperatorMixin:
 
         x = jax.lax.fori_loop(0, iters, body, x / jnp.linalg.norm(x.ravel()))
         return jnp.sqrt(jnp.abs(_vdot(x, self.normal(x))))
+
+
+def conjugate_gradient(normal, b, x, iterations: int):
+    """``iterations`` CG steps on ``normal(x) = b`` from ``x`` (a Hermitian positive definite
+    ``normal``); a fixed count, so it compiles to one loop and can be differentiated through."""
+
+    def step(_, state):
+        x, r, p, rr = state
+        ap = normal(p)
+        pap = jnp.real(jnp.vdot(p, ap))
+        alpha = jnp.where(pap > 0, rr / jnp.where(pap > 0, pap, 1.0), 0.0)
+        x, r = x + alpha * p, r - alpha * ap
+        rr_new = jnp.real(jnp.vdot(r, r))
+        beta = jnp.where(rr > 0, rr_new / jnp.where(rr > 0, rr, 1.0), 0.0)
+        return x, r, r + beta * p, rr_new
+
+    r = b - normal(x)
+    return jax.lax.fori_loop(0, iterations, step, (x, r, r, jnp.real(jnp.vdot(r, r))))[0]
