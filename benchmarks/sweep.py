@@ -102,6 +102,7 @@ VARIANTS = {  # overrides of the SGDIPConfig defaults, and the other methods' va
     "c0.5-lr1e-2-a0.5": {"noise_scale": 0.5, "lr": 1e-2, "alpha": 0.5},
     "c0.5-K2": {"noise_scale": 0.5, "draws": 2, "alpha": 0.005},
     "K2-zero-filled": {"draws": 2, "z_init": "zero_filled"},
+    "K4": {"draws": 4},  # the default before K = 2 (run with --iters 500, its budget then)
     "c0.5-K8": {"noise_scale": 0.5, "draws": 8, "alpha": 0.005},
     "c0.5-dc": {"noise_scale": 0.5, "data_consistency": True, "alpha": 0.005},
     "tv0.001": {"tv": 0.001},

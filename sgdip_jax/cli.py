@@ -88,7 +88,7 @@ INPUT_TYPES = {  # argparse types of the InputOptions fields (others are strings
 
 def _reconstruct_parser(sub):
     from .inputs import InputOptions
-    from .methods import METHODS
+    from .methods import METHODS, SGDIPConfig
     from .methods.common import DIPBaseConfig
     from .networks import NETWORKS
 
@@ -116,7 +116,8 @@ def _reconstruct_parser(sub):
     m("--method", default="sgdip", help=f"reconstruction method: {', '.join(METHODS)}")
     m("--network", help=f"network of the DIP methods: {', '.join(NETWORKS)} (default: {DIPBaseConfig().network.name})")
     m("--width", type=_count, help="base channel width of the network (default: the network's own)")
-    m("--iters", type=_count, help=f"iterations (default: the method's own; {DIPBaseConfig().iterations} for DIP)")
+    m("--iters", type=_count, help=f"iterations (default: the method's own; {SGDIPConfig().iterations} for sgdip, "
+      f"{DIPBaseConfig().iterations} for the other DIP methods)")  # fmt: skip
     m("--weights", metavar="FILE", help="unet-post, modl: trained weights (.npz from 'sgdip train'; default: the "
       "checkpoint bundled with the package)")  # fmt: skip
     m("--reference", help="ref-dip (required): the network input image (.npy, .npz with x or image, image, DICOM)")
@@ -144,6 +145,8 @@ def _output_options(group, out_help, out_default=None):
 
 def _demo_parser(sub):
     from .demo import SETUPS
+    from .methods import SGDIPConfig
+    from .methods.common import DIPBaseConfig
 
     cpu, full = SETUPS["cpu"], SETUPS["full"]
     p = sub.add_parser(
@@ -162,7 +165,8 @@ def _demo_parser(sub):
     p.add_argument(
         "--iters",
         type=_count,
-        help=f"DIP iterations (default: {cpu['iterations']}, or {full['iterations']} with --full)",
+        help=f"DIP iterations (default: each method's own, {SGDIPConfig().iterations} for sgdip and "
+        f"{DIPBaseConfig().iterations} for dip; {full['iterations']} with --full)",
     )
     p.add_argument("--seed", type=_seed, default=0, help="random seed (simulation and networks)")
     _output_options(p, "output directory", "sgdip_demo")
