@@ -83,8 +83,8 @@ def _both(height, width, coils, depth, base):
 # mode -> (settings, iterations per measurement, iterations per chunk)
 MODES = {
     "quick": ([Setting(32, 32, 4, 2, 8, 4)], 20, 5),
-    # the CPU demo configuration (``sgdip demo``: 128x128, 8 coils, depth-4 U-Net of base 16), K = 4 and 1
-    "demo": ([Setting(128, 128, 8, 4, 16, 4), Setting(128, 128, 8, 4, 16, 1)], 100, 10),
+    # the CPU demo configuration (``sgdip demo``: 128x128, 8 coils, depth-4 U-Net of base 16), K = 2 and 1
+    "demo": ([Setting(128, 128, 8, 4, 16, 2), Setting(128, 128, 8, 4, 16, 1)], 100, 10),
     "paper": (_both(640, 372, 15, 5, 64), 200, 20),
     "320": (_both(320, 320, 8, 4, 64), 200, 20),
 }
