@@ -101,8 +101,8 @@ VARIANTS = {  # overrides of the SGDIPConfig defaults, and the other methods' va
     "c0.5-lr1e-2-a0.05": {"noise_scale": 0.5, "lr": 1e-2, "alpha": 0.05},
     "c0.5-lr1e-2-a0.5": {"noise_scale": 0.5, "lr": 1e-2, "alpha": 0.5},
     "c0.5-K2": {"noise_scale": 0.5, "draws": 2, "alpha": 0.005},
-    "K2-zero-filled": {"draws": 2, "z_init": "zero_filled"},
     "K4": {"draws": 4},  # the default before K = 2 (run with --iters 500, its budget then)
+    "K4-z-filled": {"draws": 4, "z_init": "filled"},
     "c0.5-K8": {"noise_scale": 0.5, "draws": 8, "alpha": 0.005},
     "c0.5-dc": {"noise_scale": 0.5, "data_consistency": True, "alpha": 0.005},
     "tv0.001": {"tv": 0.001},
@@ -114,7 +114,7 @@ VARIANTS = {  # overrides of the SGDIPConfig defaults, and the other methods' va
     "lr3e-2-hl200": {"lr": 3e-2, "lr_half_life": 200},
     "lr2e-2-hl300-tv0.01": {"lr": 2e-2, "lr_half_life": 300, "tv": 0.01},
     "z-uniform": {"z_init": "uniform"},
-    "z-zero-filled": {"z_init": "zero_filled"},  # the default before the filled (CG-SENSE) input
+    "z-filled": {"z_init": "filled"},  # MRI: z from 8 CG steps of SENSE
     "ema0.9": {"ema": 0.9},
     "ema0.99": {"ema": 0.99},  # the default before 0.95
     "es-p300": ES_P300,

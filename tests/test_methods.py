@@ -9,14 +9,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sgdip_jax.channels import from_channels, n_channels
+from sgdip_jax.channels import from_channels, n_channels, to_channels
 from sgdip_jax.config import NetworkConfig, from_dict, load_config, save_config, to_dict
 from sgdip_jax.data.samples import sample_image, sample_mri
 from sgdip_jax.early_stopping import ESConfig
 from sgdip_jax.methods import METHODS, ASeqDIPConfig, DIPConfig, RefDIPConfig, Result, SGDIPConfig, run_method
 from sgdip_jax.methods.aseqdip import aseqdip_loss
 from sgdip_jax.methods.common import build_network, data_consistency, fast_key, network_forward
-from sgdip_jax.methods.sgdip import draw_noise, sgdip_loss
+from sgdip_jax.methods.sgdip import draw_noise, image_input, sgdip_loss
 from sgdip_jax.metrics import center_crop, psnr
 from sgdip_jax.networks import init_network
 from sgdip_jax.operators import Inpainting, MultiCoilMRI
@@ -322,6 +322,23 @@ def test_bfloat16_compute_keeps_float32_outputs(small_case):
     r = run_method("dip", op, y, DIPConfig(network=TINY, iterations=40, compute_dtype="bfloat16"), 0, progress=False)
     assert r.ema_image.dtype == np.complex64 and np.isfinite(r.ema_image).all()
     assert r.history["loss"].dtype == np.float32 and r.history["loss"][-1] < 0.8 * r.history["loss"][0]
+
+
+def test_input_defaults_zero_filled_for_mri_and_filled_for_inpainting():
+    """``z_init="auto"``: ``A^H y`` for MRI (the paper's), the operator's ``fill`` for inpainting;
+    ``"filled"`` gives MRI the CG-SENSE image (:meth:`MultiCoilMRI.fill`)."""
+    case = sample_mri(size=32)
+    op, y = case.operator(), jnp.asarray(case.y)
+    shape = lambda c: (32, 32, c)  # noqa: E731
+    z, _ = image_input("sgdip", SGDIPConfig(network=TINY), None, op, y, shape)
+    np.testing.assert_allclose(z[0], to_channels(op.adjoint(y), op), atol=1e-6)
+    z, _ = image_input("sgdip", SGDIPConfig(network=TINY, z_init="filled"), None, op, y, shape)
+    np.testing.assert_allclose(z[0], to_channels(op.fill(y), op), atol=1e-6)
+    mask, _ = bernoulli_pixels((32, 32), 0.5, seed=0)
+    inpaint = Inpainting.create(mask)
+    y = inpaint(jnp.asarray(np.random.default_rng(0).uniform(size=(32, 32)), jnp.float32))
+    z, _ = image_input("sgdip", SGDIPConfig(network=TINY), None, inpaint, y, shape)
+    np.testing.assert_allclose(z[0], to_channels(inpaint.fill(y), inpaint), atol=1e-6)
 
 
 def test_data_consistency_is_kspace_replacement_then_sense_combine():

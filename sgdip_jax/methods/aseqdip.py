@@ -7,8 +7,7 @@ every ``N = z_every`` weight steps,
 
 with ``D`` over the measured entries (:func:`~.common.measured_discrepancy`) and ``D'`` over the
 image, ``"l2"`` (mean square, the paper's choice) or ``"l1"``; ``z_0`` as for self-guided DIP
-(the operator's filled image: early-stopped CG-SENSE for MRI, the interpolated masked image for
-inpainting; ``z_init="zero_filled"`` is the paper's ``A^H y_s``). Optionally the input is perturbed,
+(``A^H y_s``, or the filled masked image for inpainting). Optionally the input is perturbed,
 ``f_theta(z + eta)`` with ``eta = c max|z| n``, ``n ~ N(0, I)`` fresh each step (``noise_scale = c``;
 0, the default, is the paper's method). The reconstruction is the moving average of ``f_theta(z_k)``.
 

@@ -22,12 +22,12 @@ means the same at every sampling rate), ``D'`` over all entries of the image. No
 ``u_k ~ N(0, 1)`` (``"gaussian"``: relative std ``c``); ``max|z|`` is treated as a constant (no
 gradient through the noise amplitude). Gradients
 reach ``z`` through the network input and through the regulariser's target. ``z`` starts as
-``U[0, 1)`` noise (the reference notebook), as the zero-filled image ``A^H y_s`` (the paper; in the
-units of the rescaled measurements), or as the operator's filled image (the default): for MRI a few
-conjugate-gradient steps of SENSE (:meth:`~sgdip_jax.operators.MultiCoilMRI.fill`, aliasing
-resolved from the coils), for inpainting the masked image with its holes interpolated
-(:meth:`~sgdip_jax.operators.Inpainting.fill`; the masked image itself is a fixed point of the
-objective for an identity-like network); it has its own Adam (``lr_z``, optional ``clip_norm_z``).
+``U[0, 1)`` noise (the reference notebook), as the zero-filled image ``A^H y_s`` (the paper, and the
+MRI default; in the units of the rescaled measurements), or as the operator's filled image: for MRI
+a few conjugate-gradient steps of SENSE (:meth:`~sgdip_jax.operators.MultiCoilMRI.fill`, aliasing
+resolved from the coils), for inpainting (the default there) the masked image with its holes
+interpolated (:meth:`~sgdip_jax.operators.Inpainting.fill`; the masked image itself is a fixed point
+of the objective for an identity-like network); it has its own Adam (``lr_z``, optional ``clip_norm_z``).
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ import jax.numpy as jnp
 from .. import engine
 from ..channels import from_channels, n_channels, to_channels
 from ..config import check_choice, check_number
+from ..operators import Inpainting
 from .classical import finite_differences
 from .common import (
     DISCREPANCIES,
@@ -68,7 +69,8 @@ class SGDIPConfig(DIPBaseConfig):
     ``z_init``: ``"zero_filled"`` (``A^H y_s``), ``"uniform"`` (``U[0, 1)``, operator channels),
     ``"filled"`` (the operator's ``fill(y_s)``: MRI, early-stopped CG-SENSE,
     :meth:`~.MultiCoilMRI.fill`; inpainting, the missing pixels interpolated, :meth:`~.Inpainting.fill`)
-    or ``"auto"``: ``"filled"`` for an operator that can fill (both), else ``"zero_filled"``.
+    or ``"auto"``: ``"filled"`` for inpainting, else ``"zero_filled"`` (for MRI the filled input
+    measured no better than the zero-filled one with the other defaults, ``benchmarks/RESULTS.md``).
     ``lr_z`` / ``clip_norm_z``: Adam learning rate and gradient-norm clip of the input.
     ``tv``: weight of the DIP-TV term (0: the paper's objective).
     ``data_floor``: ``tau`` of the data term's floor ``tau E D(n)`` (:func:`noise_floor`; 0: none).
@@ -76,8 +78,8 @@ class SGDIPConfig(DIPBaseConfig):
     Defaults (MRI): L1 data and regulariser terms, per-draw regulariser, ``alpha = 0.005``, ``K = 2``
     noise draws per step and 1000 steps (the cost of ``K = 4`` at 500 steps plus a fifth, and it
     converges further: at this budget the networks still underfit), uniform input noise of a large
-    amplitude ``c = 0.5``, ``z`` from the filled image (MRI: 8 CG steps of SENSE; inpainting: the
-    masked image with its holes interpolated), Adam 1e-2 for the weights and 1e-2 for ``z``, a moving
+    amplitude ``c = 0.5``, ``z`` from the zero-filled image (inpainting: the masked image with its
+    holes interpolated), Adam 1e-2 for the weights and 1e-2 for ``z``, a moving
     average of the iterates with ``ema = 0.95`` (shorter than the other methods' 0.99: at the budget
     the iterates still improve, and a long average lags behind them), the data term floored at the
     noise's ``data_floor = 1`` (at 20 dB it stops the slow decline that follows the peak), and the
@@ -196,7 +198,7 @@ def image_input(method: str, config, k, op, y, input_shape):
         )
     z_init = config.z_init
     if z_init == "auto":
-        z_init = "filled" if hasattr(op, "fill") else "zero_filled"
+        z_init = "filled" if isinstance(op, Inpainting) else "zero_filled"
     if z_init == "uniform":
         return jax.random.uniform(k, (1, *shape), jnp.float32), False
     if z_init == "filled":
