@@ -41,9 +41,10 @@ def test_batch_of_6_sharded_over_4_devices_equals_each_slice_alone():
     Squared-L2 terms: batch layouts change the convolution algorithm and so the rounding, and the
     sign gradients of L1 terms amplify such differences (with the L1 defaults, 12 iterations measured
     a 1.2 % relative difference over 4 devices against 3e-5 on one), which would hide real errors.
-    For the same reason the step size and noise are the earlier, gentler ones (weights Adam 3e-3,
-    c 0.1): the defaults' Adam 1e-2 and c 0.5 grow the rounding differences of one batched device to
-    2e-3 within 12 iterations (measured), while the layouts still compute the same iteration."""
+    For the same reason the step size, noise and draws are the earlier, gentler ones (weights Adam
+    3e-3, c 0.1, K = 4): the defaults' Adam 1e-2 and c 0.5 grow the rounding differences of one
+    batched device to 2e-3 within 12 iterations, and K = 2 (the default since) to 3e-4 (measured),
+    while the layouts still compute the same iteration."""
     out = _run_script(
         """
         import jax, numpy as np
@@ -56,7 +57,7 @@ def test_batch_of_6_sharded_over_4_devices_equals_each_slice_alone():
         problems = [problem_from_case(sample_mri("shoulder", size=16, coils=2, acceleration=4.0, seed=s))
                     for s in range(6)]
         config = SGDIPConfig(network=NetworkConfig(name="unet1", base=4), iterations=12, chunk=4,
-                             data_loss="l2", reg_loss="l2", lr=3e-3, noise_scale=0.1)
+                             data_loss="l2", reg_loss="l2", lr=3e-3, noise_scale=0.1, draws=4)
         alone = [reconstruct_problem(p, "sgdip", config, 3, progress=False).image for p in problems[::5]]
         one = reconstruct_batch(problems, "sgdip", config, 3, devices=jax.devices()[:1], progress=False)
         seen = []

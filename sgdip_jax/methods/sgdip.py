@@ -82,7 +82,7 @@ class SGDIPConfig(DIPBaseConfig):
     holes interpolated), Adam 1e-2 for the weights and 1e-2 for ``z``, a moving
     average of the iterates with ``ema = 0.95`` (shorter than the other methods' 0.99: at the budget
     the iterates still improve, and a long average lags behind them), the data term floored at the
-    noise's ``data_floor = 1`` (at 20 dB it stops the slow decline that follows the peak), and the
+    noise's ``data_floor = 1`` (at 20 dB it slows the decline that follows the peak), and the
     final data-consistency step (``data_consistency``: the measured k-space of the reported images
     replaced; the PSNR history is of the images before it). They were chosen by the robustness
     sweep (``benchmarks/sweep.py``: the worst case, over open cases and seeds, of the PSNR at the
