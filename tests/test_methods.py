@@ -25,8 +25,8 @@ from sgdip_jax.operators.masks import bernoulli_pixels
 TINY = NetworkConfig(name="unet1", base=4)
 SMALL = NetworkConfig(name="unet3", base=8)
 NO_ES = ESConfig(enabled=False)
-MARGIN_INPAINT = 1.0  # measured +2.11 dB over biharmonic (benchmarks/RESULTS.md)
-MARGIN_INPAINT_DIP = 3.0  # measured +5.02 dB over vanilla DIP
+MARGIN_INPAINT = 1.0  # measured +2.82 dB over biharmonic (benchmarks/RESULTS.md, 2026-12-06)
+MARGIN_INPAINT_DIP = 3.0  # measured +5.73 dB over vanilla DIP
 
 
 def np_fft2c(a):
