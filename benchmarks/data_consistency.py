@@ -30,14 +30,7 @@ from sgdip_jax import engine
 from sgdip_jax.channels import n_channels
 from sgdip_jax.config import NetworkConfig
 from sgdip_jax.methods import SGDIPConfig
-from sgdip_jax.methods.common import (
-    build_network,
-    data_consistency,
-    engine_config,
-    network_forward,
-    setup,
-    to_image,
-)
+from sgdip_jax.methods.common import build_network, data_consistency, engine_config, network_forward, setup, to_image
 from sgdip_jax.methods.parameter_choice import estimate_sigma
 from sgdip_jax.methods.sgdip import draw_noise, sgdip_task
 from sgdip_jax.metrics import evaluate
