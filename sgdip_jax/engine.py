@@ -130,11 +130,14 @@ def slice_sharding(devices=None) -> jax.sharding.NamedSharding:
     return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(SLICE_AXIS))
 
 
-def adam(lr: float, clip_norm: float | None = None, half_life: float | None = None) -> optax.GradientTransformation:
-    """Adam with learning rate ``lr`` (halved every ``half_life`` steps, continuously:
-    ``lr 2^(-t / half_life)``; ``None``: constant), after clipping the group's global gradient norm
-    at ``clip_norm``."""
-    tx = optax.adam(lr if half_life is None else optax.exponential_decay(lr, half_life, 0.5))
+def adam(
+    lr: float, clip_norm: float | None = None, half_life: float | None = None, decay_begin: int = 0
+) -> optax.GradientTransformation:
+    """Adam with learning rate ``lr``, constant for ``decay_begin`` steps and then halved every
+    ``half_life`` steps, continuously: ``lr 2^(-max(t - decay_begin, 0) / half_life)`` (``half_life``
+    ``None``: constant throughout), after clipping the group's global gradient norm at ``clip_norm``."""
+    schedule = None if half_life is None else optax.exponential_decay(lr, half_life, 0.5, transition_begin=decay_begin)
+    tx = optax.adam(lr if schedule is None else schedule)
     return tx if clip_norm is None else optax.chain(optax.clip_by_global_norm(clip_norm), tx)
 
 

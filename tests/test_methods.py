@@ -196,13 +196,14 @@ def test_data_term_below_the_floor_gives_no_gradient():
     assert any(float(jnp.abs(a - b).max()) > 0 for a, b in zip(jax.tree.leaves(grad), jax.tree.leaves(grad_above)))
 
 
-def test_lr_half_life_halves_the_adam_step():
+@pytest.mark.parametrize("begin", [0, 5])
+def test_lr_half_life_halves_the_adam_step(begin):
     """With a constant gradient Adam's step is lr exactly (m_hat / sqrt(v_hat) = 1), so the steps of
-    the decayed rate are lr 2^(-t / h)."""
+    the decayed rate are lr 2^(-max(t - begin, 0) / h)."""
     from sgdip_jax import engine
 
     lr, h = 0.1, 4.0
-    tx = engine.adam(lr, half_life=h)
+    tx = engine.adam(lr, half_life=h, decay_begin=begin)
     w = jnp.zeros(())
     state = tx.init(w)
     steps = []
@@ -210,9 +211,12 @@ def test_lr_half_life_halves_the_adam_step():
         update, state = tx.update(jnp.ones(()), state, w)
         steps.append(-float(update))
         w = w + update
-    np.testing.assert_allclose(steps, lr * 2.0 ** (-np.arange(12) / h), rtol=1e-4)  # Adam eps: 1e-5
+    expected = lr * 2.0 ** (-np.maximum(np.arange(12) - begin, 0) / h)
+    np.testing.assert_allclose(steps, expected, rtol=1e-4)  # Adam eps: 1e-5
     with pytest.raises(ValueError, match="lr_half_life"):
         SGDIPConfig(lr_half_life=0.0)
+    with pytest.raises(ValueError, match="lr_decay_begin"):
+        SGDIPConfig(lr_decay_begin=-1)
 
 
 def test_noise_draws():

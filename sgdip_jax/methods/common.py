@@ -40,8 +40,9 @@ class DIPBaseConfig:
     ``network``: which network (output channels are set from the operator).
     ``iterations``: optimisation steps. ``lr``: Adam learning rate of the weights;
     ``clip_norm``: clip the weights' global gradient norm (``None``: no clipping).
-    ``lr_half_life``: halve ``lr`` every this many steps, ``lr 2^(-t / lr_half_life)`` (``None``:
-    constant); the schedule does not depend on ``iterations``, so a longer run continues the same path.
+    ``lr_half_life``: halve ``lr`` every this many steps once ``lr_decay_begin`` steps are done,
+    ``lr 2^(-max(t - lr_decay_begin, 0) / lr_half_life)`` (``None``: constant); the schedule does not
+    depend on ``iterations``, so a longer run continues the same path.
     ``ema``: weight ``beta`` of the moving average of the iterates.
     ``rescale``: scale the measurements so ``||A^H y|| = ||f(z_0)||`` (outputs scaled back).
     ``data_consistency``: replace the measured part of the final images, ``x + A^H (y - A x)``
@@ -59,6 +60,7 @@ class DIPBaseConfig:
     lr: float = 1e-3
     clip_norm: float | None = None
     lr_half_life: float | None = None
+    lr_decay_begin: int = 0
     ema: float = 0.99
     rescale: bool = True
     data_consistency: bool = False
@@ -71,6 +73,8 @@ class DIPBaseConfig:
     def __post_init__(self):
         check_choice(self.compute_dtype, tuple(COMPUTE_DTYPES), "compute_dtype")
         check_choice(self.loop, ("auto", *engine.DRIVERS), "loop")
+        if self.lr_decay_begin < 0:
+            raise ValueError(f"lr_decay_begin must be >= 0, got {self.lr_decay_begin}")
         for name in ("iterations", "chunk"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -286,7 +290,7 @@ def engine_config(task: DIPTask, operator) -> engine.EngineConfig:
     return engine.EngineConfig(
         loss_fn=task.make_loss(network_forward(module, config.compute_dtype)),
         iterations=config.iterations,
-        optimizer=engine.adam(config.lr, config.clip_norm, config.lr_half_life),
+        optimizer=engine.adam(config.lr, config.clip_norm, config.lr_half_life, config.lr_decay_begin),
         z_optimizer=task.z_optimizer,
         chunk=config.chunk,
         ema=config.ema,
