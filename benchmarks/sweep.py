@@ -115,6 +115,8 @@ VARIANTS = {  # overrides of the SGDIPConfig defaults, and the other methods' va
     "lr2e-2-hl300-tv0.01": {"lr": 2e-2, "lr_half_life": 300, "tv": 0.01},
     "hold800-hl500": {"lr_decay_begin": 800, "lr_half_life": 500},  # rate decays after 800 steps
     "floor1.2": {"data_floor": 1.2},
+    "lrz1e-3": {"lr_z": 1e-3},
+    "lrz3e-3": {"lr_z": 3e-3},
     "z-uniform": {"z_init": "uniform"},
     "z-filled": {"z_init": "filled"},  # MRI: z from 8 CG steps of SENSE
     "ema0.9": {"ema": 0.9},
