@@ -71,7 +71,9 @@ class SGDIPConfig(DIPBaseConfig):
     :meth:`~.MultiCoilMRI.fill`; inpainting, the missing pixels interpolated, :meth:`~.Inpainting.fill`)
     or ``"auto"``: ``"filled"`` for inpainting, else ``"zero_filled"`` (for MRI the filled input
     measured no better than the zero-filled one with the other defaults, ``benchmarks/RESULTS.md``).
-    ``lr_z`` / ``clip_norm_z``: Adam learning rate and gradient-norm clip of the input.
+    ``lr_z`` / ``clip_norm_z``: Adam learning rate and gradient-norm clip of the input;
+    ``lr_z_half_life`` / ``lr_z_decay_begin``: its rate's decay, as ``lr_half_life`` /
+    ``lr_decay_begin`` for the weights (:class:`~.common.DIPBaseConfig`).
     ``tv``: weight of the DIP-TV term (0: the paper's objective).
     ``data_floor``: ``tau`` of the data term's floor ``tau E D(n)`` (:func:`noise_floor`; 0: none).
 
@@ -105,6 +107,8 @@ class SGDIPConfig(DIPBaseConfig):
     z_init: str = "auto"
     lr_z: float = 1e-2
     clip_norm_z: float | None = None
+    lr_z_half_life: float | None = None
+    lr_z_decay_begin: int = 0
     tv: float = 0.0
     data_floor: float = 1.0
 
@@ -121,6 +125,9 @@ class SGDIPConfig(DIPBaseConfig):
         check_number(self.noise_scale, "noise_scale", inclusive=True)
         check_number(self.lr_z, "lr_z", inclusive=True)
         check_number(self.clip_norm_z, "clip_norm_z", optional=True)
+        check_number(self.lr_z_half_life, "lr_z_half_life", optional=True)
+        if self.lr_z_decay_begin < 0:
+            raise ValueError(f"lr_z_decay_begin must be >= 0, got {self.lr_z_decay_begin}")
         check_number(self.tv, "tv", inclusive=True)
         check_number(self.data_floor, "data_floor", inclusive=True)
 
@@ -218,7 +225,7 @@ def sgdip_task(config: SGDIPConfig = SGDIPConfig()) -> DIPTask:
         config,
         functools.partial(image_input, "sgdip", config),
         lambda forward: sgdip_loss(forward, config),
-        z_optimizer=engine.adam(config.lr_z, config.clip_norm_z),
+        z_optimizer=engine.adam(config.lr_z, config.clip_norm_z, config.lr_z_half_life, config.lr_z_decay_begin),
         make_data=lambda operator, y: noise_floor(operator, y, config),
     )
 
