@@ -217,6 +217,23 @@ def test_lr_half_life_halves_the_adam_step(begin):
         SGDIPConfig(lr_half_life=0.0)
     with pytest.raises(ValueError, match="lr_decay_begin"):
         SGDIPConfig(lr_decay_begin=-1)
+    with pytest.raises(ValueError, match="lr_z_decay_begin"):
+        SGDIPConfig(lr_z_decay_begin=-1)
+
+
+def test_input_rate_schedule_reaches_the_input_optimizer():
+    """``lr_z_half_life`` / ``lr_z_decay_begin`` shape the steps of the input's Adam (constant
+    gradient: step = rate)."""
+    from sgdip_jax.methods.sgdip import sgdip_task
+
+    task = sgdip_task(SGDIPConfig(lr_z=0.1, lr_z_half_life=2.0, lr_z_decay_begin=3))
+    z = jnp.zeros(())
+    state = task.z_optimizer.init(z)
+    steps = []
+    for _ in range(7):
+        update, state = task.z_optimizer.update(jnp.ones(()), state, z)
+        steps.append(-float(update))
+    np.testing.assert_allclose(steps, 0.1 * 2.0 ** (-np.maximum(np.arange(7) - 3, 0) / 2.0), rtol=1e-4)
 
 
 def test_noise_draws():
