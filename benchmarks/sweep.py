@@ -116,9 +116,8 @@ VARIANTS = {  # overrides of the SGDIPConfig defaults, and the other methods' va
     "hold800-hl500": {"lr_decay_begin": 800, "lr_half_life": 500},  # rate decays after 800 steps
     "floor1.2": {"data_floor": 1.2},
     "lrz1e-3": {"lr_z": 1e-3},
-    "lrz3e-3": {"lr_z": 3e-3},
-    "zhold800-hl300": {"lr_z_decay_begin": 800, "lr_z_half_life": 300},  # the input settles after 800 steps
-    "zhold1000-hl300": {"lr_z_decay_begin": 1000, "lr_z_half_life": 300},
+    "zhold800-hl300": {"lr_z_decay_begin": 800, "lr_z_half_life": 300},  # the default since 2026-12-06
+    "z-const": {"lr_z_decay_begin": 0, "lr_z_half_life": None},  # the input's rate constant (before)
     "z-uniform": {"z_init": "uniform"},
     "z-filled": {"z_init": "filled"},  # MRI: z from 8 CG steps of SENSE
     "ema0.9": {"ema": 0.9},
