@@ -73,8 +73,6 @@ class DIPBaseConfig:
     def __post_init__(self):
         check_choice(self.compute_dtype, tuple(COMPUTE_DTYPES), "compute_dtype")
         check_choice(self.loop, ("auto", *engine.DRIVERS), "loop")
-        if self.lr_decay_begin < 0:
-            raise ValueError(f"lr_decay_begin must be >= 0, got {self.lr_decay_begin}")
         for name in ("iterations", "chunk"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -83,6 +81,7 @@ class DIPBaseConfig:
         check_number(self.lr, "lr")
         check_number(self.clip_norm, "clip_norm", optional=True)
         check_number(self.lr_half_life, "lr_half_life", optional=True)
+        check_number(self.lr_decay_begin, "lr_decay_begin", inclusive=True)
 
 
 def real_view(a):

@@ -129,8 +129,7 @@ class SGDIPConfig(DIPBaseConfig):
         check_number(self.lr_z, "lr_z", inclusive=True)
         check_number(self.clip_norm_z, "clip_norm_z", optional=True)
         check_number(self.lr_z_half_life, "lr_z_half_life", optional=True)
-        if self.lr_z_decay_begin < 0:
-            raise ValueError(f"lr_z_decay_begin must be >= 0, got {self.lr_z_decay_begin}")
+        check_number(self.lr_z_decay_begin, "lr_z_decay_begin", inclusive=True)
         check_number(self.tv, "tv", inclusive=True)
         check_number(self.data_floor, "data_floor", inclusive=True)
 
