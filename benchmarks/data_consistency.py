@@ -32,7 +32,7 @@ from sgdip_jax.config import NetworkConfig
 from sgdip_jax.methods import SGDIPConfig
 from sgdip_jax.methods.common import build_network, data_consistency, engine_config, network_forward, setup, to_image
 from sgdip_jax.methods.parameter_choice import estimate_sigma
-from sgdip_jax.methods.sgdip import draw_noise, sgdip_task
+from sgdip_jax.methods.sgdip import draw_noise, resolve_auto, sgdip_task
 from sgdip_jax.metrics import evaluate
 from sgdip_jax.operators import MultiCoilMRI
 
@@ -90,7 +90,14 @@ def final_images(case, config: SGDIPConfig, draws: int, batch: int, seed: int):
     forward = jax.jit(network_forward(module, config.compute_dtype))
     state, scale = out.state, data["scale"]
     mean = draw_mean(
-        forward, state.params, state.net_state, state.z, config, draws, batch, jax.random.PRNGKey(seed + 1)
+        forward,
+        state.params,
+        state.net_state,
+        state.z,
+        resolve_auto(config, op),
+        draws,
+        batch,
+        jax.random.PRNGKey(seed + 1),
     )
     ema, drawn = to_image(op, state.ema, scale), to_image(op, mean, scale)
     dc = lambda x: data_consistency(op, x, y)  # noqa: E731

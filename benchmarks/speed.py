@@ -41,7 +41,7 @@ from sgdip_jax import engine
 from sgdip_jax.channels import to_channels
 from sgdip_jax.config import NetworkConfig
 from sgdip_jax.methods.common import build_network, network_forward
-from sgdip_jax.methods.sgdip import SGDIPConfig, sgdip_loss
+from sgdip_jax.methods.sgdip import SGDIPConfig, resolve_auto, sgdip_loss
 from sgdip_jax.networks import init_network, param_count
 from sgdip_jax.operators import MultiCoilMRI
 from sgdip_jax.operators.coils import birdcage_maps
@@ -156,7 +156,7 @@ def time_torch(s: Setting, iters: int):
     net = tr.UNet(s.depth, s.base).to(dev)
     zf = np.asarray(op.adjoint(y))
     z = torch.tensor(np.stack([zf.real, zf.imag])[None], device=dev)
-    cfg = SGDIPConfig()
+    cfg = resolve_auto(SGDIPConfig(), op)
     if cfg.data_loss != cfg.reg_loss:
         raise ValueError("torch_reference.make_step uses one loss norm for both terms")
     step = tr.make_step(

@@ -15,8 +15,9 @@ The objective of a variant is the worst case over the cases of
 and L1-wavelet with ``lam="auto"`` (GCV, no reference used).
 
 Inpainting cases (``camera-p50``: a centre crop of ``size`` px of the photograph, 50 % of the pixels
-missing, Bernoulli, noiseless) run the same variants; their best classical method is biharmonic
-inpainting (``skimage.restoration.inpaint_biharmonic``).
+missing, Bernoulli, noiseless) run the same variants, on top of the defaults' inpainting values
+(the ``"auto"`` fields of :class:`~sgdip_jax.methods.SGDIPConfig`; ``c0.5`` is the MRI noise scale);
+their best classical method is biharmonic inpainting (``skimage.restoration.inpaint_biharmonic``).
 
 One JSON line per (variant, case) is appended to ``OUT/sweep.jsonl`` as soon as it is done, so an
 interrupted sweep keeps its finished runs and a rerun skips them.
@@ -90,6 +91,8 @@ VARIANTS = {  # overrides of the SGDIPConfig defaults, and the other methods' va
     "c0.3": {"noise_scale": 0.3, "alpha": 0.005},
     "c0.5": {"noise_scale": 0.5, "alpha": 0.005},
     "c1.0": {"noise_scale": 1.0, "alpha": 0.005},
+    "c1.5": {"noise_scale": 1.5, "alpha": 0.005},
+    "c2.0": {"noise_scale": 2.0, "alpha": 0.005},
     "c0.5-gauss": {"noise_scale": 0.5, "noise": "gaussian", "alpha": 0.005},
     "c0.5-lr_z0.1": {"noise_scale": 0.5, "lr_z": 0.1, "alpha": 0.005},
     "c0.5-a0.05": {"noise_scale": 0.5, "alpha": 0.05},
@@ -105,6 +108,7 @@ VARIANTS = {  # overrides of the SGDIPConfig defaults, and the other methods' va
     "K4-z-filled": {"draws": 4, "z_init": "filled"},
     "c0.5-K8": {"noise_scale": 0.5, "draws": 8, "alpha": 0.005},
     "c0.5-dc": {"noise_scale": 0.5, "data_consistency": True, "alpha": 0.005},
+    "tv0": {"tv": 0.0},  # the paper's objective (the inpainting default before 2026-12-07)
     "tv0.001": {"tv": 0.001},
     "tv0.003": {"tv": 0.003},
     "tv0.01": {"tv": 0.01},
@@ -125,7 +129,6 @@ VARIANTS = {  # overrides of the SGDIPConfig defaults, and the other methods' va
     "es-p300": ES_P300,
     "floor0": {"data_floor": 0.0},  # the default before the data term's noise floor
     "floor0.8": {"data_floor": 0.8},
-    "tv-noise0.01": {"tv_noise": 0.01},  # tv 0.001 at shoulder 4x 20 dB, 0.0004 at 4x 30 dB
     # the inpainting preset before the filled input (z uniform, c 0.1, alpha 0.02, squared L2, Adam 1e-3)
     "old-inpainting": OLD_INPAINTING,
     "old-inpainting-lr1e-2": {**OLD_INPAINTING, "lr": 1e-2},

@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -65,12 +66,14 @@ class SGDIPConfig(DIPBaseConfig):
 
     ``data_loss`` / ``reg_loss``: ``"l1"`` or ``"l2"`` for ``D`` and ``D'``.
     ``reg_on``: ``"per_draw"`` or ``"mean"``. ``alpha``: regulariser weight. ``draws``: ``K``.
-    ``noise``: ``"uniform"`` or ``"gaussian"``; ``noise_scale``: ``c`` (relative to ``max|z|``).
+    ``noise``: ``"uniform"`` or ``"gaussian"``; ``noise_scale``: ``c`` (relative to ``max|z|``), or
+    ``"auto"``: 1.0 for inpainting, else 0.5 (:data:`AUTO`).
     ``z_init``: ``"zero_filled"`` (``A^H y_s``), ``"uniform"`` (``U[0, 1)``, operator channels),
     ``"filled"`` (the operator's ``fill(y_s)``: MRI, early-stopped CG-SENSE,
     :meth:`~.MultiCoilMRI.fill`; inpainting, the missing pixels interpolated, :meth:`~.Inpainting.fill`)
     or ``"auto"``: ``"filled"`` for inpainting, else ``"zero_filled"`` (for MRI the filled input
     measured no better than the zero-filled one with the other defaults, ``benchmarks/RESULTS.md``).
+    The ``"auto"`` fields take their value from the operator when the method runs (:func:`resolve_auto`).
     ``lr_z`` / ``clip_norm_z``: Adam learning rate and gradient-norm clip of the input;
     ``lr_z_half_life`` / ``lr_z_decay_begin``: its rate's decay, as ``lr_half_life`` /
     ``lr_decay_begin`` for the weights (:class:`~.common.DIPBaseConfig`).
@@ -92,8 +95,10 @@ class SGDIPConfig(DIPBaseConfig):
     replaced; the PSNR history is of the images before it). They were chosen by the robustness
     sweep (``benchmarks/sweep.py``: the worst case, over open cases and seeds, of the PSNR at the
     budget ``T`` and at ``3T`` minus the better of TV and L1-wavelet with ``lam="auto"``); the
-    sweep, the 128 px tables and what each lever did are in ``benchmarks/RESULTS.md``. The same
-    defaults serve inpainting (measured there too).
+    sweep, the 128 px tables and what each lever did are in ``benchmarks/RESULTS.md``. Inpainting
+    uses the same defaults except the input (``z_init``) and a noise twice as large (``noise_scale``;
+    with 80 % of the pixels missing ``c = 0.5`` stays short of biharmonic inpainting + 1 dB), both
+    by ``"auto"``.
     """
 
     iterations: int = 1000
@@ -106,7 +111,7 @@ class SGDIPConfig(DIPBaseConfig):
     alpha: float = 0.005
     draws: int = 2
     noise: str = "uniform"
-    noise_scale: float = 0.5
+    noise_scale: float | Literal["auto"] = "auto"
     z_init: str = "auto"
     lr_z: float = 1e-2
     clip_norm_z: float | None = None
@@ -125,7 +130,8 @@ class SGDIPConfig(DIPBaseConfig):
         if self.draws < 1:
             raise ValueError(f"draws must be >= 1, got {self.draws}")
         check_number(self.alpha, "alpha", inclusive=True)
-        check_number(self.noise_scale, "noise_scale", inclusive=True)
+        if self.noise_scale != "auto":
+            check_number(self.noise_scale, "noise_scale", inclusive=True)
         check_number(self.lr_z, "lr_z", inclusive=True)
         check_number(self.clip_norm_z, "clip_norm_z", optional=True)
         check_number(self.lr_z_half_life, "lr_z_half_life", optional=True)
@@ -134,8 +140,19 @@ class SGDIPConfig(DIPBaseConfig):
         check_number(self.data_floor, "data_floor", inclusive=True)
 
 
+AUTO = {"z_init": ("filled", "zero_filled"), "noise_scale": (1.0, 0.5)}
+"""The values of the fields set to ``"auto"``: ``(for inpainting, for any other operator)``."""
+
+
+def resolve_auto(config, operator):
+    """``config`` with its ``"auto"`` fields (:data:`AUTO`) set for ``operator``."""
+    which = 0 if isinstance(operator, Inpainting) else 1
+    return dataclasses.replace(config, **{k: v[which] for k, v in AUTO.items() if getattr(config, k, None) == "auto"})
+
+
 def draw_noise(key, z, config: SGDIPConfig):
-    """The ``K`` noise draws ``eta (K, h, w, c) = c max|z| u`` for input ``z (1, h, w, c)``."""
+    """The ``K`` noise draws ``eta (K, h, w, c) = c max|z| u`` for input ``z (1, h, w, c)``
+    (``config`` with its ``"auto"`` fields resolved, :func:`resolve_auto`)."""
     shape = (config.draws, *z.shape[1:])
     u = jax.random.uniform(key, shape, z.dtype) if config.noise == "uniform" else jax.random.normal(key, shape, z.dtype)
     return config.noise_scale * jax.lax.stop_gradient(jnp.max(jnp.abs(z))) * u
@@ -189,8 +206,9 @@ def sgdip_loss(forward, config: SGDIPConfig):
     (``data["floor"]``, from :func:`noise_floor`, when present; else no floor)."""
 
     def loss_fn(params, net_state, z, key, data):
-        outs, net_state = forward(params, net_state, z + draw_noise(key, z, config))
-        loss, x_hat, terms = objective(outs, z, data["operator"], data["y"], config, data.get("floor", 0.0))
+        cfg = resolve_auto(config, data["operator"])
+        outs, net_state = forward(params, net_state, z + draw_noise(key, z, cfg))
+        loss, x_hat, terms = objective(outs, z, data["operator"], data["y"], cfg, data.get("floor", 0.0))
         return loss, {"image": x_hat, "net_state": net_state, "terms": terms}
 
     return loss_fn
@@ -205,9 +223,7 @@ def image_input(method: str, config, k, op, y, input_shape):
             f"{method}: the regulariser compares f(z) with z, so the network must keep the image size; "
             f"{config.network.name!r} expects inputs {input_shape(n_channels(op))}, not {shape}"
         )
-    z_init = config.z_init
-    if z_init == "auto":
-        z_init = "filled" if isinstance(op, Inpainting) else "zero_filled"
+    z_init = resolve_auto(config, op).z_init
     if z_init == "uniform":
         return jax.random.uniform(k, (1, *shape), jnp.float32), False
     if z_init == "filled":
