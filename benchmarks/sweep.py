@@ -108,7 +108,6 @@ VARIANTS = {  # overrides of the SGDIPConfig defaults, and the other methods' va
     "K4-z-filled": {"draws": 4, "z_init": "filled"},
     "c0.5-K8": {"noise_scale": 0.5, "draws": 8, "alpha": 0.005},
     "c0.5-dc": {"noise_scale": 0.5, "data_consistency": True, "alpha": 0.005},
-    "tv0": {"tv": 0.0},  # the paper's objective (the inpainting default before 2026-12-07)
     "tv0.001": {"tv": 0.001},
     "tv0.003": {"tv": 0.003},
     "tv0.01": {"tv": 0.01},

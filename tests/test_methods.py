@@ -237,8 +237,8 @@ def test_input_rate_schedule_reaches_the_input_optimizer():
 
 
 def test_auto_fields_take_the_operator_s_preset():
-    """``"auto"`` fields resolve by operator (inpainting: filled input, c = 1; MRI: zero-filled, c = 0.5);
-    set fields are kept, and the loss draws the noise of the resolved scale."""
+    """``"auto"`` fields resolve by operator (inpainting: filled input, c = 1; MRI: zero-filled, c = 0.5)
+    and set fields are kept (that the loss draws the resolved noise: the two loss-against-numpy tests)."""
     op_mri = random_mri()[0]
     op_inpaint = Inpainting.create(np.ones((8, 8), np.float32))
     assert SGDIPConfig().noise_scale == "auto" and SGDIPConfig().z_init == "auto"
