@@ -81,8 +81,9 @@ def draw_mean(forward, params, net_state, z, config: SGDIPConfig, draws: int, ba
 
 def final_images(case, config: SGDIPConfig, draws: int, batch: int, seed: int):
     """``{column: image}`` of :data:`COLUMNS` from one run of ``config`` (its own final step off)."""
-    task = sgdip_task(config)
     op, y = case.operator, jnp.asarray(case.y)
+    config = resolve_auto(config, op)
+    task = sgdip_task(config)
     problem = setup(task, op, y, seed)
     params, net_state, z, key, data, _ = problem.engine_args()
     out = engine.run(engine_config(task, op), params, net_state, z, key, data, progress=False)
@@ -90,14 +91,7 @@ def final_images(case, config: SGDIPConfig, draws: int, batch: int, seed: int):
     forward = jax.jit(network_forward(module, config.compute_dtype))
     state, scale = out.state, data["scale"]
     mean = draw_mean(
-        forward,
-        state.params,
-        state.net_state,
-        state.z,
-        resolve_auto(config, op),
-        draws,
-        batch,
-        jax.random.PRNGKey(seed + 1),
+        forward, state.params, state.net_state, state.z, config, draws, batch, jax.random.PRNGKey(seed + 1)
     )
     ema, drawn = to_image(op, state.ema, scale), to_image(op, mean, scale)
     dc = lambda x: data_consistency(op, x, y)  # noqa: E731
