@@ -30,6 +30,14 @@ a select on ``step < T``, which keeps one compiled program without a device-side
 Step ``t`` (0-based) uses the key ``fold_in(key, t)``; its estimate ``x_t`` is the network output
 computed *before* the ``t``-th update; ``history[name][t]`` belongs to that step.
 
+Self-validation (``validate``): a ground-truth-free error of the EMA image, ``validate(ema, data)``
+(e.g. its prediction error on measurements held out of the fit), is recorded every step as
+``history["val"]``, and the state keeps the EMA image with the smallest one (:class:`Selection`):
+the run returns it as its stopping choice. A run can continue from the state of an earlier one
+(``run(..., state=...)``): the step counter, the optimisers and the selection go on; compiled
+programs are kept per configuration and argument shapes, so runs that differ only in their data
+(other problems, other settings carried as data) compile once.
+
 Batches (``batched=True``): every argument but the optimisers carries a leading axis of ``B``
 independent problems (own weights, input, optimiser state, key, data); the step is ``jax.vmap``-ed,
 so one compiled program advances all of them, and history entries become ``(T, B)``. With a
@@ -41,6 +49,7 @@ convolutions that ``vmap`` makes of per-problem weights).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import math
@@ -58,6 +67,15 @@ from .early_stopping import ESConfig, ESState, es_init, es_update
 
 
 @struct.dataclass
+class Selection:
+    """The EMA ``image`` with the smallest validation error ``value`` so far, and its ``step`` (-1: none)."""
+
+    value: jnp.ndarray
+    step: jnp.ndarray
+    image: jnp.ndarray
+
+
+@struct.dataclass
 class TrainState:
     """Everything that changes during a run; a pytree donated to each compiled chunk."""
 
@@ -70,6 +88,7 @@ class TrainState:
     ema: jnp.ndarray
     step: jnp.ndarray
     es: ESState | None
+    select: Selection | None = None
 
 
 @dataclasses.dataclass
@@ -151,7 +170,7 @@ def chunk_plan(iterations: int, chunk: int) -> tuple[int, int]:
     return n, math.ceil(iterations / n)
 
 
-def _make_step(loss_fn, optimizer, z_optimizer, ema_decay, es_config, metric_image, ssim_every):
+def _make_step(loss_fn, optimizer, z_optimizer, ema_decay, es_config, metric_image, ssim_every, validate=None):
     train_z = z_optimizer is not None
     grad_fn = jax.value_and_grad(loss_fn, argnums=(0, 2) if train_z else 0, has_aux=True)
 
@@ -173,6 +192,15 @@ def _make_step(loss_fn, optimizer, z_optimizer, ema_decay, es_config, metric_ima
         es = state.es
         if es is not None:
             es, metrics["es_stat"] = es_update(es, image, t, es_config)
+        select = state.select
+        if validate is not None:
+            metrics["val"] = value = jnp.asarray(validate(ema, data), jnp.float32)
+            better = value < select.value
+            select = Selection(
+                jnp.where(better, value, select.value),
+                jnp.where(better, t, select.step),
+                jnp.where(better, ema, select.image),
+            )
         if target is not None:
             from . import metrics as M
 
@@ -182,15 +210,15 @@ def _make_step(loss_fn, optimizer, z_optimizer, ema_decay, es_config, metric_ima
                 metrics["ssim"] = jax.lax.cond(
                     t % ssim_every == 0, lambda: M.ssim(shown, target).astype(jnp.float32), lambda: jnp.float32(jnp.nan)
                 )
-        new = TrainState(params, aux["net_state"], z, opt_state, z_opt_state, image, ema, t + 1, es)
+        new = TrainState(params, aux["net_state"], z, opt_state, z_opt_state, image, ema, t + 1, es, select)
         return new, {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
 
     return step
 
 
-def _scan_driver(step, length, state, key, n_total, data, target):
-    """One compiled ``lax.scan`` of ``length`` steps per call; steps with ``step >= n_total`` are
-    computed and discarded by a select (no device-side branch)."""
+def _scan_program(step, length):
+    """One ``lax.scan`` of ``length`` steps per call; steps with ``step >= n_total`` are computed and
+    discarded by a select (no device-side branch)."""
 
     def chunk(state, key, n_total, data, target):
 
@@ -200,33 +228,50 @@ def _scan_driver(step, length, state, key, n_total, data, target):
 
         return jax.lax.scan(body, state, None, length=length)
 
-    compiled = jax.jit(chunk, donate_argnums=0).lower(state, key, n_total, data, target).compile()
-
-    def advance(state, n):
-        state, metrics = compiled(state, key, n_total, data, target)
+    def advance(compiled, args, state, n):
+        state, metrics = compiled(state, *args)
         return state, {k: v[:n] for k, v in jax.device_get(metrics).items()}
 
-    return advance
+    return chunk, advance
 
 
-def _python_driver(step, length, state, key, n_total, data, target):
+def _python_program(step, length):
     """One compiled step dispatched ``n`` times per chunk from Python. Dispatch is asynchronous, so
     the host still waits for the device once per chunk (when it fetches the chunk's metrics)."""
 
-    def one(state, key, data, target):
+    def one(state, key, n_total, data, target):
         return step(state, key, data, target)
 
-    compiled = jax.jit(one, donate_argnums=0).lower(state, key, data, target).compile()
-
-    def advance(state, n):
+    def advance(compiled, args, state, n):
         parts = []
         for _ in range(n):
-            state, metrics = compiled(state, key, data, target)
+            state, metrics = compiled(state, *args)
             parts.append(metrics)
         parts = jax.device_get(parts)
         return state, {k: np.stack([m[k] for m in parts]) for k in parts[0]}
 
-    return advance
+    return one, advance
+
+
+_COMPILED: collections.OrderedDict = collections.OrderedDict()
+CACHE_SIZE = 4  # compiled chunk programs kept (the most recently used)
+
+
+def _compiled(signature, program, args):
+    """``jax.jit(program)`` compiled for ``args`` (state donated), reused for the same ``signature``."""
+    signature = (
+        signature,
+        jax.tree.structure(args),
+        tuple((np.shape(a), str(getattr(a, "dtype", type(a)))) for a in jax.tree.leaves(args)),
+    )
+    if signature in _COMPILED:
+        _COMPILED.move_to_end(signature)
+        return _COMPILED[signature]
+    compiled = jax.jit(program, donate_argnums=0).lower(*args).compile()
+    _COMPILED[signature] = compiled
+    while len(_COMPILED) > CACHE_SIZE:
+        _COMPILED.popitem(last=False)
+    return compiled
 
 
 def _select(active, new, old):
@@ -238,7 +283,7 @@ def _select(active, new, old):
     return jax.tree.map(pick, new, old)
 
 
-DRIVERS = {"scan": _scan_driver, "python": _python_driver}
+DRIVERS = {"scan": _scan_program, "python": _python_program}
 
 
 def resolve_loop(loop: str) -> str:
@@ -250,9 +295,11 @@ def resolve_loop(loop: str) -> str:
     return loop
 
 
-def init_state(loss_fn, params, net_state, z, key, data, optimizer, z_optimizer=None, early_stopping=None):
+def init_state(
+    loss_fn, params, net_state, z, key, data, optimizer, z_optimizer=None, early_stopping=None, validate=False
+):
     """Initial :class:`TrainState` (copies of the caller's arrays, since each chunk donates its state);
-    image shapes come from ``jax.eval_shape`` of ``loss_fn``."""
+    image shapes come from ``jax.eval_shape`` of ``loss_fn``; ``validate``: keep a :class:`Selection`."""
     params, net_state, z = jax.tree.map(jnp.array, (params, net_state, z))
     _, aux = jax.eval_shape(loss_fn, params, net_state, z, key, data)
     shape = aux["image"].shape
@@ -267,6 +314,7 @@ def init_state(loss_fn, params, net_state, z, key, data, optimizer, z_optimizer=
         ema=jnp.zeros(shape, jnp.float32),
         step=jnp.zeros((), jnp.int32),
         es=es,
+        select=Selection(jnp.float32(jnp.inf), jnp.int32(-1), jnp.zeros(shape, jnp.float32)) if validate else None,
     )
 
 
@@ -275,7 +323,8 @@ class EngineConfig:
     """How :func:`run` optimises, apart from the problem: the ``loss_fn``, the budget ``iterations``,
     the weights' ``optimizer`` and the input's ``z_optimizer`` (``None``: ``z`` fixed), steps per
     ``chunk``, the ``ema`` weight, ES-WMV ``early_stopping``, ``metric_image`` and ``ssim_every`` for
-    the metrics against a target, the progress bar's ``desc`` and the ``loop`` driver."""
+    the metrics against a target, the progress bar's ``desc``, the ``loop`` driver and ``validate``
+    (``validate(ema, data) -> scalar``, a ground-truth-free error of the EMA image; ``None``: none)."""
 
     loss_fn: Callable
     iterations: int
@@ -288,6 +337,7 @@ class EngineConfig:
     ssim_every: int = 0
     desc: str = ""
     loop: str = "auto"
+    validate: Callable | None = None
 
 
 def run(
@@ -303,6 +353,7 @@ def run(
     callback: Callable[[ChunkInfo], bool | None] | None = None,
     batched: bool = False,
     sharding: jax.sharding.Sharding | None = None,
+    state: TrainState | None = None,
 ) -> RunOutput:
     """Optimise ``config.loss_fn`` for ``config.iterations`` steps from ``(params, net_state, z)``
     (the names below are the fields of :class:`EngineConfig`).
@@ -327,6 +378,9 @@ def run(
     ``batched``: ``params``, ``net_state``, ``z``, ``key``, ``data`` and ``target`` have a leading batch
     axis (module docstring); ``sharding`` places them (and the state) on devices along that axis.
     :meth:`RunOutput.unbatch` splits the output per problem.
+
+    ``state``: continue the run that ended in this state (``params``, ``net_state`` and ``z`` are then
+    ignored) for ``iterations`` more steps; the history holds the new steps only.
     """
     loss_fn, optimizer, z_optimizer = config.loss_fn, config.optimizer, config.z_optimizer
     iterations, ema, early_stopping = config.iterations, config.ema, config.early_stopping
@@ -345,18 +399,30 @@ def run(
     if sharding is not None:
         params, net_state, z, key, data, target = jax.device_put((params, net_state, z, key, data, target), sharding)
     init = functools.partial(
-        init_state, loss_fn, optimizer=optimizer, z_optimizer=z_optimizer, early_stopping=early_stopping
+        init_state,
+        loss_fn,
+        optimizer=optimizer,
+        z_optimizer=z_optimizer,
+        early_stopping=early_stopping,
+        validate=config.validate is not None,
     )
-    state = (jax.jit(jax.vmap(init)) if batched else init)(params, net_state, z, key, data)
+    if state is None:
+        state = (jax.jit(jax.vmap(init)) if batched else init)(params, net_state, z, key, data)
     if sharding is not None:
         state = jax.device_put(state, sharding)
-    step = _make_step(loss_fn, optimizer, z_optimizer, ema, early_stopping, metric_image, ssim_every)
+    step = _make_step(loss_fn, optimizer, z_optimizer, ema, early_stopping, metric_image, ssim_every, config.validate)
     if batched:
         step = jax.vmap(step, in_axes=(0, 0, 0, None if target is None else 0))
     if sharding is not None:
         step = jax.shard_map(step, mesh=sharding.mesh, in_specs=sharding.spec, out_specs=sharding.spec)
-    n_total = jnp.asarray(iterations, jnp.int32)
-    advance = DRIVERS[resolve_loop(config.loop)](step, length, state, key, n_total, data, target)
+    n_total = jnp.asarray(int(np.max(jax.device_get(state.step))) + iterations, jnp.int32)
+    loop = resolve_loop(config.loop)
+    program, advance_with = DRIVERS[loop](step, length)
+    args = (key, n_total, data, target)
+    program_key = dataclasses.replace(config, iterations=1, desc="")  # what the compiled program depends on
+    signature = (program_key, batched, sharding, loop, length if loop == "scan" else None)
+    compiled = _compiled(signature, program, (state, *args))
+    advance = functools.partial(advance_with, compiled, args)
     compile_time = time.perf_counter() - t0
 
     def es_triggered(s):

@@ -53,6 +53,9 @@ class DIPBaseConfig:
     optimiser and losses stay float32).
     ``ssim_every``: with a target, SSIM of the EMA image every this many steps (0: never).
     ``early_stopping``: ES-WMV settings.
+    ``holdout``: fraction of the measured locations held out of the fit to score the iterates
+    (:mod:`.self_validation`); the reported image is then the moving average where that score was
+    smallest, and the task's candidate settings are chosen by it (0: no self-validation).
     """
 
     network: NetworkConfig = NetworkConfig()
@@ -69,6 +72,7 @@ class DIPBaseConfig:
     compute_dtype: str = "float32"
     ssim_every: int = 0
     early_stopping: ESConfig = ESConfig()
+    holdout: float = 0.0
 
     def __post_init__(self):
         check_choice(self.compute_dtype, tuple(COMPUTE_DTYPES), "compute_dtype")
@@ -82,6 +86,9 @@ class DIPBaseConfig:
         check_number(self.clip_norm, "clip_norm", optional=True)
         check_number(self.lr_half_life, "lr_half_life", optional=True)
         check_number(self.lr_decay_begin, "lr_decay_begin", inclusive=True)
+        check_number(self.holdout, "holdout", inclusive=True)
+        if self.holdout >= 0.5:
+            raise ValueError(f"holdout must be a fraction in [0, 0.5), got {self.holdout!r}")
 
 
 def real_view(a):
@@ -210,6 +217,10 @@ class DIPTask:
     engine's ``data = {"operator", "y", "scale"}`` carries the scaled problem, plus the entries of
     ``make_data(operator, y_s) -> dict`` (per-problem arrays the loss needs, from the scaled
     measurements ``y_s``) when the task has one.
+    ``candidates(operator) -> {name: values}``: settings that the loss reads from ``data[name]``, to
+    be chosen per problem by self-validation (``config.holdout > 0``): each value runs ``pilot``
+    steps from the same start, the one whose pilot reached the smallest validation error goes on
+    (:func:`run_dip_batch`); ``make_data`` must set ``data[name]`` to the value used without a choice.
     """
 
     method: str
@@ -218,13 +229,23 @@ class DIPTask:
     make_loss: Callable
     z_optimizer: Any = None
     make_data: Callable | None = None
+    candidates: Callable | None = None
+    pilot: int = 0
+
+    def choices(self, operator) -> dict[str, tuple]:
+        """The candidate values to choose from (empty: nothing to choose)."""
+        if self.candidates is None or not self.config.holdout:
+            return {}
+        return {k: tuple(v) for k, v in self.candidates(operator).items() if len(v) > 1}
 
 
 @dataclasses.dataclass
 class Setup:
     """One problem ready for the engine: the initial ``params``, ``net_state`` and input ``z``, the
     run's ``key``, ``data = {"operator", "y" (scaled), "scale", ...}``, the metric ``target`` (or ``None``),
-    and the problem's unscaled ``y`` and integer ``seed`` (for the :class:`Result`)."""
+    and the problem's ``operator``, unscaled ``y`` and integer ``seed`` (for the :class:`Result`).
+    With self-validation ``data`` holds the fit's operator and data and the held-out ones
+    (``"val_operator"``, ``"y_val"``; :func:`.self_validation.split`), and ``held_out`` their count."""
 
     params: Any
     net_state: Any
@@ -234,6 +255,8 @@ class Setup:
     target: Any
     y: jnp.ndarray
     seed: int
+    operator: Any = None
+    held_out: int = 0
 
     def engine_args(self):
         """``(params, net_state, z, key, data, target)``: what differs between problems of one task."""
@@ -249,13 +272,19 @@ def setup(task: DIPTask, operator, y, key, target=None) -> Setup:
     from ..networks import init_network, network_input_shape
 
     config = task.config
+    from . import self_validation
+
     y = check_measurements(operator, y)
     target = check_image(operator, target, "target")
     key, seed = as_key(key)
-    k_net, k_z, _ = jax.random.split(fast_key(key), 3)
+    k_net, k_z, k_hold = jax.random.split(fast_key(key), 3)
     hw = tuple(operator.image_shape[:2])
     module = build_network(config.network, n_channels(operator), hw)
-    z0, in_image_units = task.make_input(k_z, operator, y, lambda c: network_input_shape(module, hw, c))
+    fit_op, y_fit, held = operator, y, {}
+    if config.holdout:
+        fit_op, y_fit, val_op, y_val = self_validation.split(operator, y, config.holdout, k_hold)
+        held = {"val_operator": val_op, "y_val": y_val}
+    z0, in_image_units = task.make_input(k_z, fit_op, y_fit, lambda c: network_input_shape(module, hw, c))
     z_unit = z0 / jnp.max(jnp.abs(z0)) if in_image_units else z0
     variables = jax.jit(lambda k, z: init_network(module, k, z))(k_net, z_unit)
     params = variables["params"]
@@ -264,12 +293,14 @@ def setup(task: DIPTask, operator, y, key, target=None) -> Setup:
     scale = jnp.float32(1.0)
     if config.rescale:
         out0, _ = jax.jit(network_forward(module, config.compute_dtype))(params, net_state, z_unit)
-        scale = jnp.linalg.norm(out0) / jnp.linalg.norm(operator.adjoint(y))
+        scale = jnp.linalg.norm(out0) / jnp.linalg.norm(fit_op.adjoint(y_fit))
     if in_image_units:
         z0 = z0 * scale
-    data = {"operator": operator, "y": y * scale, "scale": scale}
+    data = {"operator": fit_op, "y": y_fit * scale, "scale": scale}
+    if held:
+        data.update(val_operator=held["val_operator"], y_val=held["y_val"] * scale)
     if task.make_data is not None:
-        data.update(task.make_data(operator, data["y"]))
+        data.update(task.make_data(fit_op, data["y"]))
     return Setup(
         params=params,
         net_state=net_state,
@@ -279,6 +310,8 @@ def setup(task: DIPTask, operator, y, key, target=None) -> Setup:
         target=None if target is None else display(target),
         y=y,
         seed=seed,
+        operator=operator,
+        held_out=int(np.count_nonzero(self_validation._locations(held["val_operator"]))) if held else 0,
     )
 
 
@@ -298,13 +331,23 @@ def engine_config(task: DIPTask, operator) -> engine.EngineConfig:
         ssim_every=config.ssim_every,
         desc=task.method,
         loop=config.loop,
+        validate=_validate if config.holdout else None,
     )
 
 
-def make_result(task: DIPTask, problem: Setup, out: engine.RunOutput) -> Result:
-    """Package an (unbatched) engine output of ``problem`` as a :class:`Result` in the units of ``y``."""
+def _validate(t, data):
+    """The self-validation error (:func:`.self_validation.validation_error`) of channels image ``t``."""
+    from .self_validation import validation_error
+
+    op = data["val_operator"]
+    return validation_error(op, data["y_val"], from_channels(t, op))
+
+
+def make_result(task: DIPTask, problem: Setup, out: engine.RunOutput, chosen: dict | None = None) -> Result:
+    """Package an (unbatched) engine output of ``problem`` as a :class:`Result` in the units of ``y``;
+    ``chosen``: the settings self-validation chose and how (:func:`run_dip_batch`)."""
     config = task.config
-    operator, scale = problem.data["operator"], problem.data["scale"]
+    operator, scale = problem.operator, problem.data["scale"]
 
     def finish(t):
         x = to_image(operator, t, scale)
@@ -312,33 +355,123 @@ def make_result(task: DIPTask, problem: Setup, out: engine.RunOutput) -> Result:
             x = data_consistency(operator, x, problem.y)
         return np.asarray(jax.device_get(x))
 
+    ema_image = finish(out.state.ema)
+    stop_image = None if out.stop_image is None else finish(out.stop_image)
+    select, selection = out.state.select, None
+    image = ema_image
+    if select is not None and int(select.step) >= 0:
+        image = finish(select.image)
+        selection = {
+            "rule": "self-validation",
+            "holdout": config.holdout,
+            "held_out": problem.held_out,
+            "iteration": int(select.step),
+            "validation_error": float(select.value),
+            **(chosen or {}),
+        }
+    if stop_image is not None and config.early_stopping.stop:
+        image = stop_image
+    resolved = to_dict(dataclasses.replace(config, **(chosen or {}).get("chosen", {})))
     return Result(
         method=task.method,
-        image=finish(out.state.image),
-        ema_image=finish(out.state.ema),
+        image=image,
+        ema_image=ema_image,
+        last_iterate=finish(out.state.image),
         history=out.history,
         iterations=out.iterations,
-        config=to_dict(config),
+        config=resolved,
         seed=problem.seed,
         wall_time=out.wall_time,
         stop_iteration=out.stop_iteration,
-        stop_image=None if out.stop_image is None else finish(out.stop_image),
+        stop_image=stop_image,
         diverged=out.diverged,
+        selection=selection,
     )
 
 
-def _run_engine(task: DIPTask, operator, engine_args, **options) -> engine.RunOutput:
-    """:func:`sgdip_jax.engine.run` of ``task`` on ``engine_args`` (:meth:`Setup.engine_args`, maybe stacked)."""
+def _pick(trees, best):
+    """Per problem, the tree of the chosen candidate: ``trees[best]`` (``best`` an int), or for a batch
+    (``best (B,)``) leaf ``[b]`` of ``trees[best[b]]``, on the host."""
+    if np.ndim(best) == 0:
+        return trees[int(best)]
+    columns = np.arange(len(best))
+    return jax.tree.map(
+        lambda *leaves: np.stack([np.asarray(a) for a in leaves])[best, columns], *jax.device_get(trees)
+    )
+
+
+def _run_engine(task: DIPTask, operator, engine_args, *, batched: bool = False, **options):
+    """:func:`sgdip_jax.engine.run` of ``task`` on ``engine_args`` (:meth:`Setup.engine_args`, maybe
+    stacked) -> ``(output, chosen)``. With candidate settings (:meth:`DIPTask.choices`) every
+    candidate runs ``task.pilot`` steps from the same start; per problem the one whose pilot reached
+    the smallest validation error continues to the budget (``chosen``: per problem, the values, the
+    candidates and their pilots' scores; ``None`` without candidates)."""
+    import itertools
+
+    config = engine_config(task, operator)
     params, net_state, z, key, data, target = engine_args
-    return engine.run(engine_config(task, operator), params, net_state, z, key, data, target=target, **options)
+    choices = task.choices(operator)
+    if not choices:
+        return engine.run(config, params, net_state, z, key, data, target=target, batched=batched, **options), None
+    combos = [dict(zip(choices, values)) for values in itertools.product(*choices.values())]
+    pilot = min(task.pilot, config.iterations)
+    runs = []
+    for combo in combos:
+        with_combo = {**data, **{k: jnp.full_like(data[k], v) for k, v in combo.items()}}
+        label = ", ".join(f"{k}={v:g}" for k, v in combo.items())
+        out = engine.run(
+            dataclasses.replace(config, iterations=pilot, desc=f"{task.method} pilot {label}"),
+            params, net_state, z, key, with_combo, target=target, batched=batched, **options,
+        )  # fmt: skip
+        val = out.history.get("val")
+        score = np.full(np.shape(data["scale"]), np.inf) if val is None or not len(val) else np.min(val, axis=0)
+        runs.append((combo, with_combo, out, np.where(out.diverged is None, score, np.inf), label))
+        if out.iterations < pilot and out.diverged is None:  # stopped by the callback: report this one
+            runs = runs[-1:]
+            break
+    best = np.argmin(np.stack([r[3] for r in runs]), axis=0)
+    chosen_data, state = _pick([r[1] for r in runs], best), _pick([r[2].state for r in runs], best)
+    first = runs[int(best) if np.ndim(best) == 0 else 0][2]
+    history = first.history
+    if np.ndim(best):
+        columns = np.arange(len(best))
+        history = {k: np.stack([r[2].history[k] for r in runs])[best, :, columns].T for k in history}
+    out = dataclasses.replace(first, state=state, history=history)
+    if first.iterations == pilot and config.iterations > pilot:
+        rest = engine.run(
+            dataclasses.replace(config, iterations=config.iterations - pilot),
+            None, None, None, key, jax.tree.map(jnp.asarray, chosen_data), target=target, batched=batched,
+            state=jax.tree.map(jnp.asarray, state), **options,
+        )  # fmt: skip
+        out = dataclasses.replace(
+            rest,
+            history={k: np.concatenate([history[k], rest.history[k]]) for k in rest.history},
+            iterations=pilot + rest.iterations,
+            wall_time=sum(r[2].wall_time for r in runs) + rest.wall_time,
+            compile_time=sum(r[2].compile_time for r in runs) + rest.compile_time,
+            diverged=None if rest.diverged is None else pilot + rest.diverged,
+        )
+    candidates = {k: list(v) for k, v in choices.items()}
+    per_problem = [best] if np.ndim(best) == 0 else list(best)
+    chosen = [
+        {
+            "requested": {k: getattr(task.config, k) for k in choices},
+            "candidates": candidates,
+            "pilot": pilot,
+            "pilot_validation": {r[4]: float(np.ravel(r[3])[i if np.ndim(r[3]) else 0]) for r in runs},
+            "chosen": runs[int(b)][0],
+        }
+        for i, b in enumerate(per_problem)
+    ]
+    return out, chosen if np.ndim(best) else chosen[0]
 
 
 def run_dip(task: DIPTask, operator, y, key, *, target=None, progress: bool = True, callback=None) -> Result:
-    """Run ``task`` on one problem: :func:`setup`, :func:`sgdip_jax.engine.run`, :func:`make_result`.
-    (Many problems at once: :func:`run_dip_batch`.)"""
+    """Run ``task`` on one problem: :func:`setup`, :func:`sgdip_jax.engine.run` (with the candidates'
+    pilots, :func:`_run_engine`), :func:`make_result`. (Many problems at once: :func:`run_dip_batch`.)"""
     problem = setup(task, operator, y, key, target)
-    out = _run_engine(task, operator, problem.engine_args(), progress=progress, callback=callback)
-    return make_result(task, problem, out)
+    out, chosen = _run_engine(task, operator, problem.engine_args(), progress=progress, callback=callback)
+    return make_result(task, problem, out, chosen)
 
 
 def _stack(trees):
@@ -384,7 +517,7 @@ def run_dip_batch(
         problems_padded = problems + [problems[-1]] * pad
     else:
         problems_padded = problems
-    out = _run_engine(
+    out, chosen = _run_engine(
         tasks[0],
         operators[0],
         _stack([p.engine_args() for p in problems_padded]),
@@ -393,4 +526,5 @@ def run_dip_batch(
         batched=True,
         sharding=sharding,
     )
-    return [make_result(task, p, o) for task, p, o in zip(tasks, problems, out.unbatch()[:n])]
+    chosen = [None] * n if chosen is None else chosen
+    return [make_result(t, p, o, c) for t, p, o, c in zip(tasks, problems, out.unbatch()[:n], chosen)]

@@ -17,13 +17,20 @@ from ..files import atomic_write
 class Result:
     """Output of a reconstruction method.
 
-    ``image``: the final reconstruction (last iterate; for self-guided DIP the mean over noise draws).
-    ``ema_image``: exponential moving average of the iterates (equals ``image`` for classical methods).
+    ``image``: the reconstruction, the one image a run reports: for DIP methods the moving average
+    where the self-validation error was smallest (``selection``), else the ES-WMV image when the
+    config stops there, else the final moving average; for the other methods their solution.
+    ``ema_image``: the final exponential moving average of the iterates (equals ``image`` for
+    classical methods). ``last_iterate``: the last iterate (for self-guided DIP the mean over noise
+    draws; ``None`` for methods without iterates to average).
     ``history``: per-iteration 1-D arrays keyed by name (``loss``, ``data``, ``reg``, ``psnr``,
     ``ssim``, ``es_stat`` ... whichever the method records).
     ``stop_iteration`` / ``stop_image``: the early-stopping detection, when enabled and triggered.
     ``diverged``: the iteration whose loss was not finite, when the run stopped there; the images
     are then those of the last finite chunk (``iterations`` steps).
+    ``selection``: how ``image`` and any ``"auto"`` settings were chosen by self-validation (the
+    held-out fraction and count, the chosen iteration and its validation error, the candidates and
+    their pilots' errors, the values chosen; :mod:`.self_validation`), ``None`` without it.
     """
 
     method: str
@@ -37,13 +44,17 @@ class Result:
     stop_iteration: int | None = None
     stop_image: np.ndarray | None = None
     diverged: int | None = None
+    last_iterate: np.ndarray | None = None
+    selection: dict[str, Any] | None = None
 
     def to_arrays(self, prefix: str = "") -> dict[str, np.ndarray]:
-        """The images as ``<prefix>image``, ``<prefix>ema_image`` (and ``<prefix>stop_image``) and the
-        history as ``history/<name>``: the ``.npz`` layout of :meth:`save` and of the CLI's outcomes."""
+        """The images as ``<prefix>image``, ``<prefix>ema_image`` (and ``<prefix>last_iterate``,
+        ``<prefix>stop_image``) and the history as ``history/<name>``: the ``.npz`` layout of
+        :meth:`save` and of the CLI's outcomes."""
         arrays = {f"{prefix}image": self.image, f"{prefix}ema_image": self.ema_image}
-        if self.stop_image is not None:
-            arrays[f"{prefix}stop_image"] = self.stop_image
+        for name in ("last_iterate", "stop_image"):
+            if getattr(self, name) is not None:
+                arrays[f"{prefix}{name}"] = getattr(self, name)
         arrays.update({f"history/{k}": np.asarray(v) for k, v in self.history.items()})
         return arrays
 
@@ -58,6 +69,7 @@ class Result:
             image=arrays[f"{prefix}image"],
             ema_image=arrays[f"{prefix}ema_image"],
             stop_image=arrays.get(f"{prefix}stop_image"),
+            last_iterate=arrays.get(f"{prefix}last_iterate"),
             history={k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("history/")},
             **metadata,
         )
@@ -77,4 +89,4 @@ class Result:
         return cls.from_arrays(arrays, json.loads(path.with_suffix(".json").read_text()))
 
 
-METADATA = ("method", "iterations", "config", "seed", "wall_time", "stop_iteration", "diverged")
+METADATA = ("method", "iterations", "config", "seed", "wall_time", "stop_iteration", "diverged", "selection")

@@ -67,38 +67,24 @@ class SGDIPConfig(DIPBaseConfig):
     ``data_loss`` / ``reg_loss``: ``"l1"`` or ``"l2"`` for ``D`` and ``D'``.
     ``reg_on``: ``"per_draw"`` or ``"mean"``. ``alpha``: regulariser weight. ``draws``: ``K``.
     ``noise``: ``"uniform"`` or ``"gaussian"``; ``noise_scale``: ``c`` (relative to ``max|z|``), or
-    ``"auto"``: 1.0 for inpainting, else 0.5 (:data:`AUTO`).
+    ``"auto"``: chosen per case by self-validation from :data:`NOISE_SCALES` (``holdout > 0``:
+    each candidate runs ``pilot`` steps, the one with the smallest error on the held-out
+    measurements continues; :mod:`.self_validation`), else the operator's preset in :data:`AUTO`.
     ``z_init``: ``"zero_filled"`` (``A^H y_s``), ``"uniform"`` (``U[0, 1)``, operator channels),
     ``"filled"`` (the operator's ``fill(y_s)``: MRI, early-stopped CG-SENSE,
     :meth:`~.MultiCoilMRI.fill`; inpainting, the missing pixels interpolated, :meth:`~.Inpainting.fill`)
-    or ``"auto"``: ``"filled"`` for inpainting, else ``"zero_filled"`` (for MRI the filled input
-    measured no better than the zero-filled one with the other defaults, ``benchmarks/RESULTS.md``).
-    The ``"auto"`` fields take their value from the operator when the method runs (:func:`resolve_auto`).
+    or ``"auto"``: ``"filled"`` for inpainting, else ``"zero_filled"``.
     ``lr_z`` / ``clip_norm_z``: Adam learning rate and gradient-norm clip of the input;
     ``lr_z_half_life`` / ``lr_z_decay_begin``: its rate's decay, as ``lr_half_life`` /
     ``lr_decay_begin`` for the weights (:class:`~.common.DIPBaseConfig`).
     ``tv``: weight of the DIP-TV term (0: the paper's objective).
     ``data_floor``: ``tau`` of the data term's floor ``tau E D(n)`` (:func:`noise_floor`; 0: none).
+    ``holdout``: the fraction of measured locations held out for self-validation (0: none; the
+    reported image is then the final moving average). ``pilot``: steps of each candidate's pilot.
 
-    Defaults (MRI): L1 data and regulariser terms, per-draw regulariser, ``alpha = 0.005``, ``K = 2``
-    noise draws per step and 1000 steps (the cost of ``K = 4`` at 500 steps plus a fifth, and it
-    converges further: at this budget the networks still underfit), uniform input noise of a large
-    amplitude ``c = 0.5``, ``z`` from the zero-filled image (inpainting: the masked image with its
-    holes interpolated), Adam 1e-2 for the weights and 1e-2 for ``z``, the latter held for 800 steps
-    and then halved every 300 (``lr_z_decay_begin``, ``lr_z_half_life``: once ``z`` settles the
-    slow decline that followed the peak at 20 dB stops; decaying the weights' rate instead did
-    not stop it), a moving
-    average of the iterates with ``ema = 0.95`` (shorter than the other methods' 0.99: at the budget
-    the iterates still improve, and a long average lags behind them), the data term floored at the
-    noise's ``data_floor = 1`` (at 20 dB it slows the decline that follows the peak), and the
-    final data-consistency step (``data_consistency``: the measured k-space of the reported images
-    replaced; the PSNR history is of the images before it). They were chosen by the robustness
-    sweep (``benchmarks/sweep.py``: the worst case, over open cases and seeds, of the PSNR at the
-    budget ``T`` and at ``3T`` minus the better of TV and L1-wavelet with ``lam="auto"``); the
-    sweep, the 128 px tables and what each lever did are in ``benchmarks/RESULTS.md``. Inpainting
-    uses the same defaults except the input (``z_init``) and a noise twice as large (``noise_scale``;
-    with 80 % of the pixels missing ``c = 0.5`` stays short of biharmonic inpainting + 1 dB), both
-    by ``"auto"``.
+    The defaults and the evidence for each are in ``benchmarks/RESULTS.md``; the final
+    data-consistency step (``data_consistency``) puts every measurement, held-out ones included,
+    into the reported image.
     """
 
     iterations: int = 1000
@@ -119,6 +105,8 @@ class SGDIPConfig(DIPBaseConfig):
     lr_z_decay_begin: int = 800
     tv: float = 0.0
     data_floor: float = 1.0
+    holdout: float = 0.1
+    pilot: int = 250
 
     def __post_init__(self):
         super().__post_init__()
@@ -138,10 +126,22 @@ class SGDIPConfig(DIPBaseConfig):
         check_number(self.lr_z_decay_begin, "lr_z_decay_begin", inclusive=True)
         check_number(self.tv, "tv", inclusive=True)
         check_number(self.data_floor, "data_floor", inclusive=True)
+        check_number(self.pilot, "pilot", inclusive=True)
 
 
 AUTO = {"z_init": ("filled", "zero_filled"), "noise_scale": (1.0, 0.5)}
-"""The values of the fields set to ``"auto"``: ``(for inpainting, for any other operator)``."""
+"""The values of the fields set to ``"auto"``: ``(for inpainting, for any other operator)``; with
+self-validation (``holdout > 0``) ``noise_scale = "auto"`` is chosen from :data:`NOISE_SCALES` instead."""
+
+NOISE_SCALES = ((0.5, 1.0, 2.0), (0.1, 0.25, 0.5))
+"""The candidate noise scales ``c`` that self-validation chooses from: ``(inpainting, other operators)``."""
+
+
+def noise_scale_candidates(config, operator) -> dict[str, tuple]:
+    """``{"noise_scale": candidates}`` when ``config.noise_scale`` is ``"auto"``, else ``{}``."""
+    if config.noise_scale != "auto":
+        return {}
+    return {"noise_scale": NOISE_SCALES[0 if isinstance(operator, Inpainting) else 1]}
 
 
 def resolve_auto(config, operator):
@@ -150,12 +150,13 @@ def resolve_auto(config, operator):
     return dataclasses.replace(config, **{k: v[which] for k, v in AUTO.items() if getattr(config, k, None) == "auto"})
 
 
-def draw_noise(key, z, config: SGDIPConfig):
-    """The ``K`` noise draws ``eta (K, h, w, c) = c max|z| u`` for input ``z (1, h, w, c)``
-    (``config`` with its ``"auto"`` fields resolved, :func:`resolve_auto`)."""
+def draw_noise(key, z, config: SGDIPConfig, scale=None):
+    """The ``K`` noise draws ``eta (K, h, w, c) = c max|z| u`` for input ``z (1, h, w, c)``, with
+    ``c = scale`` or, without it, ``config.noise_scale`` (its ``"auto"`` resolved, :func:`resolve_auto`)."""
     shape = (config.draws, *z.shape[1:])
     u = jax.random.uniform(key, shape, z.dtype) if config.noise == "uniform" else jax.random.normal(key, shape, z.dtype)
-    return config.noise_scale * jax.lax.stop_gradient(jnp.max(jnp.abs(z))) * u
+    c = config.noise_scale if scale is None else scale
+    return c * jax.lax.stop_gradient(jnp.max(jnp.abs(z))) * u
 
 
 def total_variation(x, eps: float = 1e-12):
@@ -203,11 +204,12 @@ def objective(outs, z, operator, y, config: SGDIPConfig, floor=0.0):
 
 def sgdip_loss(forward, config: SGDIPConfig):
     """``loss_fn(params, net_state, z, key, data)`` for the engine: one batched pass over the draws
-    (``data["floor"]``, from :func:`noise_floor`, when present; else no floor)."""
+    (``data["floor"]``, from :func:`noise_floor`, when present; else no floor; the noise scale
+    ``data["noise_scale"]`` when present, so that candidates of it share one compiled step)."""
 
     def loss_fn(params, net_state, z, key, data):
         cfg = resolve_auto(config, data["operator"])
-        outs, net_state = forward(params, net_state, z + draw_noise(key, z, cfg))
+        outs, net_state = forward(params, net_state, z + draw_noise(key, z, cfg, data.get("noise_scale")))
         loss, x_hat, terms = objective(outs, z, data["operator"], data["y"], cfg, data.get("floor", 0.0))
         return loss, {"image": x_hat, "net_state": net_state, "terms": terms}
 
@@ -244,7 +246,12 @@ def sgdip_task(config: SGDIPConfig = SGDIPConfig()) -> DIPTask:
         functools.partial(image_input, "sgdip", config),
         lambda forward: sgdip_loss(forward, config),
         z_optimizer=engine.adam(config.lr_z, config.clip_norm_z, config.lr_z_half_life, config.lr_z_decay_begin),
-        make_data=lambda operator, y: noise_floor(operator, y, config),
+        make_data=lambda operator, y: {
+            **noise_floor(operator, y, config),
+            "noise_scale": jnp.float32(resolve_auto(config, operator).noise_scale),
+        },
+        candidates=lambda operator: noise_scale_candidates(config, operator),
+        pilot=config.pilot,
     )
 
 

@@ -1,0 +1,242 @@
+"""The open validation set: self-guided DIP against the classical baselines and vanilla DIP on open
+MR images that no default or rule was tuned on.
+
+Images (magnitude, real, scaled to maximum 1; coils, phase, undersampling and noise simulated as
+:func:`sgdip_jax.data.samples.simulate_case` does for ``sample_mri``):
+
+* ``abdomen``: pydicom-data's ``MR-SIEMENS-DICOM-WithOverlays.dcm`` (484x484 abdomen), centre square;
+* ``mni-{axial,coronal,sagittal}-{a,b}``: the MNI ICBM152 T1 template that nilearn ships, per
+  orientation the middle slice of the validation slab (``a``) and of the test slab (``b``) of
+  :mod:`sgdip_jax.data.brain`, never used to train ``unet-post`` / ``modl``;
+* ``head-low``: matplotlib's sagittal head, a 160 px crop of its lower part (neck and cerebellum;
+  the sweep's ``head`` case is the whole image).
+
+The sweep (:mod:`benchmarks.sweep`) tunes on the bundled shoulder and the whole head; nothing here
+feeds back into a default. Per case the methods run at their defaults: ``tv`` and ``l1-wavelet``
+with ``lam="auto"`` (GCV), ``dip`` and ``sgdip`` (self-validated). For self-guided DIP the
+per-iteration PSNR of the moving average (before the final data-consistency step) also scores the
+other ground-truth-free stopping rules on the same run: the final iterate of the budget, ES-WMV
+(the statistic's minimum once it has not fallen for ``patience`` steps) and the oracle (the best
+iteration, labelled as one).
+
+One JSON line per (case, method) goes to ``OUT/results.jsonl`` as soon as it is done; a rerun skips
+what is there.
+
+    python benchmarks/validation_set.py --size 96 --accelerations 4 8 --snrs 30 20 --seeds 0 --out OUT
+    python benchmarks/validation_set.py --out OUT --table
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from sgdip_jax.data.images import read_dicom, spectral_resample
+from sgdip_jax.data.samples import simulate_case
+from sgdip_jax.methods import run_method
+from sgdip_jax.metrics import evaluate
+
+METHODS = ("tv", "l1-wavelet", "dip", "sgdip")
+CLASSICAL = ("tv", "l1-wavelet")
+
+
+def _unit(image) -> np.ndarray:
+    image = np.abs(np.asarray(image, np.float64))
+    return (image / image.max()).astype(np.float32)
+
+
+def _square_crop(image, rows=None, cols=None) -> np.ndarray:
+    h, w = image.shape
+    n = min(h, w)
+    rows = rows or ((h - n) // 2, (h - n) // 2 + n)
+    cols = cols or ((w - n) // 2, (w - n) // 2 + n)
+    return image[rows[0] : rows[1], cols[0] : cols[1]]
+
+
+def _abdomen(size):
+    from pydicom.data import get_testdata_file
+
+    return _unit(
+        spectral_resample(_square_crop(read_dicom(get_testdata_file("MR-SIEMENS-DICOM-WithOverlays.dcm"))), size)
+    )
+
+
+def _head_low(size):
+    from sgdip_jax.data.samples import _read_sample
+
+    return _unit(spectral_resample(_read_sample("head")[90:250, 48:208], size))
+
+
+def _mni(orientation, which):
+    def load(size):
+        from sgdip_jax.data import brain
+
+        volume = brain.read_volume()
+        split = "val" if which == "a" else "test"
+        held = brain.split_indices(brain.usable_slices(volume, orientation), split)
+        index = held[len(held) // 2]
+        images, where = brain.brain_slices(split, size, (orientation,), volume=volume)
+        return images[[w["slice"] for w in where].index(int(index))]
+
+    return load
+
+
+IMAGES = {
+    "abdomen": _abdomen,
+    **{f"mni-{o}-{w}": _mni(o, w) for o in ("axial", "coronal", "sagittal") for w in "ab"},
+    "head-low": _head_low,
+}
+
+
+def es_wmv_choice(stat, patience) -> int:
+    """The iteration ES-WMV reports: the statistic's running minimum once it has not fallen for
+    ``patience`` steps (the last minimum when that never happens)."""
+    stat = np.where(np.isfinite(stat), stat, np.inf)
+    best = 0
+    for t, value in enumerate(stat):
+        if value < stat[best]:
+            best = t
+        if t - best >= patience:
+            break
+    return best
+
+
+def run_case(image_name, size, acceleration, snr, seed, method, base=16, overrides=None, tag="", cache={}):  # noqa: B006 (image cache)
+    key = (image_name, size)
+    if key not in cache:
+        cache[key] = IMAGES[image_name](size)
+    case, _ = simulate_case(cache[key], 8, acceleration, snr, seed)
+    ref = np.abs(np.asarray(case.x))
+    t0 = time.perf_counter()
+    config = {"network": {"base": base}, **(overrides or {})} if method in ("dip", "sgdip") else {}
+    result = run_method(method, case.operator(), case.y, config, key=seed, target=case.x, progress=False)
+    row = {
+        "case": f"{image_name}-{size}-{acceleration:g}x{snr:g}",
+        "image": image_name,
+        "size": size,
+        "acceleration": acceleration,
+        "snr_db": snr,
+        "seed": seed,
+        "method": method + tag,
+        "overrides": overrides or {},
+        "wall_s": round(time.perf_counter() - t0, 1),
+        "iterations": result.iterations,
+        **evaluate(np.abs(result.image), ref),
+    }
+    if method in CLASSICAL:
+        row["lam"] = result.config.get("lam")
+    if method == "sgdip":
+        curve = np.asarray(result.history["psnr"])
+        patience = result.config["early_stopping"]["patience"]
+        row["rules"] = {  # PSNR of the moving average (before the final step) where each rule stops
+            "self-validation": float(curve[result.selection["iteration"]]) if result.selection else None,
+            "final": float(curve[-1]),
+            "es-wmv": float(curve[es_wmv_choice(result.history["es_stat"], patience)]),
+            "oracle": float(curve.max()),
+        }
+        row["selection"] = result.selection
+    return row
+
+
+def table(rows) -> str:
+    by_case: dict = {}
+    for r in rows:
+        by_case.setdefault((r["case"], r["seed"]), {})[r["method"]] = r
+    lines = [
+        "| case | seed | TV | L1-wav | DIP | self-guided DIP (SSIM) | chosen c, stop | over best classical "
+        "| over DIP |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    margins = []
+    for (case, seed), m in by_case.items():
+        if not all(k in m for k in METHODS):
+            continue
+        best = max(m["tv"]["psnr"], m["l1-wavelet"]["psnr"])
+        s = m["sgdip"]
+        sel = s.get("selection") or {}
+        chosen = f"{sel.get('chosen', {}).get('noise_scale', '-')}, {sel.get('iteration', '-')}"
+        margins.append(
+            (
+                s["psnr"] - best,
+                s["psnr"] - m["dip"]["psnr"],
+                case,
+                seed,
+                s["ssim"] - max(m["tv"]["ssim"], m["l1-wavelet"]["ssim"]),
+            )
+        )
+        lines.append(
+            f"| {case} | {seed} | {m['tv']['psnr']:.2f} | {m['l1-wavelet']['psnr']:.2f} | {m['dip']['psnr']:.2f} | "
+            f"{s['psnr']:.2f} ({s['ssim']:.3f}) | {chosen} | {s['psnr'] - best:+.2f} | "
+            f"{s['psnr'] - m['dip']['psnr']:+.2f} |"
+        )
+    if margins:
+        order = np.argsort([x[0] for x in margins])
+        lines = lines[:2] + [lines[2 + i] for i in order]
+        a = np.array([x[:2] for x in margins])
+        ssim_margin = np.array([x[4] for x in margins])
+        lines.append("")
+        lines.append(
+            f"{len(margins)} cases: over best classical worst {a[:, 0].min():+.2f} dB, mean {a[:, 0].mean():+.2f}; "
+            f"over DIP worst {a[:, 1].min():+.2f}, mean {a[:, 1].mean():+.2f}; SSIM over best classical worst "
+            f"{ssim_margin.min():+.4f}, mean {ssim_margin.mean():+.4f}"
+        )
+    rules = [r["rules"] for r in rows if r["method"] == "sgdip" and "rules" in r]
+    if rules:
+        lines.append("")
+        lines.append("| stopping rule (same runs) | mean PSNR | mean gap to oracle | worst gap |")
+        lines.append("|---|---|---|---|")
+        for name in ("self-validation", "es-wmv", "final", "oracle"):
+            values = np.array([r[name] for r in rules if r[name] is not None])
+            gap = np.array([r["oracle"] - r[name] for r in rules if r[name] is not None])
+            lines.append(f"| {name} | {values.mean():.2f} | {gap.mean():.2f} | {gap.max():.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--images", nargs="+", default=list(IMAGES), choices=list(IMAGES))
+    parser.add_argument("--size", type=int, nargs="+", default=[96])
+    parser.add_argument("--accelerations", type=float, nargs="+", default=[4.0])
+    parser.add_argument("--snrs", type=float, nargs="+", default=[30.0, 20.0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--base", type=int, default=16, help="U-Net width of the DIP methods (the demo's)")
+    parser.add_argument(
+        "--sgdip", type=json.loads, default=None, help="JSON overrides of the sgdip defaults (a variant)"
+    )
+    parser.add_argument("--tag", default="", help="suffix of the method name for a variant, e.g. :floor0")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--table", action="store_true", help="print the markdown tables of OUT and exit")
+    args = parser.parse_args(argv)
+    path = args.out / "results.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    if args.table:
+        print(table(rows))
+        return
+    args.out.mkdir(parents=True, exist_ok=True)
+    done = {(r["case"], r["seed"], r["method"]) for r in rows}
+    for seed in args.seeds:
+        for snr in args.snrs:
+            for acceleration in args.accelerations:
+                for size in args.size:
+                    for image in args.images:
+                        for method in args.methods:
+                            name = f"{image}-{size}-{acceleration:g}x{snr:g}"
+                            tag = args.tag if method == "sgdip" else ""
+                            if (name, seed, method + tag) in done:
+                                continue
+                            overrides = args.sgdip if method == "sgdip" else None
+                            row = run_case(image, size, acceleration, snr, seed, method, args.base, overrides, tag)
+                            with path.open("a") as f:
+                                f.write(json.dumps(row) + "\n")
+                            print(f"{name} seed {seed} {method}: {row['psnr']:.2f} dB ({row['wall_s']} s)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
