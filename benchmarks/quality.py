@@ -302,14 +302,14 @@ def run_classical(problem, method):
 
 
 def run_dip_method(problem, method, config, seed):
-    """DIP-family run: metrics of the final EMA image, best PSNR over iterations (oracle) and its iteration."""
+    """DIP-family run: metrics of the reported image (Result.image), best PSNR over iterations (oracle) and its iteration."""
     kwargs = {"prior_image": problem.prior} if METHODS[method].needs_prior else {}
     result = run_method(
         method, problem.operator, problem.y, config, key=seed, target=problem.target, progress=False, **kwargs
     )
     history = np.asarray(result.history["psnr"], np.float64)
     best = int(np.nanargmax(history))
-    row = metrics_row(problem, method, result.ema_image, result.wall_time, describe(config))
+    row = metrics_row(problem, method, result.image, result.wall_time, describe(config))
     row.update(
         iterations=int(result.iterations),
         oracle_psnr=float(history[best]),
@@ -318,7 +318,7 @@ def run_dip_method(problem, method, config, seed):
         psnr_history=history.tolist(),
         config=to_dict(config),
     )
-    return row, result.ema_image
+    return row, result.image
 
 
 def run_method_row(problem, method, args):

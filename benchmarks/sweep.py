@@ -247,7 +247,7 @@ def run_variant(name, case, args):
     ssim = np.asarray(result.history["ssim"], np.float64)
     peak = int(np.nanargmax(psnr))
     t = args.iters
-    final = {k: float(v) for k, v in evaluate(result.ema_image, case.reference).items()}
+    final = {k: float(v) for k, v in evaluate(result.image, case.reference).items()}
     es = None if result.stop_image is None else float(evaluate(result.stop_image, case.reference)["psnr"])
     stat = np.asarray(result.history.get("es_stat", []), np.float64)
     es_argmin = int(np.nanargmin(stat)) if np.isfinite(stat).any() else None

@@ -24,6 +24,7 @@ import numpy as np
 
 from . import __version__
 from .interrupts import INTERRUPTED, InterruptFlag, terminate_as_interrupt
+from .outcomes import NonFiniteImage
 
 PROG = "sgdip"
 log = logging.getLogger("sgdip")
@@ -350,6 +351,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return INTERRUPTED
+    except NonFiniteImage as err:
+        print(f"{PROG}: error: {_message(err)}", file=sys.stderr)
+        return FAILED
     except (ValueError, FileNotFoundError, KeyError, OSError) as err:
         print(f"{PROG}: error: {_message(err)}", file=sys.stderr)
         return USAGE

@@ -74,3 +74,21 @@ def outcome_from_bytes(blob: bytes) -> Outcome:
         zero_filled_metrics=meta["zero_filled_metrics"],
         interrupted=meta["interrupted"],
     )
+
+
+class NonFiniteImage(RuntimeError):
+    """A reconstruction holds NaN or Inf: nothing is written."""
+
+
+def check_finite(outcomes, method: str) -> None:
+    """:class:`NonFiniteImage` naming the slice, the method and its iterations unless every reported
+    image is finite (a run never writes a NaN image with success)."""
+    for o in outcomes:
+        bad = ~np.isfinite(np.asarray(o.image))
+        if bad.any():
+            where = f"slice {o.problem.meta['slice']}: " if "slice" in o.problem.meta else ""
+            raise NonFiniteImage(
+                f"{where}{method} produced an image with {int(bad.sum())} NaN/Inf pixels after "
+                f"{o.result.iterations} iterations; nothing was written (check the settings, e.g. lam, lr, "
+                "network.base)"
+            )

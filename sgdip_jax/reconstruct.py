@@ -23,7 +23,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from .outcomes import Outcome, outcome_from_bytes, outcome_to_bytes
+from .outcomes import Outcome, check_finite, outcome_from_bytes, outcome_to_bytes
 
 log = logging.getLogger("sgdip")
 
@@ -65,9 +65,8 @@ def _zero_filled(problem) -> np.ndarray:
 
 
 def _outcome(problem, config, result, zero_filled, interrupted) -> Outcome:
-    """Pick the reported image of ``result`` and evaluate it."""
-    use_stop = result.stop_image is not None and getattr(getattr(config, "early_stopping", None), "stop", False)
-    image = np.asarray(result.stop_image if use_stop else result.ema_image)
+    """Evaluate the reported image of ``result`` (:attr:`Result.image`)."""
+    image = np.asarray(result.image)
     return Outcome(
         problem=problem,
         result=result,
@@ -166,6 +165,12 @@ def log_outcome(outcome: Outcome) -> None:
     if outcome.metrics:
         m, z = outcome.metrics, outcome.zero_filled_metrics
         text += f", PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f} (zero-filled {z['psnr']:.2f} dB, {z['ssim']:.4f})"
+    if r.selection:
+        chosen = "".join(f", {k} {v:g}" for k, v in r.selection.get("chosen", {}).items())
+        text += (
+            f"; self-validation: error {r.selection['validation_error']:.4f} on {r.selection['held_out']} held-out "
+            f"locations, image of iteration {r.selection['iteration']}{chosen}"
+        )
     log.info(text)
 
 
@@ -320,6 +325,7 @@ def reconstruct_file(
         return load_reference_image(reference, tuple(op.image_shape), complex_image)
 
     def write(out, kind, outcomes):
+        check_finite(outcomes, method)
         write_outputs(
             out, outcomes, input_path=path, kind=kind, method=method, seed=seed, config=config, resolved=resolved
         )

@@ -65,7 +65,21 @@ def _slice_summary(outcome: Outcome) -> dict[str, Any]:
         "wall_time": r.wall_time,
         "interrupted": outcome.interrupted,
         "problem": outcome.problem.meta,
+        "chosen": chosen_settings(r.config, r.selection),
+        "selection": r.selection,
     }
+
+
+def chosen_settings(config: dict, selection: dict | None) -> dict[str, Any]:
+    """The values that a rule chose in a run (resolved config ``config``): the classical methods'
+    ``lam`` (with its rule), self-validation's settings and stopping iteration."""
+    chosen: dict[str, Any] = {}
+    if "lam_rule" in config:
+        chosen["lam"] = config["lam"]
+    if selection:
+        chosen.update(selection.get("chosen", {}))
+        chosen["iteration"] = selection["iteration"]
+    return chosen
 
 
 def _stack(outcomes, get):
@@ -80,7 +94,9 @@ def write_reconstruction(out, outcomes: list[Outcome], h5: bool, method: str) ->
     arrays: dict[str, np.ndarray] = {
         "image": _stack(outcomes, lambda o: o.image),
         "ema_image": _stack(outcomes, lambda o: o.result.ema_image),
-        "last_image": _stack(outcomes, lambda o: o.result.image),
+        "last_image": _stack(
+            outcomes, lambda o: o.result.image if o.result.last_iterate is None else o.result.last_iterate
+        ),
         "zero_filled": _stack(outcomes, lambda o: o.zero_filled),
     }
     if np.iscomplexobj(arrays["image"]):
@@ -121,7 +137,14 @@ def run_comment(outcomes: list[Outcome], config) -> str:
         text += " (interrupted before the end)"
     if any(o.result.diverged is not None for o in outcomes):
         text += " (stopped: the loss was not finite)"
-    return text + "."
+    text += "."
+    for o in outcomes:
+        chosen = chosen_settings(o.result.config, o.result.selection)
+        if chosen:
+            where = f" (slice {o.problem.meta['slice']})" if "slice" in o.problem.meta and len(outcomes) > 1 else ""
+            values = ", ".join(f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}" for k, v in chosen.items())
+            text += f"\nChosen from the data{where}: {values}."
+    return text
 
 
 def write_outputs(

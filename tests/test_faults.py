@@ -358,3 +358,13 @@ def test_atomic_write_leaves_an_ordinary_file_or_nothing(tmp_path):
     with pytest.raises(RuntimeError):
         atomic_write(tmp_path / "b.txt", broken)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
+
+
+def test_a_nan_image_is_never_written_with_success(files, tmp_path, capsys):
+    """A network of width 0 gives an all-NaN image with a finite loss: exit 1, one line, nothing written."""
+    out = tmp_path / "nan_out"
+    argv = ["reconstruct", files / "case.npz", "--method", "dip", "--out", out, *TINY, "--set", "network.base=0"]
+    rc, cap = run(argv, capsys)
+    assert rc == 1, cap.err
+    assert "NaN/Inf" in cap.err and "nothing was written" in cap.err and len(cap.err.strip().splitlines()) == 1
+    assert not out.exists() and not list(tmp_path.glob(".nan_out*"))

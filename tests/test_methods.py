@@ -412,7 +412,12 @@ def test_result_round_trip_and_config_reuse(small_case, tmp_path):
     assert back.stop_iteration == r.stop_iteration and back.seed == 4 and back.iterations == 12
     if r.stop_iteration is not None:
         np.testing.assert_array_equal(back.stop_image, r.stop_image)
-    assert from_dict(SGDIPConfig, back.config) == cfg
+    # the config of the result is the one that ran: the noise scale self-validation chose
+    assert back.selection == r.selection and r.selection["requested"] == {"noise_scale": "auto"}
+    assert from_dict(SGDIPConfig, back.config) == dataclasses.replace(cfg, **r.selection["chosen"])
+    np.testing.assert_array_equal(back.image, r.image)
+    again = run_method("sgdip", op, y, from_dict(SGDIPConfig, back.config), 4, target=x, progress=False)
+    np.testing.assert_array_equal(again.image, r.image)  # it reruns the same image
 
 
 def test_a_new_dip_variant_is_one_loss_and_one_config(small_case):

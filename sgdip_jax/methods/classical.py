@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from ..engine import drive
 from ..metrics import psnr
-from ..operators import wavelets
+from ..operators import restrict_to_support, wavelets
 from . import parameter_choice
 from .common import as_key, check_image, check_measurements
 from .result import Result
@@ -174,8 +174,8 @@ def _metrics(consts, x, objective):
     return out
 
 
-def _result(method, image, history, iterations, config, key, start):
-    image = np.asarray(jax.device_get(image))
+def _result(method, image, history, iterations, config, key, start, operator):
+    image = np.asarray(jax.device_get(restrict_to_support(operator, image)))
     return Result(
         method=method,
         image=image,
@@ -254,7 +254,7 @@ def zero_filled(operator, y, config=ZeroFilledConfig(), key=None, *, target=None
     target = check_image(operator, target, "target")
     x = _adjoint(operator, check_measurements(operator, y))
     history = {} if target is None else {"psnr": np.asarray([psnr(x, target)])}
-    return _result("zero-filled", x, history, 0, config, key, start)
+    return _result("zero-filled", x, history, 0, config, key, start, operator)
 
 
 # --------------------------------------------------------------------------- CG-SENSE
@@ -297,7 +297,7 @@ def _cg_sense(operator, y, config, key, target, progress, callback=None):
     }
     state = (jnp.zeros_like(b), b, b, _sqnorm(b))
     state, history, done = _iterate(_cg_step, None, consts, state, config.iterations, progress, "cg-sense", callback)
-    return _result("cg-sense", state[0], history, done, config, key, start)
+    return _result("cg-sense", state[0], history, done, config, key, start, operator)
 
 
 # --------------------------------------------------------------------------- total variation
@@ -388,7 +388,7 @@ def _tv(operator, y, config, key, target, progress, callback=None):
     state = (x0, x0, jnp.zeros_like(y), jnp.zeros((len(axes),) + x0.shape, x0.dtype))
     static = (axes, bool(config.isotropic))
     state, history, done = _iterate(_tv_step, static, consts, state, config.iterations, progress, "tv", callback)
-    return _result("tv", state[0], history, done, config, key, start)
+    return _result("tv", state[0], history, done, config, key, start, operator)
 
 
 # --------------------------------------------------------------------------- L1-wavelet
@@ -468,7 +468,7 @@ def _l1_wavelet(operator, y, config, key, target, progress, callback=None):
     state, history, done = _iterate(
         _fista_step, static, consts, state, config.iterations, progress, "l1-wavelet", callback
     )
-    return _result("l1-wavelet", _crop(state[0], shape), history, done, config, key, start)
+    return _result("l1-wavelet", _crop(state[0], shape), history, done, config, key, start, operator)
 
 
 # --------------------------------------------------------------------------- lambda sweep

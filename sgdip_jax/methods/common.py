@@ -15,6 +15,8 @@ initial network output; every reported image is divided by ``s`` again.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -27,6 +29,7 @@ from .. import engine
 from ..channels import from_channels, n_channels
 from ..config import NetworkConfig, check_choice, check_number, to_dict
 from ..early_stopping import ESConfig
+from ..operators.base import restrict_to_support
 from .result import Result
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -56,6 +59,8 @@ class DIPBaseConfig:
     ``holdout``: fraction of the measured locations held out of the fit to score the iterates
     (:mod:`.self_validation`); the reported image is then the moving average where that score was
     smallest, and the task's candidate settings are chosen by it (0: no self-validation).
+    ``extend``: with self-validation, at most this many steps past ``iterations`` while the
+    validation error still falls at the end of the run (0: never).
     """
 
     network: NetworkConfig = NetworkConfig()
@@ -73,6 +78,7 @@ class DIPBaseConfig:
     ssim_every: int = 0
     early_stopping: ESConfig = ESConfig()
     holdout: float = 0.0
+    extend: int = 0
 
     def __post_init__(self):
         check_choice(self.compute_dtype, tuple(COMPUTE_DTYPES), "compute_dtype")
@@ -87,6 +93,7 @@ class DIPBaseConfig:
         check_number(self.lr_half_life, "lr_half_life", optional=True)
         check_number(self.lr_decay_begin, "lr_decay_begin", inclusive=True)
         check_number(self.holdout, "holdout", inclusive=True)
+        check_number(self.extend, "extend", inclusive=True)
         if self.holdout >= 0.5:
             raise ValueError(f"holdout must be a fraction in [0, 0.5), got {self.holdout!r}")
 
@@ -311,7 +318,7 @@ def setup(task: DIPTask, operator, y, key, target=None) -> Setup:
         y=y,
         seed=seed,
         operator=operator,
-        held_out=int(np.count_nonzero(self_validation._locations(held["val_operator"]))) if held else 0,
+        held_out=int(np.count_nonzero(self_validation.measured_locations(held["val_operator"]))) if held else 0,
     )
 
 
@@ -353,7 +360,7 @@ def make_result(task: DIPTask, problem: Setup, out: engine.RunOutput, chosen: di
         x = to_image(operator, t, scale)
         if config.data_consistency:
             x = data_consistency(operator, x, problem.y)
-        return np.asarray(jax.device_get(x))
+        return np.asarray(jax.device_get(restrict_to_support(operator, x)))
 
     ema_image = finish(out.state.ema)
     stop_image = None if out.stop_image is None else finish(out.stop_image)
@@ -400,70 +407,98 @@ def _pick(trees, best):
     )
 
 
-def _run_engine(task: DIPTask, operator, engine_args, *, batched: bool = False, **options):
-    """:func:`sgdip_jax.engine.run` of ``task`` on ``engine_args`` (:meth:`Setup.engine_args`, maybe
-    stacked) -> ``(output, chosen)``. With candidate settings (:meth:`DIPTask.choices`) every
-    candidate runs ``task.pilot`` steps from the same start; per problem the one whose pilot reached
-    the smallest validation error continues to the budget (``chosen``: per problem, the values, the
-    candidates and their pilots' scores; ``None`` without candidates)."""
-    import itertools
+def _continue(run, config, out: engine.RunOutput, steps: int, key, data) -> engine.RunOutput:
+    """``out`` continued for ``steps`` more steps (:func:`sgdip_jax.engine.run` from its state), one history."""
+    rest = run(dataclasses.replace(config, iterations=steps), None, None, None, key, data, state=out.state)
+    return dataclasses.replace(
+        rest,
+        history={k: np.concatenate([out.history[k], rest.history[k]]) for k in rest.history},
+        iterations=out.iterations + rest.iterations,
+        wall_time=out.wall_time + rest.wall_time,
+        compile_time=out.compile_time + rest.compile_time,
+        chunks=out.chunks + rest.chunks,
+        diverged=None if rest.diverged is None else out.iterations + rest.diverged,
+    )
 
-    config = engine_config(task, operator)
-    params, net_state, z, key, data, target = engine_args
-    choices = task.choices(operator)
-    if not choices:
-        return engine.run(config, params, net_state, z, key, data, target=target, batched=batched, **options), None
+
+def _choose(task: DIPTask, config, choices, run, params, net_state, z, key, data):
+    """Every candidate of ``choices`` runs ``task.pilot`` steps from the same start; per problem the
+    one whose pilot reached the smallest validation error goes on. ``(output of the chosen pilots,
+    their data, per problem {requested, candidates, pilot, pilot_validation, chosen})``."""
     combos = [dict(zip(choices, values)) for values in itertools.product(*choices.values())]
     pilot = min(task.pilot, config.iterations)
-    runs = []
+    runs = []  # (combo, label, data, output, score per problem)
     for combo in combos:
         with_combo = {**data, **{k: jnp.full_like(data[k], v) for k, v in combo.items()}}
         label = ", ".join(f"{k}={v:g}" for k, v in combo.items())
-        out = engine.run(
-            dataclasses.replace(config, iterations=pilot, desc=f"{task.method} pilot {label}"),
-            params, net_state, z, key, with_combo, target=target, batched=batched, **options,
-        )  # fmt: skip
+        out = run(dataclasses.replace(config, iterations=pilot, desc=f"{task.method} pilot {label}"),
+                  params, net_state, z, key, with_combo)  # fmt: skip
         val = out.history.get("val")
         score = np.full(np.shape(data["scale"]), np.inf) if val is None or not len(val) else np.min(val, axis=0)
-        runs.append((combo, with_combo, out, np.where(out.diverged is None, score, np.inf), label))
+        runs.append((combo, label, with_combo, out, np.where(out.diverged is None, score, np.inf)))
         if out.iterations < pilot and out.diverged is None:  # stopped by the callback: report this one
             runs = runs[-1:]
             break
-    best = np.argmin(np.stack([r[3] for r in runs]), axis=0)
-    chosen_data, state = _pick([r[1] for r in runs], best), _pick([r[2].state for r in runs], best)
-    first = runs[int(best) if np.ndim(best) == 0 else 0][2]
-    history = first.history
+    scores = np.stack([r[4] for r in runs])
+    best = np.argmin(scores, axis=0)
+    picked = runs[int(best) if np.ndim(best) == 0 else 0][3]
+    history = picked.history
     if np.ndim(best):
         columns = np.arange(len(best))
-        history = {k: np.stack([r[2].history[k] for r in runs])[best, :, columns].T for k in history}
-    out = dataclasses.replace(first, state=state, history=history)
-    if first.iterations == pilot and config.iterations > pilot:
-        rest = engine.run(
-            dataclasses.replace(config, iterations=config.iterations - pilot),
-            None, None, None, key, jax.tree.map(jnp.asarray, chosen_data), target=target, batched=batched,
-            state=jax.tree.map(jnp.asarray, state), **options,
-        )  # fmt: skip
-        out = dataclasses.replace(
-            rest,
-            history={k: np.concatenate([history[k], rest.history[k]]) for k in rest.history},
-            iterations=pilot + rest.iterations,
-            wall_time=sum(r[2].wall_time for r in runs) + rest.wall_time,
-            compile_time=sum(r[2].compile_time for r in runs) + rest.compile_time,
-            diverged=None if rest.diverged is None else pilot + rest.diverged,
-        )
-    candidates = {k: list(v) for k, v in choices.items()}
-    per_problem = [best] if np.ndim(best) == 0 else list(best)
+        history = {k: np.stack([r[3].history[k] for r in runs])[best, :, columns].T for k in history}
+    state = _pick([r[3].state for r in runs], best)
+    out = dataclasses.replace(
+        picked,
+        state=jax.tree.map(jnp.asarray, state),
+        history=history,
+        wall_time=sum(r[3].wall_time for r in runs),
+        compile_time=sum(r[3].compile_time for r in runs),
+    )
     chosen = [
         {
             "requested": {k: getattr(task.config, k) for k in choices},
-            "candidates": candidates,
+            "candidates": {k: list(v) for k, v in choices.items()},
             "pilot": pilot,
-            "pilot_validation": {r[4]: float(np.ravel(r[3])[i if np.ndim(r[3]) else 0]) for r in runs},
+            "pilot_validation": {r[1]: float(np.ravel(r[4])[i if np.ndim(r[4]) else 0]) for r in runs},
             "chosen": runs[int(b)][0],
         }
-        for i, b in enumerate(per_problem)
+        for i, b in enumerate(np.ravel(best))
     ]
-    return out, chosen if np.ndim(best) else chosen[0]
+    return out, jax.tree.map(jnp.asarray, _pick([r[2] for r in runs], best)), chosen if np.ndim(best) else chosen[0]
+
+
+def _still_improving(out: engine.RunOutput) -> bool:
+    """Whether the smallest validation error of some problem lies in the last tenth of the steps run."""
+    step = np.asarray(jax.device_get(out.state.select.step))
+    return bool(np.any(step >= out.iterations - max(1, out.iterations // 10)))
+
+
+def _run_engine(task: DIPTask, operator, engine_args, *, batched: bool = False, **options):
+    """:func:`sgdip_jax.engine.run` of ``task`` on ``engine_args`` (:meth:`Setup.engine_args`, maybe
+    stacked) -> ``(output, chosen)``. With candidate settings (:meth:`DIPTask.choices`) they are
+    chosen per problem by :func:`_choose` (``chosen``: what was chosen and how; else ``None``) and the
+    chosen run goes on to the budget. With self-validation the run is then extended, ``extend``
+    steps at most, in blocks of half of them, while the validation error still falls at its end."""
+    config = engine_config(task, operator)
+    params, net_state, z, key, data, target = engine_args
+    run = functools.partial(engine.run, target=target, batched=batched, **options)
+    choices, chosen = task.choices(operator), None
+    if choices:
+        out, data, chosen = _choose(task, config, choices, run, params, net_state, z, key, data)
+        if out.iterations == task.pilot < config.iterations:
+            out = _continue(run, config, out, config.iterations - out.iterations, key, data)
+    else:
+        out = run(config, params, net_state, z, key, data)
+    extra = task.config.extend if task.config.holdout else 0
+    block = max(1, (extra + 1) // 2)
+    while extra > 0 and out.diverged is None and out.iterations == config.iterations + task.config.extend - extra:
+        if not _still_improving(out):
+            break
+        out = _continue(
+            run, dataclasses.replace(config, desc=f"{task.method} extended"), out, min(block, extra), key, data
+        )
+        extra -= block
+    return out, chosen
 
 
 def run_dip(task: DIPTask, operator, y, key, *, target=None, progress: bool = True, callback=None) -> Result:

@@ -25,7 +25,7 @@ import numpy as np
 from ..operators import MultiCoilMRI
 
 
-def _locations(operator) -> np.ndarray:
+def measured_locations(operator) -> np.ndarray:
     """The measured locations ``(H, W)`` of ``operator.mask`` (a colour mask: its first channel)."""
     if not hasattr(operator, "mask"):
         raise ValueError(
@@ -66,7 +66,7 @@ def holdout_masks(operator, fraction: float, key) -> tuple[np.ndarray, np.ndarra
     any measured one), drawn without replacement with ``key``."""
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"holdout: expected a fraction in (0, 1), got {fraction}")
-    measured = _locations(operator)
+    measured = measured_locations(operator)
     eligible = measured & ~calibration_region(measured) if isinstance(operator, MultiCoilMRI) else measured
     if not eligible.any():
         eligible = measured

@@ -106,7 +106,8 @@ class SGDIPConfig(DIPBaseConfig):
     tv: float = 0.0
     data_floor: float = 1.0
     holdout: float = 0.1
-    pilot: int = 250
+    pilot: int = 200
+    extend: int = 400
 
     def __post_init__(self):
         super().__post_init__()
@@ -126,7 +127,7 @@ class SGDIPConfig(DIPBaseConfig):
         check_number(self.lr_z_decay_begin, "lr_z_decay_begin", inclusive=True)
         check_number(self.tv, "tv", inclusive=True)
         check_number(self.data_floor, "data_floor", inclusive=True)
-        check_number(self.pilot, "pilot", inclusive=True)
+        check_number(self.pilot, "pilot")
 
 
 AUTO = {"z_init": ("filled", "zero_filled"), "noise_scale": (1.0, 0.5)}

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..channels import channels_to_complex, complex_to_channels
 from ..config import NetworkConfig, check_choice
-from ..operators.base import conjugate_gradient
+from ..operators.base import conjugate_gradient, restrict_to_support
 from .common import as_key, check_image, check_measurements
 from .result import Result
 
@@ -192,7 +192,7 @@ def run_supervised(method, operator, y, config, key=None, *, weights=None, targe
     start = time.perf_counter()
     y = check_measurements(operator, y)
     image = _compiled_forward(weights.model)(weights.params, operator, y)
-    image = np.asarray(jax.device_get(image))
+    image = np.asarray(jax.device_get(restrict_to_support(operator, image)))
     history = {}
     target = check_image(operator, target, "target")
     if target is not None:

@@ -1,6 +1,6 @@
 """Pure forward models: FFTs, multi-coil MRI, inpainting, sampling masks, coil sensitivities."""
 
-from .base import LinearOperator, measured_entries
+from .base import LinearOperator, measured_entries, restrict_to_support
 from .coils import birdcage_maps
 from .fft import fft2c, ifft2c
 from .inpainting import Inpainting
@@ -11,6 +11,7 @@ from .sensitivity import espirit, lowres_maps
 __all__ = [
     "LinearOperator",
     "measured_entries",
+    "restrict_to_support",
     "fft2c",
     "ifft2c",
     "Inpainting",

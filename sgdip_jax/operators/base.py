@@ -41,6 +41,13 @@ def measured_entries(op, shape) -> np.ndarray:
     return np.broadcast_to(np.asarray(op.mask) != 0, tuple(shape))
 
 
+def restrict_to_support(op, x):
+    """``x`` set to 0 outside the operator's ``support()`` (the pixels it sees at all); unchanged for
+    operators without one. Regularised methods would otherwise fill those unconstrained pixels."""
+    support = getattr(op, "support", None)
+    return x if support is None else x * support().astype(jnp.asarray(x).real.dtype)
+
+
 def _vdot(a, b):
     return jnp.vdot(a.ravel(), b.ravel())
 

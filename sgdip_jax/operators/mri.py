@@ -52,6 +52,12 @@ class MultiCoilMRI(LinearOperatorMixin):
     def image_dtype(self):
         return jnp.complex64
 
+    def support(self):
+        """``1`` where some coil map is non-zero, ``0`` elsewhere (float32 ``(H, W)``): outside the
+        support ``A`` sees nothing, so every method reports 0 there (as SENSE with ESPIRiT maps),
+        :func:`~.base.restrict_to_support`."""
+        return jnp.any(self.smaps != 0, axis=-3).astype(jnp.float32)
+
     def __call__(self, x):
         return self.mask * fft2c(self.smaps * x[..., None, :, :])
 
