@@ -302,7 +302,7 @@ def run_classical(problem, method):
 
 
 def run_dip_method(problem, method, config, seed):
-    """DIP-family run: metrics of the reported image (Result.image), best PSNR over iterations (oracle) and its iteration."""
+    """DIP-family run: metrics of the reported image, best PSNR over iterations (oracle) and its iteration."""
     kwargs = {"prior_image": problem.prior} if METHODS[method].needs_prior else {}
     result = run_method(
         method, problem.operator, problem.y, config, key=seed, target=problem.target, progress=False, **kwargs

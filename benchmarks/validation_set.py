@@ -15,7 +15,7 @@ The sweep (:mod:`benchmarks.sweep`) tunes on the bundled shoulder and the whole 
 feeds back into a default. Per case the methods run at their defaults: ``tv`` and ``l1-wavelet``
 with ``lam="auto"`` (GCV), ``dip`` and ``sgdip`` (self-validated). For self-guided DIP the
 per-iteration PSNR of the moving average (before the final data-consistency step) also scores the
-other ground-truth-free stopping rules on the same run: the final iterate of the budget, ES-WMV
+other ground-truth-free stopping rules on the same run: the moving average at the budget ``T``, ES-WMV
 (the statistic's minimum once it has not fallen for ``patience`` steps) and the oracle (the best
 iteration, labelled as one).
 
@@ -134,7 +134,7 @@ def run_case(image_name, size, acceleration, snr, seed, method, base=16, overrid
         patience = result.config["early_stopping"]["patience"]
         row["rules"] = {  # PSNR of the moving average (before the final step) where each rule stops
             "self-validation": float(curve[result.selection["iteration"]]) if result.selection else None,
-            "final": float(curve[-1]),
+            "budget": float(curve[min(result.config["iterations"], len(curve)) - 1]),
             "es-wmv": float(curve[es_wmv_choice(result.history["es_stat"], patience)]),
             "oracle": float(curve.max()),
         }
@@ -189,7 +189,7 @@ def table(rows) -> str:
         lines.append("")
         lines.append("| stopping rule (same runs) | mean PSNR | mean gap to oracle | worst gap |")
         lines.append("|---|---|---|---|")
-        for name in ("self-validation", "es-wmv", "final", "oracle"):
+        for name in ("self-validation", "es-wmv", "budget", "oracle"):
             values = np.array([r[name] for r in rules if r[name] is not None])
             gap = np.array([r["oracle"] - r[name] for r in rules if r[name] is not None])
             lines.append(f"| {name} | {values.mean():.2f} | {gap.mean():.2f} | {gap.max():.2f} |")

@@ -242,8 +242,11 @@ def estimate_maps(kind: str, y: np.ndarray, mask: np.ndarray, source: str) -> np
             "lines; give maps with --smaps file:PATH"
         )
     fn = sensitivity.espirit if kind == "espirit" else sensitivity.lowres_maps
+    # ESPIRiT's kernel shrinks with a small calibration region (as BART's does): at most 6, and at
+    # most about half the region, so that the calibration matrix has several patches per kernel
+    options = {"kernel_size": min(6, calib // 2 + 1)} if kind == "espirit" else {}
     try:
-        return np.asarray(fn(jnp.asarray(y), calib_width=calib), np.complex64)
+        return np.asarray(fn(jnp.asarray(y), calib_width=calib, **options), np.complex64)
     except ValueError as err:
         raise ValueError(
             f"{source}: {kind} coil maps from {calib} fully sampled centre lines failed ({err}); "

@@ -163,10 +163,11 @@ def test_noise_floor_is_the_expected_data_term_of_the_noise(kind):
     np.testing.assert_allclose(noise_term, sigma / np.sqrt(np.pi) if kind == "l1" else sigma**2 / 2, rtol=0.02)
 
     def floor(op, y, **config):
-        return float(noise_floor(op, y, SGDIPConfig(data_loss=kind, **config))["floor"])
+        return float(noise_floor(op, y, SGDIPConfig(data_loss=kind, **{"data_floor": 1.0, **config}))["floor"])
 
     np.testing.assert_allclose(floor(op, y), noise_term, rtol=0.1)  # the median estimator of sigma: a few %
     np.testing.assert_allclose(floor(op, y, data_floor=0.5), floor(op, y) / 2)
+    assert SGDIPConfig().data_floor == 0.0  # off by default: self-validation stops the fit instead
     assert floor(op, y, data_floor=0.0) == 0.0
     centre = np.zeros((h, w), np.float32)
     centre[:, w // 2 - 4 : w // 2 + 4] = 1

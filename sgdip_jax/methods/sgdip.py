@@ -104,7 +104,7 @@ class SGDIPConfig(DIPBaseConfig):
     lr_z_half_life: float | None = 300.0
     lr_z_decay_begin: int = 800
     tv: float = 0.0
-    data_floor: float = 1.0
+    data_floor: float = 0.0
     holdout: float = 0.1
     pilot: int = 200
     extend: int = 400
