@@ -17,8 +17,10 @@ written kept; caps in :data:`PARTS`, ``--cap PART=SECONDS`` changes one):
   (``lam="auto"``).
 
 Results: ``OUT/suite.json`` (every part's rows, its exit status, whether it hit its cap, and a
-``targets`` block reading the numbers against the project's GPU targets), rewritten after each part;
-``OUT/suite.log`` (every part's output); ``OUT/parts/`` (each part's own files).
+``targets`` block reading the numbers against the project's GPU targets), rewritten after each part,
+and ``OUT/suite.log`` (every part's output): nothing else is written under ``OUT`` (relative or
+absolute), since on a lent machine what comes back is limited; the compilation cache and each
+part's own files live in a temporary folder, removed at the end.
 
 Timing: each script warms up before it times (JAX: the first chunk holds the compilation and is
 not counted; PyTorch: three steps), synchronises (JAX: the host transfer that ends each chunk;
@@ -36,9 +38,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -296,7 +300,7 @@ def main(argv=None) -> int:
         epilog=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--out", type=Path, required=True, help="folder for suite.json, suite.log and parts/")
+    p.add_argument("--out", type=Path, required=True, help="folder for suite.json and suite.log (nothing else)")
     p.add_argument("--dry-run", action="store_true", help="tiny sizes on any machine (CPU); PyTorch optional")
     p.add_argument("--parts", nargs="+", choices=list(PARTS), default=list(PARTS), help="parts to run (default all)")
     p.add_argument("--cap", action="append", default=[], metavar="PART=SECONDS", help="change one part's time cap")
@@ -307,8 +311,10 @@ def main(argv=None) -> int:
         if name not in PARTS or not value.replace(".", "", 1).isdigit():
             p.error(f"--cap {item!r}: expected PART=SECONDS with PART one of {list(PARTS)}")
         caps[name] = float(value)
-    args.out.mkdir(parents=True, exist_ok=True)
-    cache = args.out / "jax_cache"
+    out = args.out.resolve()  # the parts run in benchmarks/: they get absolute paths
+    out.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="sgdip-gpu-suite-"))
+    cache = scratch / "jax_cache"
     suite = {
         "dry_run": args.dry_run,
         "python": sys.version.split()[0],
@@ -317,9 +323,9 @@ def main(argv=None) -> int:
         "parts": {},
         "targets": {},
     }
-    with open(args.out / "suite.log", "a") as log:
+    with open(out / "suite.log", "a") as log:
         for name in args.parts:
-            folder = args.out / "parts" / name
+            folder = scratch / "parts" / name
             folder.mkdir(parents=True, exist_ok=True)
             template = PARTS[name][2 if args.dry_run else 1]
             part_argv = [a.format(cache=cache, out=folder) for a in template]
@@ -328,12 +334,13 @@ def main(argv=None) -> int:
             record["rows"] = json.loads(result.read_text()) if result.exists() else None
             suite["parts"][name] = record
             suite["targets"] = read_targets(suite["parts"])
-            _write(args.out / "suite.json", suite)
+            _write(out / "suite.json", suite)
             print(
                 f"{name}: exit {record['returncode']}, {record['wall_s']:.0f} s"
                 f"{' (stopped at its cap)' if record['stopped_at_cap'] else ''}",
                 flush=True,
             )
+    shutil.rmtree(scratch, ignore_errors=True)
     for key, t in suite["targets"].items():
         value = "-" if t["value"] is None else f"{t['value']:.3g}"
         print(

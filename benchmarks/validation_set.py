@@ -196,6 +196,25 @@ def table(rows) -> str:
     return "\n".join(lines)
 
 
+def sigma_table(images, sizes, snrs, seed=0) -> str:
+    """The noise level the data floor and the discrepancy rule would use, estimated from each case
+    (:func:`~sgdip_jax.methods.parameter_choice.estimate_sigma`: the sampled outer k-space corners),
+    over the true one."""
+    from sgdip_jax.methods.parameter_choice import estimate_sigma
+
+    lines = ["| image | " + " | ".join(f"{n} px {s:g} dB" for n in sizes for s in snrs) + " |"]
+    lines.append("|---" * (1 + len(sizes) * len(snrs)) + "|")
+    for name in images:
+        cells = []
+        for size in sizes:
+            magnitude = IMAGES[name](size)
+            for snr in snrs:
+                case, _ = simulate_case(magnitude, 8, 4.0, snr, seed)
+                cells.append(f"{estimate_sigma(case.operator(), case.y) / float(case.sigma):.2f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -213,7 +232,13 @@ def main(argv=None):
     parser.add_argument("--tag", default="", help="suffix of the method name for a variant, e.g. :floor0")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--table", action="store_true", help="print the markdown tables of OUT and exit")
+    parser.add_argument(
+        "--sigma", action="store_true", help="print the noise-estimate table (estimate / true) and exit"
+    )
     args = parser.parse_args(argv)
+    if args.sigma:
+        print(sigma_table(args.images, args.size, args.snrs))
+        return
     path = args.out / "results.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
     if args.table:

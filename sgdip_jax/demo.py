@@ -10,6 +10,7 @@ from pathlib import Path
 from .data.samples import sample_mri
 from .inputs import problem_from_case
 from .methods import METHODS, method_config
+from .methods.self_validation import held_out_error
 from .outcomes import Outcome
 from .outputs import OutputDir
 from .reconstruct import reconstruct_problem
@@ -71,6 +72,12 @@ def run_demo(out_path, *, full=False, size=None, iterations=None, seed=0, force=
             )
             if interrupt is not None and interrupt.requested:
                 break
+            if not dip:  # the held-out error of the same locations as self-guided DIP's, re-solved without them
+                chosen = (
+                    {"lam": outcomes[method].result.config["lam"]} if "lam" in outcomes[method].result.config else {}
+                )
+                config = dataclasses.replace(configs[method], **chosen)
+                outcomes[method].held_out_error = held_out_error(method, problem.operator, problem.y, config, seed)
         outcomes = dict(sorted(outcomes.items(), key=lambda item: -item[1].metrics["psnr"]))
         interrupted = bool(interrupt is not None and interrupt.requested)
         write_demo(out, outcomes, configs, problem.reference, describe, interrupted)

@@ -17,9 +17,11 @@ from .files import to_jsonable
 class Outcome:
     """A finished (or interrupted) reconstruction of one problem.
 
-    ``image``: the reported reconstruction (the ES-WMV detection with ``--early-stopping`` when it
-    triggered, else the moving average), in the units of the input. ``metrics`` /
-    ``zero_filled_metrics``: against the problem's reference, ``None`` without one.
+    ``image``: the reported reconstruction (:attr:`~sgdip_jax.methods.Result.image`), in the units
+    of the input. ``metrics`` / ``zero_filled_metrics``: against the problem's reference, ``None``
+    without one. ``held_out_error``: the relative prediction error on held-out measurements
+    (:mod:`sgdip_jax.methods.self_validation`; ``None`` when not measured), comparable between
+    methods that held out the same locations, and known without a reference.
     """
 
     problem: Any
@@ -29,6 +31,7 @@ class Outcome:
     metrics: dict | None
     zero_filled_metrics: dict | None
     interrupted: bool
+    held_out_error: float | None = None
 
 
 def outcome_to_bytes(outcome: Outcome) -> bytes:
@@ -42,6 +45,7 @@ def outcome_to_bytes(outcome: Outcome) -> bytes:
         "metrics": outcome.metrics,
         "zero_filled_metrics": outcome.zero_filled_metrics,
         "interrupted": outcome.interrupted,
+        "held_out_error": outcome.held_out_error,
         "crop": outcome.problem.crop,
         "problem": outcome.problem.meta,
         "result": r.metadata(),
@@ -73,6 +77,7 @@ def outcome_from_bytes(blob: bytes) -> Outcome:
         metrics=meta["metrics"],
         zero_filled_metrics=meta["zero_filled_metrics"],
         interrupted=meta["interrupted"],
+        held_out_error=meta.get("held_out_error"),
     )
 
 

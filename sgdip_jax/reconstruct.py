@@ -75,6 +75,7 @@ def _outcome(problem, config, result, zero_filled, interrupted) -> Outcome:
         metrics=evaluate_problem(problem, image),
         zero_filled_metrics=evaluate_problem(problem, zero_filled),
         interrupted=interrupted,
+        held_out_error=result.selection["validation_error"] if result.selection else None,
     )
 
 

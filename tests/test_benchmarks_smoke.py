@@ -39,9 +39,9 @@ def load_script(path, name):
 q = load_script(QUALITY, "benchmark_quality")
 
 
-def run_script(script, *args):
+def run_script(script, *args, cwd=ROOT):
     proc = subprocess.run(
-        [sys.executable, str(script), *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=TIME_BOUND
+        [sys.executable, str(script), *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=TIME_BOUND
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return proc.stdout
@@ -250,8 +250,9 @@ GPU_SUITE = ROOT / "benchmarks" / "gpu_suite.py"
 def test_gpu_suite_dry_run_runs_every_part_and_reads_the_targets(tmp_path):
     """``gpu_suite.py --dry-run``: every part (speed cold and warm, 320 px speed, throughput,
     quality curves) exits 0 and leaves its rows in suite.json; the targets are read from them."""
+    stdout = run_script(GPU_SUITE, "--dry-run", "--out", "dry", cwd=tmp_path)  # a relative OUT
     out = tmp_path / "dry"
-    stdout = run_script(GPU_SUITE, "--dry-run", "--out", out)
+    assert sorted(p.name for p in out.rglob("*")) == ["suite.json", "suite.log"]  # nothing else comes back
     suite = json.loads((out / "suite.json").read_text())
     parts = suite["parts"]
     assert list(parts) == ["speed_paper", "speed_paper_warm", "speed_320", "throughput", "quality"]

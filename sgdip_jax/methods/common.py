@@ -180,6 +180,12 @@ def fast_key(key):
     return jax.random.wrap_key_data(jax.random.bits(key, (4,), jnp.uint32), impl="rbg")
 
 
+def problem_keys(key):
+    """``(weights, input, held-out locations)`` keys of a problem run with ``key`` (key or int seed):
+    fast ``"rbg"`` keys (:func:`fast_key`)."""
+    return tuple(jax.random.split(fast_key(as_key(key)[0]), 3))
+
+
 def check_measurements(operator, y):
     """``y`` as an array of the operator's output shape, finite; ValueError otherwise."""
     y = jnp.asarray(y)
@@ -284,7 +290,7 @@ def setup(task: DIPTask, operator, y, key, target=None) -> Setup:
     y = check_measurements(operator, y)
     target = check_image(operator, target, "target")
     key, seed = as_key(key)
-    k_net, k_z, k_hold = jax.random.split(fast_key(key), 3)
+    k_net, k_z, k_hold = problem_keys(key)
     hw = tuple(operator.image_shape[:2])
     module = build_network(config.network, n_channels(operator), hw)
     fit_op, y_fit, held = operator, y, {}
@@ -436,7 +442,9 @@ def _choose(task: DIPTask, config, choices, run, params, net_state, z, key, data
         val = out.history.get("val")
         score = np.full(np.shape(data["scale"]), np.inf) if val is None or not len(val) else np.min(val, axis=0)
         runs.append((combo, label, with_combo, out, np.where(out.diverged is None, score, np.inf)))
-        if out.iterations < pilot and out.diverged is None:  # stopped by the callback: report this one
+        es = out.state.es
+        detected = es is not None and bool(np.all(jax.device_get(es.triggered)))
+        if out.iterations < pilot and out.diverged is None and not detected:  # the callback stopped it: report it
             runs = runs[-1:]
             break
     scores = np.stack([r[4] for r in runs])

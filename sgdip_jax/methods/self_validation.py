@@ -24,6 +24,9 @@ import numpy as np
 
 from ..operators import MultiCoilMRI
 
+HOLDOUT = 0.1
+"""The default fraction of measured locations held out (self-guided DIP's ``holdout``)."""
+
 
 def measured_locations(operator) -> np.ndarray:
     """The measured locations ``(H, W)`` of ``operator.mask`` (a colour mask: its first channel)."""
@@ -100,3 +103,15 @@ def split(operator, y, fraction: float, key):
 def validation_error(val_operator, y_val, image):
     """``||A_v x - y_v|| / ||y_v||`` (``y_v``: the held-out data, zero elsewhere)."""
     return jnp.linalg.norm(val_operator(image) - y_val) / jnp.maximum(jnp.linalg.norm(y_val), 1e-30)
+
+
+def held_out_error(method: str, operator, y, config, key, fraction: float = HOLDOUT) -> float:
+    """The held-out error of a method that fits all it is given (e.g. TV at the ``lam`` its rule
+    chose): re-solved on the locations a self-validated DIP run of the same ``key`` fits, scored on
+    the ones it holds out, so the numbers of both are comparable."""
+    from . import run_method
+    from .common import problem_keys
+
+    fit_op, y_fit, val_op, y_val = split(operator, jnp.asarray(y), fraction, problem_keys(key)[2])
+    image = run_method(method, fit_op, y_fit, config, key, progress=False).image
+    return float(validation_error(val_op, y_val, jnp.asarray(image)))

@@ -54,6 +54,7 @@ from .common import (
     run_dip,
 )
 from .result import Result
+from .self_validation import HOLDOUT
 
 NOISES = ("uniform", "gaussian")
 REG_ON = ("per_draw", "mean")
@@ -105,7 +106,7 @@ class SGDIPConfig(DIPBaseConfig):
     lr_z_decay_begin: int = 800
     tv: float = 0.0
     data_floor: float = 0.0
-    holdout: float = 0.1
+    holdout: float = HOLDOUT
     pilot: int = 200
     extend: int = 400
 
