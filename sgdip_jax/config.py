@@ -36,7 +36,8 @@ _SUFFIXES = (".toml", ".yaml", ".yml", ".json")
 class NetworkConfig:
     """Which network a DIP method builds: a registry ``name`` plus attribute overrides.
 
-    ``base`` (width of the first level, U-Nets only) and ``norm`` (``"batch"``, ``"group"``,
+    ``base`` (the network's width: a U-Net's first level, the skip network's channels at every
+    scale, a decoder's features; 1 to :data:`MAX_WIDTH`) and ``norm`` (``"batch"``, ``"group"``,
     ``"none"``) override the network's own default when not ``None``. ``weight_init``:
     ``"normal002"`` (weights N(0, 0.02^2), the reference code's choice and the default) or
     ``"default"`` (Flax's LeCun-normal). With Flax's init the first output of a small U-Net can
@@ -52,10 +53,27 @@ class NetworkConfig:
     weight_init: str = "normal002"
     options: tuple[tuple[str, Any], ...] = ()
 
+    def __post_init__(self):
+        integer = isinstance(self.base, numbers.Integral) and not isinstance(self.base, bool)
+        if self.base is not None and not (integer and 1 <= self.base <= MAX_WIDTH):
+            raise ValueError(f"network.base must be an integer from 1 to {MAX_WIDTH}, got {self.base!r}")
+
     def overrides(self) -> dict[str, Any]:
-        """Keyword overrides for ``sgdip_jax.networks.get_network``."""
-        explicit = {k: getattr(self, k) for k in ("base", "norm") if getattr(self, k) is not None}
+        """Keyword overrides for ``sgdip_jax.networks.get_network`` (``base`` as the network's own
+        width attribute, :data:`WIDTH_FIELDS`)."""
+        explicit = {} if self.norm is None else {"norm": self.norm}
+        if self.base is not None:
+            explicit.update(WIDTH_FIELDS.get(self.name, lambda w: {"base": w})(self.base))
         return {**explicit, "weight_init": self.weight_init, **dict(self.options)}
+
+
+MAX_WIDTH = 4096
+WIDTH_FIELDS = {
+    "skip": lambda w: {"num_channels_down": (w,) * 5, "num_channels_up": (w,) * 5},
+    "deep_decoder": lambda w: {"features": w},
+    "conv_decoder": lambda w: {"features": w},
+}
+"""How ``NetworkConfig.base`` (``--width``) sets the width of the networks that are not U-Nets."""
 
 
 def check_choice(value, choices, field: str) -> None:

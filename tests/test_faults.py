@@ -79,6 +79,10 @@ def snapshot(folder):
         ("alpha=-5", "alpha must be a finite number >= 0"),
         ("noise_scale=inf", "noise_scale must be a finite number >= 0"),
         ("clip_norm=0", "clip_norm must be a finite number > 0"),
+        ("network.base=0", "network.base must be an integer from 1 to 4096"),
+        ("network.base=-3", "network.base must be an integer from 1 to 4096"),
+        ("network.base=1e9", "network.base must be an integer from 1 to 4096"),
+        ("holdout=0.9", "holdout must be a fraction in [0, 0.5)"),
     ],
 )
 def test_numeric_settings_are_checked_before_any_work(files, tmp_path, capsys, setting, fragment):
@@ -360,11 +364,31 @@ def test_atomic_write_leaves_an_ordinary_file_or_nothing(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
 
 
-def test_a_nan_image_is_never_written_with_success(files, tmp_path, capsys):
-    """A network of width 0 gives an all-NaN image with a finite loss: exit 1, one line, nothing written."""
+def test_a_nan_image_is_never_written_with_success(files, tmp_path, capsys, monkeypatch):
+    """A method that returns an image with NaN (whatever the cause): exit 1, one line, nothing written."""
+    import dataclasses
+
+    from sgdip_jax.methods import METHODS
+
+    spec = METHODS["zero-filled"]
+
+    def nan_image(*args, **kwargs):
+        result = spec.run(*args, **kwargs)
+        return dataclasses.replace(result, image=np.full_like(result.image, np.nan))
+
+    monkeypatch.setitem(METHODS, "zero-filled", dataclasses.replace(spec, run=nan_image))
     out = tmp_path / "nan_out"
-    argv = ["reconstruct", files / "case.npz", "--method", "dip", "--out", out, *TINY, "--set", "network.base=0"]
-    rc, cap = run(argv, capsys)
+    rc, cap = run(["reconstruct", files / "case.npz", "--method", "zero-filled", "--out", out, "--quiet"], capsys)
     assert rc == 1, cap.err
-    assert "NaN/Inf" in cap.err and "nothing was written" in cap.err and len(cap.err.strip().splitlines()) == 1
+    assert "NaN/Inf" in cap.err and "nothing was written" in one_line(cap)
     assert not out.exists() and not list(tmp_path.glob(".nan_out*"))
+
+
+def test_width_sets_each_network_s_own_width(files, tmp_path, capsys):
+    """``--width`` is the U-Nets' base, the skip network's channels and the decoders' features."""
+    for network in ("skip", "deep_decoder", "conv_decoder"):
+        out = tmp_path / network
+        argv = ["reconstruct", files / "case.npz", "--method", "dip", "--network", network, "--width", "4"]
+        rc, cap = run([*argv, "--iters", "2", "--quiet", "--out", out], capsys)
+        assert rc == 0, cap.err
+        assert "base = 4" in (out / "config.toml").read_text()
