@@ -81,7 +81,7 @@ def test_quality_quick(tmp_path, cache):
             assert math.isfinite(r["psnr"]) and -1.0 <= r["ssim"] <= 1.0
             if method in q.DIP_METHODS:
                 history = r["psnr_history"]
-                assert r["iterations"] == len(history) == q.QUICK["iters"]
+                assert r["iterations"] == len(history) >= q.QUICK["iters"]  # self-validation may extend a run
                 if not r["config"]["data_consistency"]:
                     # The reported image is the EMA after the last step, whose PSNR the engine recorded last.
                     assert r["psnr"] == pytest.approx(history[-1], abs=0.01)

@@ -59,8 +59,8 @@ class DIPBaseConfig:
     ``holdout``: fraction of the measured locations held out of the fit to score the iterates
     (:mod:`.self_validation`); the reported image is then the moving average where that score was
     smallest, and the task's candidate settings are chosen by it (0: no self-validation).
-    ``extend``: with self-validation, at most this many steps past ``iterations`` while the
-    validation error still falls at the end of the run (0: never).
+    ``extend``: with self-validation, at most ``extend * iterations`` steps past ``iterations`` while
+    the validation error still falls at the end of the run (0: never).
     """
 
     network: NetworkConfig = NetworkConfig()
@@ -78,7 +78,7 @@ class DIPBaseConfig:
     ssim_every: int = 0
     early_stopping: ESConfig = ESConfig()
     holdout: float = 0.0
-    extend: int = 0
+    extend: float = 0.0
 
     def __post_init__(self):
         check_choice(self.compute_dtype, tuple(COMPUTE_DTYPES), "compute_dtype")
@@ -485,8 +485,8 @@ def _run_engine(task: DIPTask, operator, engine_args, *, batched: bool = False, 
     """:func:`sgdip_jax.engine.run` of ``task`` on ``engine_args`` (:meth:`Setup.engine_args`, maybe
     stacked) -> ``(output, chosen)``. With candidate settings (:meth:`DIPTask.choices`) they are
     chosen per problem by :func:`_choose` (``chosen``: what was chosen and how; else ``None``) and the
-    chosen run goes on to the budget. With self-validation the run is then extended, ``extend``
-    steps at most, in blocks of half of them, while the validation error still falls at its end."""
+    chosen run goes on to the budget. With self-validation the run is then extended, by
+    ``extend * iterations`` steps at most, in two blocks, while the validation error still falls at its end."""
     config = engine_config(task, operator)
     params, net_state, z, key, data, target = engine_args
     run = functools.partial(engine.run, target=target, batched=batched, **options)
@@ -497,9 +497,9 @@ def _run_engine(task: DIPTask, operator, engine_args, *, batched: bool = False, 
             out = _continue(run, config, out, config.iterations - out.iterations, key, data)
     else:
         out = run(config, params, net_state, z, key, data)
-    extra = task.config.extend if task.config.holdout else 0
-    block = max(1, (extra + 1) // 2)
-    while extra > 0 and out.diverged is None and out.iterations == config.iterations + task.config.extend - extra:
+    allowed = round(task.config.extend * config.iterations) if task.config.holdout else 0
+    extra, block = allowed, max(1, (allowed + 1) // 2)
+    while extra > 0 and out.diverged is None and out.iterations == config.iterations + allowed - extra:
         if not _still_improving(out):
             break
         out = _continue(

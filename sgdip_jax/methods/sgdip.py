@@ -108,7 +108,7 @@ class SGDIPConfig(DIPBaseConfig):
     data_floor: float = 0.0
     holdout: float = HOLDOUT
     pilot: int = 200
-    extend: int = 400
+    extend: float = 0.4
 
     def __post_init__(self):
         super().__post_init__()
