@@ -126,6 +126,24 @@ def test_case_every_method(files, tmp_path, method):
             assert np.array_equal(z["image"], z["stop_image"])
     if method == "cg-sense":  # a real reconstruction beats zero-filling on 4x data
         assert m["metrics"]["psnr"] > m["zero_filled_metrics"]["psnr"] + 1.0
+    if method in ("cg-sense", "tv", "l1-wavelet"):  # the lam the rule chose, beside the requested "auto"
+        assert cfg[method]["lam"] == "auto" and m["chosen"]["lam"] > 0
+        assert f"lam = {m['chosen']['lam']:.4g}" in (out / "config.toml").read_text()
+
+
+def test_sgdip_records_what_self_validation_chose(files, tmp_path):
+    """metrics.json and the head of config.toml hold the chosen noise scale and stopping iteration,
+    the validation curve is in history.csv, and config.toml still reruns the requested job."""
+    out = tmp_path / "out"
+    assert run(["reconstruct", files["case"], "--method", "sgdip", "--out", out, *TINY, "--set", "pilot=2"]) == 0
+    m, cfg = check_common_outputs(out, "sgdip")
+    chosen, selection = m["chosen"], m["selection"]
+    assert cfg["sgdip"]["noise_scale"] == "auto" and chosen["noise_scale"] == selection["chosen"]["noise_scale"]
+    assert selection["requested"] == {"noise_scale": "auto"} and len(selection["pilot_validation"]) == 3
+    assert m["held_out_error"] == pytest.approx(selection["validation_error"])
+    text = (out / "config.toml").read_text()
+    assert f"noise_scale = {chosen['noise_scale']:.4g}" in text and f"iteration = {chosen['iteration']}" in text
+    assert (out / "history.csv").read_text().splitlines()[0].count("val") == 1
 
 
 def test_fastmri_volume_against_reconstruction_rss(files, tmp_path):
@@ -448,6 +466,14 @@ def test_demo_compares_all_six_methods(tmp_path, capsys):
     assert set(summary["methods"]) == set(methods)
     psnrs = [summary["methods"][m]["metrics"]["psnr"] for m in summary["methods"]]
     assert psnrs == sorted(psnrs, reverse=True)  # listed best first
+    # the held-out error, comparable without a reference: self-guided DIP's and the classical methods'
+    # on the same locations; vanilla DIP fits all the data, so it has none
+    held = {m: summary["methods"][m]["held_out_error"] for m in methods}
+    assert held["dip"] is None and all(0 < held[m] < 10 for m in methods if m != "dip")
+    assert held["zero-filled"] == pytest.approx(1.0)  # it predicts nothing where it did not measure
+    assert "self-validation" in rows["sgdip"] and f"{held['tv']:.4f}" in rows["tv"]
+    chosen = summary["methods"]["sgdip"]["chosen"]
+    assert chosen["noise_scale"] in (0.1, 0.25, 0.5) and chosen["iteration"] >= 0
     assert (tmp_path / "d" / "panel.png").read_bytes().startswith(PNG_MAGIC)
 
 

@@ -259,6 +259,9 @@ def zero_filled(operator, y, config=ZeroFilledConfig(), key=None, *, target=None
 
 # --------------------------------------------------------------------------- CG-SENSE
 
+CG_TOLERANCE = 1e-6
+"""CG stops moving once ``||r|| <= CG_TOLERANCE ||b||`` (float32 round-off; later steps only drift)."""
+
 
 def _cg_step(_, consts, state):
     """One conjugate-gradient step on ``(A^H A + lam I) x = b``; the objective
@@ -267,12 +270,15 @@ def _cg_step(_, consts, state):
     x, r, p, rz = state
     ap = op.normal(p) + lam * p
     pap = jnp.real(jnp.vdot(p.ravel(), ap.ravel()))
-    alpha = jnp.where(pap > 0, rz / jnp.where(pap > 0, pap, 1.0), 0.0)
+    # once the residual is at float32 round-off of b, further steps only amplify rounding: stay put
+    active = (pap > 0) & (rz > CG_TOLERANCE**2 * consts["b_sqnorm"])
+    alpha = jnp.where(active, rz / jnp.where(active, pap, 1.0), 0.0)
     x = x + alpha * p
     r = r - alpha * ap
     rz_new = _sqnorm(r)
-    beta = jnp.where(rz > 0, rz_new / jnp.where(rz > 0, rz, 1.0), 0.0)
-    p = r + beta * p
+    beta = jnp.where(active, rz_new / jnp.where(active, rz, 1.0), 0.0)
+    p = jnp.where(active, r + beta * p, p)
+    rz_new = jnp.where(active, rz_new, rz)
     objective = 0.5 * consts["y_sqnorm"] - 0.5 * jnp.real(jnp.vdot(x.ravel(), (b + r).ravel()))
     return (x, r, p, rz_new), _metrics(consts, x, objective)
 
@@ -293,6 +299,7 @@ def _cg_sense(operator, y, config, key, target, progress, callback=None):
         "lam": jnp.float32(config.lam),
         "b": b,
         "y_sqnorm": _sqnorm(y),
+        "b_sqnorm": _sqnorm(b),
         "target": check_image(operator, target, "target"),
     }
     state = (jnp.zeros_like(b), b, b, _sqnorm(b))
