@@ -83,8 +83,9 @@ def reconstruct_problem(problem, method, config, seed=0, *, prior_image=None, pr
     """Run ``method`` on one problem and evaluate it. DIP methods poll ``interrupt.requested``
     after every chunk and stop early when it is set."""
     from .checkpoints import load_weights
-    from .methods import get_method, run_method
+    from .methods import as_config, get_method, run_method
 
+    config = as_config(method, config)
     zero_filled = _zero_filled(problem)
     _warn_unmeasurable(problem)
     spec = get_method(method)
@@ -122,11 +123,13 @@ def reconstruct_batch(
 
     DIP methods run all problems in one compiled, ``vmap``-ed step (sharded over ``devices`` when
     given; see :func:`sgdip_jax.methods.common.run_dip_batch`); classical methods run one after another.
+    ``config``: the method's config instance, a (nested) dict of its fields, or ``None`` (defaults).
     ``prior_images``: one reference image per problem (``ref-dip``).
     """
-    from .methods import get_method
+    from .methods import as_config, get_method
     from .methods.common import run_dip_batch
 
+    config = as_config(method, config)
     priors = [None] * len(problems) if prior_images is None else list(prior_images)
     spec = get_method(method)
     if not spec.is_dip:

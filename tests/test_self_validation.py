@@ -192,3 +192,17 @@ def test_dip_takes_self_validation_too(case):
     config = {"network": {"name": "unet1", "base": 4}, "iterations": 20, "chunk": 5, "holdout": 0.1}
     r = run_method("dip", op, y, config, 0, progress=False)
     assert r.selection["iteration"] == int(np.argmin(r.history["val"])) and "chosen" not in r.selection
+
+
+def test_reconstruct_batch_takes_a_dict_config_and_reports_result_image(case):
+    """``reconstruct_batch`` accepts a dict config as ``run_method`` does; the outcome's image is
+    the result's reported image."""
+    from sgdip_jax.inputs import problem_from_case
+    from sgdip_jax.reconstruct import reconstruct_batch
+
+    problem = problem_from_case(case, source="test")
+    config = {"network": {"name": "unet1", "base": 4}, "iterations": 12, "pilot": 4, "chunk": 4}
+    (outcome,) = reconstruct_batch([problem], "sgdip", config, 0, progress=False)
+    np.testing.assert_array_equal(outcome.image, outcome.result.image)
+    assert outcome.result.selection["chosen"]["noise_scale"] in NOISE_SCALES[1]
+    assert outcome.held_out_error == outcome.result.selection["validation_error"]

@@ -135,12 +135,17 @@ def run_method(name: str, operator, y, config=None, key=None, **kwargs) -> Resul
     ``key`` is a PRNG key or an int seed; ``kwargs`` go to the method (``target``, ``progress``,
     ``callback``, ``prior_image`` for ``ref-dip``, ``sigma`` for the classical baselines, ...).
     """
+    method = get_method(name)
+    return method.run(operator, y, as_config(name, config), key, **kwargs)
+
+
+def as_config(name: str, config=None):
+    """``config`` as method ``name``'s config instance: an instance as it is, a (nested) dict or
+    ``None`` (defaults) through :func:`~sgdip_jax.config.from_dict`."""
     from ..config import from_dict
 
-    method = get_method(name)
-    if not isinstance(config, method.config):
-        config = from_dict(method.config, config)
-    return method.run(operator, y, config, key, **kwargs)
+    cls = get_method(name).config
+    return config if isinstance(config, cls) else from_dict(cls, config)
 
 
 __all__ = [
@@ -155,6 +160,7 @@ __all__ = [
     "Result",
     "SGDIPConfig",
     "SupervisedConfig",
+    "as_config",
     "TVConfig",
     "ZeroFilledConfig",
     "aseqdip",
