@@ -504,7 +504,10 @@ def run_overfit(problems, methods, args, report):
         for method in (m for m in ("dip", "sgdip") if m in methods["mri"]):
             config = dip_config(method, "mri", args)
             n = config.iterations
-            row, _ = run_dip_method(problem, method, dataclasses.replace(config, iterations=3 * n), args.seed)
+            # a fixed horizon (no extension past 3x by self-validation), the same choice as the 1x run
+            fixed = {"extend": 0.0, **({"pilot": min(config.pilot, n)} if hasattr(config, "pilot") else {})}
+            long = dataclasses.replace(config, iterations=3 * n, **fixed)
+            row, _ = run_dip_method(problem, method, long, args.seed)
             history = row["psnr_history"]
             row.update(iterations_1x=n, psnr_at_1x=history[n - 1], psnr_at_3x=history[-1])
             rows.append(row)

@@ -124,7 +124,7 @@ def test_quality_quick(tmp_path, cache):
         n = q.QUICK["iters"]
         assert len(r["psnr_history"]) == 3 * n and r["iterations_1x"] == n
         assert r["psnr_at_3x"] == r["psnr_history"][-1] and r["psnr_at_1x"] == r["psnr_history"][n - 1]
-        np.testing.assert_allclose(r["psnr_history"][:n], mri[method]["psnr_history"], atol=1e-3)
+        np.testing.assert_allclose(r["psnr_history"][:n], mri[method]["psnr_history"][:n], atol=1e-3)
     for name in ("images_4x30", "psnr_4x30", "overfit_4x30", "images_camera_p50", "psnr_camera_p50"):
         assert png_ok(out / f"{name}.png"), name
 

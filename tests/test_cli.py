@@ -281,7 +281,7 @@ def test_existing_output_refused_then_force(files, tmp_path, capsys):
     ]
     assert run(args) == 0
     m = load_metrics(out)
-    assert m["iterations"] == 200 and m["metrics"]["psnr"] > 0
+    assert m["iterations"] >= 200 and m["metrics"]["psnr"] > 0  # self-validation may extend the run
     before = snapshot(out)
     rc, cap = run(args, capsys)
     assert rc == 2 and "exists" in cap.err and cap.err.startswith("sgdip: error:")

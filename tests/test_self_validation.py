@@ -117,7 +117,7 @@ def test_the_choice_does_not_see_the_reference(case):
 def test_fixed_settings_and_no_holdout_still_work(case):
     op, y = case.operator(), jnp.asarray(case.y)
     fixed = run_method("sgdip", op, y, {**QUICK, "noise_scale": 0.3}, 0, progress=False)
-    assert "chosen" not in fixed.selection and fixed.config["noise_scale"] == 0.3 and fixed.iterations == 30
+    assert "chosen" not in fixed.selection and fixed.config["noise_scale"] == 0.3 and fixed.iterations >= 30
     plain = run_method("sgdip", op, y, {**QUICK, "holdout": 0.0}, 0, progress=False)
     assert plain.selection is None and "val" not in plain.history
     np.testing.assert_array_equal(plain.image, plain.ema_image)
