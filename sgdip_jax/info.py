@@ -50,7 +50,15 @@ def version(package: str) -> str:
 
 
 def sample_path(file: str) -> str:
-    """Where pydicom-data keeps ``file`` (or why it is not there)."""
+    """Where pydicom-data (or, for the head, matplotlib) keeps ``file`` (or why it is not there)."""
+    if file.endswith(".ima.gz"):  # the head: matplotlib's sample data
+        from matplotlib.cbook import get_sample_data
+
+        try:
+            with get_sample_data(file) as f:
+                return str(getattr(f, "name", file))
+        except (OSError, ValueError):
+            return "not found in matplotlib's sample data"
     try:
         from pydicom.data import get_testdata_file
 

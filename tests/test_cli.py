@@ -429,6 +429,8 @@ def test_subprocess_module_and_script(files, tmp_path):
     assert proc.stderr.strip() == f"sgdip: error: {tmp_path / 'nope.h5'}: no such file"
     proc = subprocess.run(["sgdip", "info"], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0 and "jax" in proc.stdout and "MR2_UNCR.dcm" in proc.stdout
+    head = next(line for line in proc.stdout.splitlines() if "MR 'head'" in line)
+    assert "not found" not in head and head.rstrip().endswith("s1045.ima.gz")  # matplotlib's, not pydicom-data's
 
 
 def test_ctrl_c_saves_partial_result(files, tmp_path):
