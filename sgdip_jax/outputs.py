@@ -5,9 +5,10 @@ requested path. :meth:`OutputDir.commit` moves it into place in one rename (when
 or, with ``force``, renames the old directory aside, renames the new one in and only then deletes the
 old one, so a crash leaves either the old or the new result, never a mixture. An existing non-empty
 directory is refused unless ``force`` is given, both when the run starts and again at commit time;
-``force`` replaces only a directory that holds an sgdip result (the :data:`MARKER` file every
-committed result carries), never ``.``, ``..``, ``/``, the home directory or a folder holding the
-working directory.
+``force`` replaces only a directory that holds an sgdip result and nothing else (the :data:`MARKER`
+file every committed result carries lists the files sgdip wrote; a file or folder not on that list,
+e.g. a user's notes, makes ``force`` refuse), never ``.``, ``..``, ``/``, the home directory or a
+folder holding the working directory.
 """
 
 from __future__ import annotations
@@ -27,7 +28,21 @@ import numpy as np
 from .files import atomic_write, current_umask, to_jsonable
 
 MARKER = ".sgdip-result"
-"""File in every committed result directory: what ``force`` may replace."""
+"""File in every committed result directory: its first line says what it is, the others list the
+files sgdip wrote there (what ``force`` may replace)."""
+MARKER_HEADER = "written by sgdip; --force may replace this folder when it holds only these files:"
+
+
+def _files(path: Path) -> set[str]:
+    """Every file and folder under ``path``, as POSIX paths relative to it (the marker left out)."""
+    return {p.relative_to(path).as_posix() for p in path.rglob("*")} - {MARKER}
+
+
+def _strangers(path: Path) -> list[str]:
+    """What in result folder ``path`` sgdip did not write (all of it when the marker lists nothing)."""
+    lines = (path / MARKER).read_text().splitlines()
+    written = set(lines[1:]) if lines and lines[0] == MARKER_HEADER else set()
+    return sorted(_files(path) - written)
 
 
 def _is_occupied(path: Path) -> bool:
@@ -58,6 +73,11 @@ def check_output_dir(path: str | os.PathLike, force: bool = False) -> Path:
         raise FileExistsError(
             f"output directory {str(path)!r} holds files that sgdip did not write (no {MARKER} file); --force "
             f"replaces only an earlier sgdip result: choose a new folder for --out"
+        )
+    if _is_occupied(path) and (strangers := _strangers(path)):
+        raise FileExistsError(
+            f"output directory {str(path)!r} holds {len(strangers)} file(s) sgdip did not write (e.g. "
+            f"{strangers[0]!r}); --force replaces only what sgdip wrote: move them or choose a new folder for --out"
         )
     return path
 
@@ -146,7 +166,7 @@ class OutputDir:
     def commit(self) -> Path:
         """Move the staged directory to ``path`` (replacing an existing one only with ``force``)."""
         check_output_dir(self.path, self.force)
-        self.write_text(MARKER, "written by sgdip; --force may replace this folder\n")
+        self.write_text(MARKER, "\n".join([MARKER_HEADER, *sorted(_files(self.staging))]) + "\n")
         self._apply_umask()
         if self.path.exists():
             old = Path(tempfile.mkdtemp(dir=self.path.parent, prefix=f".{self.path.name}.old-"))

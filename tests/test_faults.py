@@ -269,6 +269,17 @@ def test_force_replaces_only_an_earlier_sgdip_result(files, tmp_path, capsys, mo
     assert run([*base, "--out", result], capsys)[0] == 0
     assert run([*base, "--out", result, "--force"], capsys)[0] == 0  # an sgdip result: replaced
     assert (result / "metrics.json").exists() and not list(tmp_path.glob(".result.*"))
+    # a user's file or folder added to an earlier result: --force refuses and deletes nothing
+    for added in ("mynotes.txt", "extra/plot.png"):
+        (result / added).parent.mkdir(exist_ok=True)
+        (result / added).write_text("mine")
+        before = snapshot(tmp_path)
+        rc, cap = run([*base, "--out", result, "--force"], capsys)
+        assert rc == 2 and "sgdip did not write" in one_line(cap) and added.split("/")[0] in one_line(cap)
+        assert snapshot(tmp_path) == before and not list(tmp_path.glob(".result.*"))
+        (result / added).unlink()
+        if "/" in added:
+            (result / "extra").rmdir()
 
 
 # ----------------------------------------------------------------- item 9: odd input
