@@ -46,6 +46,9 @@ def files(tmp_path_factory):
         for s in range(2)
     ]
     write_fastmri(d / "vol.h5", np.stack(kspace))
+    lines = np.ones(32, np.float32)
+    write_fastmri(d / "nan_mask.h5", np.stack(kspace), mask=np.where(np.arange(32) == 3, np.nan, lines))
+    write_fastmri(d / "two_mask.h5", np.stack(kspace), mask=2 * lines)
     np.save(d / "nan_mask.npy", np.full((32, 32), np.nan))
     np.save(d / "half_mask.npy", np.full((32, 32), 0.5))
     np.save(d / "complex_mask.npy", np.ones((32, 32), np.complex64))
@@ -296,6 +299,8 @@ def test_force_replaces_only_an_earlier_sgdip_result(files, tmp_path, capsys, mo
         (["vol.h5", "--slices", "1,-1"], "names a slice more than once"),
         (["{dicom}", "--slice", "3"], "holds a single frame"),
         (["case.npz", "--mask", ""], "argument --mask: invalid non-empty value"),
+        (["nan_mask.h5"], "nan_mask.h5: 'mask' holds 0 and 1 only"),
+        (["two_mask.h5"], "two_mask.h5: 'mask' holds 0 and 1 only"),
     ],
 )
 def test_odd_input_is_refused(files, tmp_path, capsys, argv, fragment):

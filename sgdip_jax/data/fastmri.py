@@ -157,13 +157,21 @@ def read_fastmri(path: str | os.PathLike, slice: int | Sequence[int] | None = No
         def optional(name, dtype):
             return _read_rows(f[name], rows).astype(dtype) if name in f else None
 
+        mask = None
+        if "mask" in f:
+            raw = np.asarray(f["mask"])
+            numeric = np.issubdtype(raw.dtype, np.number) or raw.dtype == bool
+            if not (numeric and np.isin(raw, (0, 1)).all()):
+                values = np.unique(raw)[:4].tolist() if numeric else f"dtype {raw.dtype}"
+                raise ValueError(f"{path}: 'mask' holds 0 and 1 only (sampled phase-encoding lines), got {values}")
+            mask = raw.astype(np.float32)
         header = f["ismrmrd_header"][()] if "ismrmrd_header" in f else None
         sizes = _parse_header(header, path) if header is not None else (None, None)
         return FastMRIData(
             path=str(path),
             kspace=_read_rows(ks, rows).astype(np.complex64),
             slices=rows,
-            mask=np.asarray(f["mask"], np.float32) if "mask" in f else None,
+            mask=mask,
             reconstruction_rss=optional("reconstruction_rss", np.float32),
             reconstruction_esc=optional("reconstruction_esc", np.float32),
             encoded_size=sizes[0],
