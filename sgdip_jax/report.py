@@ -243,9 +243,13 @@ def diverged_messages(outcomes: list[Outcome], config, out_path) -> list[str]:
     lines = []
     for o in (o for o in outcomes if o.result.diverged is not None):
         where = f" slice {o.problem.meta['slice']}" if "slice" in o.problem.meta else ""
-        lr = getattr(config, "lr", None)
-        setting = "" if lr is None else f" (lr = {lr:g})"
-        hint = "" if lr is None else f"; lower the step size, e.g. --set lr={lr / 10:g}"
+        rates = {k: getattr(config, k) for k in ("lr", "lr_z") if isinstance(getattr(config, k, None), float)}
+        setting = "" if not rates else " (" + ", ".join(f"{k} = {v:g}" for k, v in rates.items()) + ")"
+        hint = (
+            ""
+            if not rates
+            else "; lower the step sizes, e.g. " + " or ".join(f"--set {k}={v / 10:g}" for k, v in rates.items())
+        )
         lines.append(
             f"{where.strip() + ': ' if where else ''}the loss was not finite at iteration {o.result.diverged}"
             f"{setting}; the images of iteration {o.result.iterations} are saved in {out_path}{hint}"

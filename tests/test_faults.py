@@ -97,6 +97,14 @@ def test_numeric_settings_are_checked_before_any_work(files, tmp_path, capsys, s
     assert not (tmp_path / "o").exists()
 
 
+def test_a_diverged_sgdip_run_names_both_rates(files, tmp_path, capsys):
+    """``lr_z`` too large: the message names the input's rate beside the weights'."""
+    argv = ["reconstruct", files / "case.npz", "--method", "sgdip", *TINY, "--set", "lr_z=1e30", "--set", "chunk=1"]
+    rc, cap = run([*argv, "--set", "holdout=0", "--out", tmp_path / "o"], capsys)
+    line = one_line(cap)
+    assert rc == 1 and "loss was not finite" in line and "lr_z = 1e+30" in line and "--set lr_z=1e+29" in line
+
+
 def test_a_diverged_run_exits_1_naming_lr_and_keeps_the_last_finite_images(files, tmp_path, capsys):
     out = tmp_path / "o"
     rc, cap = run(
