@@ -206,3 +206,14 @@ def test_reconstruct_batch_takes_a_dict_config_and_reports_result_image(case):
     np.testing.assert_array_equal(outcome.image, outcome.result.image)
     assert outcome.result.selection["chosen"]["noise_scale"] in NOISE_SCALES[1]
     assert outcome.held_out_error == outcome.result.selection["validation_error"]
+
+
+@pytest.mark.parametrize("factor", [1e-20, 1e20])
+def test_results_do_not_depend_on_the_units_of_y(case, factor):
+    """k-space in other units (a power of ten, not of two) gives the same image in those units and
+    the same choice; no norm underflows or overflows."""
+    op, y = case.operator(), jnp.asarray(case.y)
+    a = run_method("sgdip", op, y, QUICK, 0, progress=False)
+    b = run_method("sgdip", op, y * factor, QUICK, 0, progress=False)
+    assert np.isfinite(b.image).all() and b.selection["chosen"] == a.selection["chosen"]
+    np.testing.assert_allclose(b.image / factor, a.image, rtol=2e-3, atol=2e-3 * np.abs(a.image).max())

@@ -180,6 +180,11 @@ def fast_key(key):
     return jax.random.wrap_key_data(jax.random.bits(key, (4,), jnp.uint32), impl="rbg")
 
 
+def _power_of_two(value: float) -> float:
+    """The power of two nearest ``value`` (1 for 0 or non-finite values)."""
+    return 2.0 ** round(math.log2(value)) if value > 0 and math.isfinite(value) else 1.0
+
+
 def problem_keys(key):
     """``(weights, input, held-out locations)`` keys of a problem run with ``key`` (key or int seed):
     fast ``"rbg"`` keys (:func:`fast_key`)."""
@@ -283,21 +288,24 @@ def setup(task: DIPTask, operator, y, key, target=None) -> Setup:
     draws do not change under ``jax.vmap``, so a problem gives the same iterates alone or in a batch.
     """
     from ..networks import init_network, network_input_shape
-
-    config = task.config
     from . import self_validation
 
+    config = task.config
     y = check_measurements(operator, y)
     target = check_image(operator, target, "target")
     key, seed = as_key(key)
     k_net, k_z, k_hold = problem_keys(key)
     hw = tuple(operator.image_shape[:2])
     module = build_network(config.network, n_channels(operator), hw)
-    fit_op, y_fit, held = operator, y, {}
+    # y in units of a power of two near its peak (exact in floating point, so the iterates do not
+    # change), so that norms neither underflow nor overflow at any units of y
+    unit = _power_of_two(float(jnp.max(jnp.abs(y)))) if config.rescale else 1.0
+    fit_op, y_fit, held = operator, y / unit, {}
     if config.holdout:
-        fit_op, y_fit, val_op, y_val = self_validation.split(operator, y, config.holdout, k_hold)
+        fit_op, y_fit, val_op, y_val = self_validation.split(operator, y_fit, config.holdout, k_hold)
         held = {"val_operator": val_op, "y_val": y_val}
-    z0, in_image_units = task.make_input(k_z, fit_op, y_fit, lambda c: network_input_shape(module, hw, c))
+    # the input in the units of y (a prior image, A^H y), as make_input promises
+    z0, in_image_units = task.make_input(k_z, fit_op, y_fit * unit, lambda c: network_input_shape(module, hw, c))
     z_unit = z0 / jnp.max(jnp.abs(z0)) if in_image_units else z0
     variables = jax.jit(lambda k, z: init_network(module, k, z))(k_net, z_unit)
     params = variables["params"]
@@ -308,8 +316,8 @@ def setup(task: DIPTask, operator, y, key, target=None) -> Setup:
         out0, _ = jax.jit(network_forward(module, config.compute_dtype))(params, net_state, z_unit)
         scale = jnp.linalg.norm(out0) / jnp.linalg.norm(fit_op.adjoint(y_fit))
     if in_image_units:
-        z0 = z0 * scale
-    data = {"operator": fit_op, "y": y_fit * scale, "scale": scale}
+        z0 = z0 * (scale / unit)
+    data = {"operator": fit_op, "y": y_fit * scale, "scale": scale / unit}
     if held:
         data.update(val_operator=held["val_operator"], y_val=held["y_val"] * scale)
     if task.make_data is not None:
