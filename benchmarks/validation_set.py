@@ -105,6 +105,21 @@ def es_wmv_choice(stat, patience) -> int:
     return best
 
 
+def _commit() -> str | None:
+    """The code's git commit (``None`` outside a checkout)."""
+    import subprocess
+
+    try:
+        return (
+            subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True
+            ).stdout.strip()
+            or None
+        )
+    except OSError:
+        return None
+
+
 def run_case(image_name, size, acceleration, snr, seed, method, base=16, overrides=None, tag="", cache={}):  # noqa: B006 (image cache)
     key = (image_name, size)
     if key not in cache:
@@ -122,6 +137,7 @@ def run_case(image_name, size, acceleration, snr, seed, method, base=16, overrid
         "snr_db": snr,
         "seed": seed,
         "method": method + tag,
+        "commit": _commit(),
         "overrides": overrides or {},
         "wall_s": round(time.perf_counter() - t0, 1),
         "iterations": result.iterations,

@@ -235,10 +235,12 @@ class DIPTask:
     engine's ``data = {"operator", "y", "scale"}`` carries the scaled problem, plus the entries of
     ``make_data(operator, y_s) -> dict`` (per-problem arrays the loss needs, from the scaled
     measurements ``y_s``) when the task has one.
-    ``candidates(operator) -> {name: values}``: settings that the loss reads from ``data[name]``, to
-    be chosen per problem by self-validation (``config.holdout > 0``): each value runs ``pilot``
-    steps from the same start, the one whose pilot reached the smallest validation error goes on
-    (:func:`run_dip_batch`); ``make_data`` must set ``data[name]`` to the value used without a choice.
+    ``candidates(operator) -> {name: values}``: settings that the loss reads from ``data[name]``,
+    ordered from least to most regularising, to be chosen per problem by self-validation
+    (``config.holdout > 0``): each value runs ``pilot`` steps from the same start, and the most
+    regularising one whose pilot error is within one standard error of the smallest goes on
+    (:func:`one_standard_error_choice`); ``make_data`` must set ``data[name]`` to the value used
+    without a choice.
     """
 
     method: str
@@ -455,8 +457,7 @@ def _choose(task: DIPTask, config, choices, run, params, net_state, z, key, data
         if out.iterations < pilot and out.diverged is None and not detected:  # the callback stopped it: report it
             runs = runs[-1:]
             break
-    scores = np.stack([r[4] for r in runs])
-    best = np.argmin(scores, axis=0)
+    best = one_standard_error_choice(np.stack([r[4] for r in runs]), data["y_val"])
     picked = runs[int(best) if np.ndim(best) == 0 else 0][3]
     history = picked.history
     if np.ndim(best):
@@ -481,6 +482,21 @@ def _choose(task: DIPTask, config, choices, run, params, net_state, z, key, data
         for i, b in enumerate(np.ravel(best))
     ]
     return out, jax.tree.map(jnp.asarray, _pick([r[2] for r in runs], best)), chosen if np.ndim(best) else chosen[0]
+
+
+def one_standard_error_choice(scores, y_val):
+    """Index of the candidate to keep, per problem, from the pilots' validation errors ``scores
+    (n_candidates[, B])``, candidates ordered from least to most regularising: the *last* one whose
+    error is within one standard error of the smallest (the "one-standard-error rule" of
+    cross-validation). The relative standard error of ``e = ||r_v|| / ||y_v||`` over ``n``
+    independent real held-out values is about ``1 / sqrt(2 n)``; ``y_val`` (``[B,] ...``) gives ``n``."""
+    scores = np.asarray(scores, np.float64)
+    values = np.asarray(jax.device_get(y_val))
+    per = 2 if np.iscomplexobj(values) else 1
+    n = per * np.count_nonzero(values.reshape(scores.shape[1:] + (-1,)) if scores.ndim > 1 else values.ravel(), axis=-1)
+    best = np.min(scores, axis=0)
+    within = scores <= best * (1 + 1 / np.sqrt(2 * np.maximum(n, 1)))
+    return (len(scores) - 1 - np.argmax(within[::-1], axis=0)).astype(int)
 
 
 def _still_improving(out: engine.RunOutput) -> bool:
