@@ -232,10 +232,10 @@ def rescaled(problem: Problem, f0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return s * problem.x_flat, s * problem.y
 
 
-def psnr(images: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """PSNR of each image of ``(T, H, W)`` against ``x`` (:func:`sgdip_jax.metrics.psnr`: magnitudes,
-    data range ``max |x|``)."""
-    one = lambda im: metrics.psnr(im, jnp.asarray(x, jnp.complex64))  # noqa: E731
+def psnr(images: np.ndarray, *, ref: np.ndarray) -> np.ndarray:
+    """PSNR of each image of ``(T, H, W)`` against ``ref`` (:func:`sgdip_jax.metrics.psnr`: magnitudes,
+    data range ``max |ref|``)."""
+    one = lambda im: metrics.psnr(im, ref=jnp.asarray(ref, jnp.complex64))  # noqa: E731
     return np.asarray(jax.vmap(one)(jnp.asarray(images, jnp.complex64)), np.float64)
 
 

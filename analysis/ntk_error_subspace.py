@@ -115,9 +115,9 @@ def analyse(problem: common.Problem, null: NullSpace, effective: NullSpace, net:
         "iterations": record,
         "gap": gap,
         "final_gap": gap[-1],
-        "psnr_trained": common.psnr(common.images(trained, problem.hw), x_image),
-        "psnr_predicted": common.psnr(common.images(predicted, problem.hw), x_image),
-        "psnr_kernel_limit": float(common.psnr(common.images(limit, problem.hw)[None], x_image)[0]),
+        "psnr_trained": common.psnr(common.images(trained, problem.hw), ref=x_image),
+        "psnr_predicted": common.psnr(common.images(predicted, problem.hw), ref=x_image),
+        "psnr_kernel_limit": float(common.psnr(common.images(limit, problem.hw)[None], ref=x_image)[0]),
         "data_residual_trained": [residual(f) for f in trained],
         "data_residual_predicted": [residual(f) for f in predicted],
         "data_residual_kernel_limit": limit_residual,
@@ -140,7 +140,7 @@ def product_dip(problem: common.Problem, base: int, iterations: int, key) -> dic
     chunk = max(1, iterations // 10)
     config = DIPConfig(network=network, iterations=iterations, chunk=chunk, input_channels=in_channels)
     (_, steps, images), seconds = common.timed(common.run_tracked, "dip", problem, config, key)
-    return {"base": base, "iterations": steps, "psnr": common.psnr(images, problem.x), "seconds": seconds}
+    return {"base": base, "iterations": steps, "psnr": common.psnr(images, ref=problem.x), "seconds": seconds}
 
 
 def width_fit(per_net: dict) -> dict:
@@ -265,7 +265,7 @@ def main(argv=None) -> dict:
     for prob_label, (coils, acceleration, snr) in problems.items():
         problem = common.make_problem(prob_label, size, coils, acceleration, snr_db=snr, seed=args.seed)
         zf = np.asarray(problem.operator.adjoint(jnp.asarray(problem.y_kspace)))
-        zero_filled[prob_label] = float(common.psnr(zf[None], problem.x)[0])
+        zero_filled[prob_label] = float(common.psnr(zf[None], ref=problem.x)[0])
         null, t_null = common.timed(NullSpace, problem.A)
         effective = null.at(NULL_TOL)
         spaces[prob_label] = {

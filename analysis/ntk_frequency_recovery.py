@@ -72,7 +72,7 @@ def trained_recovery(problem: common.Problem, label: str, method: str, iteration
     per_band = np.stack([missing_kspace_recovered(images, problem.x, problem.mask, b) for b in bands], -1)
     return {
         "iterations": steps,
-        "psnr": np.asarray([psnr(im, problem.x) for im in images], np.float64),
+        "psnr": np.asarray([psnr(im, ref=problem.x) for im in images], np.float64),
         "recovered": overall,
         "recovered_bands": np.asarray(per_band, np.float64),
         "seconds": seconds,
@@ -155,7 +155,7 @@ def main(argv=None) -> dict:
     zf = np.asarray(problem.operator.adjoint(problem.y_kspace))
     bands = common.radial_bands(problem.hw, BAND_EDGES)
     zero_filled = {
-        "psnr": float(psnr(zf, problem.x)),
+        "psnr": float(psnr(zf, ref=problem.x)),
         "recovered": float(missing_kspace_recovered(zf, problem.x, problem.mask)),
         "recovered_bands": [float(missing_kspace_recovered(zf, problem.x, problem.mask, b)) for b in bands],
     }

@@ -228,7 +228,7 @@ def kernel_analysis(problem: common.Problem, net: common.DipNet, spec: dict) -> 
     scale = np.linalg.norm(x_s) / np.linalg.norm(problem.x_flat)
     images = (outs[:, 0::2] + 1j * outs[:, 1::2]).reshape(-1, *problem.hw) / scale
     errors = band_errors(images, problem.x)
-    predicted = {"iterations": steps, "band_errors": errors, "psnr": common.psnr(images, problem.x)}
+    predicted = {"iterations": steps, "band_errors": errors, "psnr": common.psnr(images, ref=problem.x)}
     halved = errors <= 0.5 * errors[:1]
     summary = {f"mean_radius_by_decile_{name}": [d.mean() for d in np.array_split(r, 10)] for name, r in radii.items()}
     summary["kernel_regime"] = {
@@ -293,7 +293,7 @@ def main(argv=None) -> dict:
             radii, predicted[snr], eigen_summary[snr] = kernel_analysis(problem, net, spec)
         runs[snr] = {} if args.no_dip else dip_runs(problem, key, iterations, budget, network)
         zero_filled = np.asarray(problem.operator.adjoint(jnp.asarray(problem.y_kspace)))
-        per_snr[snr] = {"zero_filled_psnr": float(common.psnr(zero_filled[None], problem.x)[0])}
+        per_snr[snr] = {"zero_filled_psnr": float(common.psnr(zero_filled[None], ref=problem.x)[0])}
         print(f"{snr:g} dB: zero-filled PSNR {per_snr[snr]['zero_filled_psnr']:.2f}", flush=True)
         for method, r in runs[snr].items():
             print(

@@ -130,7 +130,9 @@ def table(rows) -> str:
     if not results:
         return "no complete case"
     names = list(next(iter(results.values())))
-    lines = ["| rule | " + " | ".join(f"{c} s{s}" for c, s in results) + " | mean gap to oracle | worst gap | mean steps |"]
+    lines = [
+        "| rule | " + " | ".join(f"{c} s{s}" for c, s in results) + " | mean gap to oracle | worst gap | mean steps |"
+    ]
     lines.append("|---" * (len(results) + 4) + "|")
     for name in names:
         gaps = [v["oracle"][0] - v[name][0] for v in results.values()]

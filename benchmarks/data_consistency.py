@@ -117,7 +117,7 @@ def main(argv=None):
         base = {m: v for m, v in classical(case).items() if m != "zero-filled"}
         best = max(base, key=lambda m: base[m]["psnr"])
         images = final_images(case, config, args.draws, args.batch, args.seed)
-        scores = [evaluate(x, case.reference) for x in images.values()]
+        scores = [evaluate(x, ref=case.reference) for x in images.values()]
         cells = " | ".join(f"{m['psnr']:.2f} ({m['ssim']:.4f})" for m in scores)
         print(f"| {name} {args.size}px | {base[best]['psnr']:.2f} ({best}) | {cells} |", flush=True)
 

@@ -110,7 +110,7 @@ def main(argv=None):
             config = {"network": DIP_NETWORK} if METHODS[method].is_dip else None
             result = run_method(method, op, y, config, 0, progress=False, **extra)
             row["seconds"][method] = time.perf_counter() - start
-            row["metrics"][method] = evaluate(np.abs(result.image), np.abs(case.x))
+            row["metrics"][method] = evaluate(np.abs(result.image), ref=np.abs(case.x))
         rows.append(row)
         cells = " | ".join(f"{row['metrics'][m]['psnr']:.2f} / {row['metrics'][m]['ssim']:.3f}" for m in methods)
         print(f"| {group} | {name} | {acc}x | {snr} | {cells} |", flush=True)

@@ -51,7 +51,9 @@ def main(argv=None):
         y, x, sigma = jnp.asarray(case.y) * scale, np.abs(case.x) * scale, case.sigma * scale
         ratio = parameter_choice.estimate_sigma(op, y) / sigma
         for method, (fn, config, grid) in METHODS.items():
-            values = [float(psnr(np.abs(fn(op, y, dataclasses.replace(config, lam=float(v))).image), x)) for v in grid]
+            values = [
+                float(psnr(np.abs(fn(op, y, dataclasses.replace(config, lam=float(v))).image), ref=x)) for v in grid
+            ]
             best = int(np.argmax(values))
             start = time.perf_counter()
             auto = fn(op, y, config)
@@ -64,7 +66,10 @@ def main(argv=None):
                 "sigma_ratio": ratio,
                 "oracle": values[best],
                 "oracle_lam": float(grid[best]),
-                **{k: float(psnr(np.abs(r.image), x)) for k, r in (("auto", auto), ("disc", disc), ("disc_est", est))},
+                **{
+                    k: float(psnr(np.abs(r.image), ref=x))
+                    for k, r in (("auto", auto), ("disc", disc), ("disc_est", est))
+                },
                 "auto_lam": auto.config["lam"],
                 "auto_seconds": seconds,
             }

@@ -265,7 +265,7 @@ def describe(config) -> str:
 
 
 def metrics_row(problem, method, image, wall_time, setting):
-    m = evaluate(image, problem.target)
+    m = evaluate(image, ref=problem.target)
     return {
         "section": problem.section,
         "case": problem.case,

@@ -155,13 +155,13 @@ def classical(case):
 
         missing = np.asarray(case.operator.mask) == 0
         return {
-            "zero-filled": evaluate(case.y, case.reference),
-            "biharmonic": {**evaluate(inpaint_biharmonic(case.y, missing), case.reference), "lam": None},
+            "zero-filled": evaluate(case.y, ref=case.reference),
+            "biharmonic": {**evaluate(inpaint_biharmonic(case.y, missing), ref=case.reference), "lam": None},
         }
     out = {}
     for method in ("zero-filled", "tv", "l1-wavelet"):
         result = run_method(method, case.operator, case.y, None, key=0)
-        out[method] = {**evaluate(result.image, case.reference), "lam": result.config.get("lam")}
+        out[method] = {**evaluate(result.image, ref=case.reference), "lam": result.config.get("lam")}
     return out
 
 
@@ -247,8 +247,8 @@ def run_variant(name, case, args):
     ssim = np.asarray(result.history["ssim"], np.float64)
     peak = int(np.nanargmax(psnr))
     t = args.iters
-    final = {k: float(v) for k, v in evaluate(result.image, case.reference).items()}
-    es = None if result.stop_image is None else float(evaluate(result.stop_image, case.reference)["psnr"])
+    final = {k: float(v) for k, v in evaluate(result.image, ref=case.reference).items()}
+    es = None if result.stop_image is None else float(evaluate(result.stop_image, ref=case.reference)["psnr"])
     stat = np.asarray(result.history.get("es_stat", []), np.float64)
     es_argmin = int(np.nanargmin(stat)) if np.isfinite(stat).any() else None
     return {

@@ -141,7 +141,7 @@ def run_case(image_name, size, acceleration, snr, seed, method, base=16, overrid
         "overrides": overrides or {},
         "wall_s": round(time.perf_counter() - t0, 1),
         "iterations": result.iterations,
-        **evaluate(np.abs(result.image), ref),
+        **evaluate(np.abs(result.image), ref=ref),
     }
     if method in CLASSICAL:
         row["lam"] = result.config.get("lam")

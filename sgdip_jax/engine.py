@@ -205,10 +205,12 @@ def _make_step(loss_fn, optimizer, z_optimizer, ema_decay, es_config, metric_ima
             from . import metrics as M
 
             shown = metric_image(ema, data)
-            metrics["psnr"] = M.psnr(shown, target)
+            metrics["psnr"] = M.psnr(shown, ref=target)
             if ssim_every:
                 metrics["ssim"] = jax.lax.cond(
-                    t % ssim_every == 0, lambda: M.ssim(shown, target).astype(jnp.float32), lambda: jnp.float32(jnp.nan)
+                    t % ssim_every == 0,
+                    lambda: M.ssim(shown, ref=target).astype(jnp.float32),
+                    lambda: jnp.float32(jnp.nan),
                 )
         new = TrainState(params, aux["net_state"], z, opt_state, z_opt_state, image, ema, t + 1, es, select)
         return new, {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}

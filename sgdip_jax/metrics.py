@@ -1,6 +1,8 @@
 """Image quality metrics in JAX: PSNR, SSIM, NRMSE, HFEN, with the fastMRI conventions.
 
-All metrics compare a reconstruction ``x`` with a reference ``ref`` of the same shape: grey
+All metrics compare a reconstruction ``x`` with a reference ``ref`` of the same shape, given by
+keyword (``psnr(x, ref=gt)``: fastMRI and scikit-image put the reference first, so a positional
+order would be a trap): grey
 ``(H, W)`` or channels-last colour ``(H, W, C)``. Complex inputs are compared as magnitudes
 ``|x|``; real inputs are used as given. Batches: ``jax.vmap``.
 
@@ -18,6 +20,7 @@ normalised by ``N - 1``, ``K1 = 0.01``, ``K2 = 0.03``, ``C1 = (K1 L)^2``, ``C2 =
 ``(2 mu_x mu_r + C1)(2 s_xr + C2) / ((mu_x^2 + mu_r^2 + C1)(s_x^2 + s_r^2 + C2))`` over the pixels
 whose window lies inside the image; colour: the mean over channels). Window statistics are computed
 about the window mean, so float32 keeps skimage's float64 accuracy.
+``NMSE = ||x - ref||^2 / ||ref||^2`` (fastMRI's ``nmse``).
 ``NRMSE = ||x - ref|| / ||ref||`` (skimage's ``normalized_root_mse``, Euclidean normalisation).
 ``HFEN = ||LoG(x) - LoG(ref)|| / ||LoG(ref)||`` with the 15x15 Laplacian-of-Gaussian of
 ``sigma = 1.5`` (MATLAB ``fspecial('log', 15, 1.5)``, zero-padded ``same`` filtering), as in
@@ -99,7 +102,7 @@ def _range(ref, data_range):
 
 
 @partial(jax.jit, static_argnames="crop")
-def psnr(x, ref, data_range=None, crop=None, support=None):
+def psnr(x, *, ref, data_range=None, crop=None, support=None):
     """Peak signal-to-noise ratio in dB, ``10 log10(data_range^2 / MSE)``."""
     x, ref, support = _prepare(x, ref, crop, support)
     mse = _mean((x - ref) ** 2, support)
@@ -107,7 +110,14 @@ def psnr(x, ref, data_range=None, crop=None, support=None):
 
 
 @partial(jax.jit, static_argnames="crop")
-def nrmse(x, ref, crop=None, support=None):
+def nmse(x, *, ref, crop=None, support=None):
+    """Normalised mean squared error ``||x - ref||^2 / ||ref||^2`` (fastMRI's ``nmse``)."""
+    x, ref, support = _prepare(x, ref, crop, support)
+    return _mean((x - ref) ** 2, support) / _mean(ref**2, support)
+
+
+@partial(jax.jit, static_argnames="crop")
+def nrmse(x, *, ref, crop=None, support=None):
     """Normalised root-mean-square error ``||x - ref|| / ||ref||``."""
     x, ref, support = _prepare(x, ref, crop, support)
     return jnp.sqrt(_mean((x - ref) ** 2, support) / _mean(ref**2, support))
@@ -136,7 +146,7 @@ def ssim_map(x, ref, data_range):
 
 
 @partial(jax.jit, static_argnames="crop")
-def ssim(x, ref, data_range=None, crop=None, support=None):
+def ssim(x, *, ref, data_range=None, crop=None, support=None):
     """Structural similarity as scikit-image computes it (see the module docstring)."""
     x, ref, support = _prepare(x, ref, crop, support)
     s = ssim_map(x, ref, _range(ref, data_range))
@@ -171,22 +181,23 @@ def _log_filter(a):
 
 
 @partial(jax.jit, static_argnames="crop")
-def hfen(x, ref, crop=None, support=None):
+def hfen(x, *, ref, crop=None, support=None):
     """High-frequency error norm ``||LoG(x - ref)|| / ||LoG(ref)||`` (sigma 1.5, 15x15)."""
     x, ref, support = _prepare(x, ref, crop, support)
     return jnp.sqrt(_mean(_log_filter(x - ref) ** 2, support) / _mean(_log_filter(ref) ** 2, support))
 
 
-def evaluate(x, ref, crop=None, support=None, data_range=None) -> dict[str, float]:
-    """All metrics as Python floats: ``{"psnr", "ssim", "nrmse", "hfen"}``; SSIM is NaN (``null`` in
+def evaluate(x, *, ref, crop=None, support=None, data_range=None) -> dict[str, float]:
+    """All metrics as Python floats: ``{"psnr", "ssim", "nmse", "nrmse", "hfen"}``; SSIM is NaN (``null`` in
     JSON) for images smaller than its window."""
     shape = np.shape(ref)[:2] if crop is None else [min(c, n) for c, n in zip(crop, np.shape(ref)[:2])]
     small = min(shape) < SSIM_WIN
     return {
-        "psnr": float(psnr(x, ref, data_range, crop, support)),
-        "ssim": float("nan") if small else float(ssim(x, ref, data_range, crop, support)),
-        "nrmse": float(nrmse(x, ref, crop, support)),
-        "hfen": float(hfen(x, ref, crop, support)),
+        "psnr": float(psnr(x, ref=ref, data_range=data_range, crop=crop, support=support)),
+        "ssim": float("nan") if small else float(ssim(x, ref=ref, data_range=data_range, crop=crop, support=support)),
+        "nmse": float(nmse(x, ref=ref, crop=crop, support=support)),
+        "nrmse": float(nrmse(x, ref=ref, crop=crop, support=support)),
+        "hfen": float(hfen(x, ref=ref, crop=crop, support=support)),
     }
 
 

@@ -21,7 +21,8 @@ class Outcome:
     of the input. ``metrics`` / ``zero_filled_metrics``: against the problem's reference, ``None``
     without one. ``held_out_error``: the relative prediction error on held-out measurements
     (:mod:`sgdip_jax.methods.self_validation`; ``None`` when not measured), comparable between
-    methods that held out the same locations, and known without a reference.
+    methods that held out the same locations, and known without a reference. ``smaps``: the coil
+    maps ``(C, H, W)`` the operator used (estimated ones included), ``None`` without coils.
     """
 
     problem: Any
@@ -32,15 +33,18 @@ class Outcome:
     zero_filled_metrics: dict | None
     interrupted: bool
     held_out_error: float | None = None
+    smaps: np.ndarray | None = None
 
 
 def outcome_to_bytes(outcome: Outcome) -> bytes:
     """An outcome as one ``.npz`` file's bytes: its images, history and metadata, and the problem's
-    reference, crop and provenance (the operator and measurements are not kept)."""
+    reference, crop, coil maps and provenance (the operator and measurements are not kept)."""
     r = outcome.result
     arrays = {"image": outcome.image, "zero_filled": outcome.zero_filled, **r.to_arrays("result/")}
     if outcome.problem.reference is not None:
         arrays["reference"] = outcome.problem.reference
+    if outcome.smaps is not None:
+        arrays["smaps"] = outcome.smaps
     meta = {
         "metrics": outcome.metrics,
         "zero_filled_metrics": outcome.zero_filled_metrics,
@@ -78,6 +82,7 @@ def outcome_from_bytes(blob: bytes) -> Outcome:
         zero_filled_metrics=meta["zero_filled_metrics"],
         interrupted=meta["interrupted"],
         held_out_error=meta.get("held_out_error"),
+        smaps=arrays.get("smaps"),
     )
 
 

@@ -135,21 +135,37 @@ class OutputDir:
     def write_history(self, name: str, history: Mapping[str, np.ndarray]) -> Path:
         return self.write_text(name, history_csv(history))
 
+    def link(self, name: str, target: str) -> Path:
+        """A relative symbolic link ``name`` to the staged file ``target`` (it moves with the folder)."""
+        path = self.file(name)
+        os.symlink(target, path)
+        return path
+
     def write_npz(self, name: str, arrays: Mapping[str, np.ndarray]) -> Path:
         target = self.file(name)
         atomic_write(target, lambda f: np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()}))
         return target
 
     def write_h5(self, name: str, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any] = ()) -> Path:
-        """HDF5 file with one dataset per array and JSON-encoded file attributes."""
+        """HDF5 file with one dataset per array and the file attributes ``attrs`` as HDF5 reads them
+        plainly: strings and numbers as they are, lists of numbers as arrays, anything else (``None``,
+        mappings, mixed lists) as its JSON text."""
         import h5py
+
+        def plain(value):
+            value = to_jsonable(value)
+            if isinstance(value, (str, bool, int, float)):
+                return value
+            if isinstance(value, list) and value and all(isinstance(v, (int, float)) for v in value):
+                return np.asarray(value)
+            return json.dumps(value)
 
         def write(f):
             with h5py.File(f, "w") as h5:
                 for key, value in arrays.items():
                     h5.create_dataset(key, data=np.asarray(value))
                 for key, value in dict(attrs).items():
-                    h5.attrs[key] = json.dumps(to_jsonable(value))
+                    h5.attrs[key] = plain(value)
 
         target = self.file(name)
         atomic_write(target, write)

@@ -35,7 +35,7 @@ def evaluate_problem(problem, image):
     if problem.reference is None:
         return None
     x = center_crop(np.asarray(image), problem.crop, axes=(0, 1)) if problem.crop else image
-    return evaluate(x, problem.reference)
+    return evaluate(x, ref=problem.reference)
 
 
 def _warn_unmeasurable(problem) -> None:
@@ -76,6 +76,7 @@ def _outcome(problem, config, result, zero_filled, interrupted) -> Outcome:
         zero_filled_metrics=evaluate_problem(problem, zero_filled),
         interrupted=interrupted,
         held_out_error=result.selection["validation_error"] if result.selection else None,
+        smaps=None if getattr(problem.operator, "smaps", None) is None else np.asarray(problem.operator.smaps),
     )
 
 

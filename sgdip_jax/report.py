@@ -87,10 +87,12 @@ def _stack(outcomes, get):
     return np.stack([np.asarray(get(o)) for o in outcomes])
 
 
-def write_reconstruction(out, outcomes: list[Outcome], h5: bool, method: str) -> None:
-    """``recon.h5`` (fastMRI inputs, slices stacked; ``reconstruction`` = centre-cropped magnitude as in
-    fastMRI submissions) or ``recon.npz`` with the reported image, its magnitude, the moving average,
-    the last iterate, the ES-WMV image (when detected), the zero-filled image and the reference."""
+def write_reconstruction(out, outcomes: list[Outcome], h5_name: str | None, method: str) -> None:
+    """The reported image, its magnitude, the moving average, the last iterate, the ES-WMV image (when
+    detected), the zero-filled image, the reference and the coil maps used (``smaps``, MRI): for a
+    fastMRI input ``h5_name`` (the input file's name, as fastMRI's ``evaluate.py`` looks for it;
+    slices stacked; ``reconstruction`` = the centre-cropped magnitude of fastMRI submissions) with
+    ``recon.h5`` a link to it, else ``recon.npz``."""
 
     arrays: dict[str, np.ndarray] = {
         "image": _stack(outcomes, lambda o: o.image),
@@ -106,12 +108,16 @@ def write_reconstruction(out, outcomes: list[Outcome], h5: bool, method: str) ->
         arrays["stop_image"] = _stack(outcomes, lambda o: o.result.stop_image)
     if all(o.problem.reference is not None for o in outcomes):
         arrays["reference"] = _stack(outcomes, lambda o: o.problem.reference)
+    if all(o.smaps is not None for o in outcomes):
+        arrays["smaps"] = _stack(outcomes, lambda o: o.smaps)
     crop = outcomes[0].problem.crop
-    if h5:
+    if h5_name:
         magnitude = np.abs(arrays["image"])
         arrays["reconstruction"] = center_crop(magnitude, crop) if crop else magnitude
         slices = [o.problem.meta.get("slice") for o in outcomes]
-        out.write_h5("recon.h5", arrays, {"method": method, "slices": slices})
+        out.write_h5(h5_name, arrays, {"method": method, "slices": slices})
+        if h5_name != "recon.h5":
+            out.link("recon.h5", h5_name)
     else:
         out.write_npz("recon.npz", {k: v[0] for k, v in arrays.items()})
 
@@ -123,7 +129,7 @@ def volume_metrics(outcomes: list[Outcome]):
     crop = outcomes[0].problem.crop
     x = np.stack([center_crop(np.abs(o.image), crop) if crop else np.abs(o.image) for o in outcomes], -1)
     ref = np.stack([np.abs(o.problem.reference) for o in outcomes], -1)
-    return evaluate(x, ref)
+    return evaluate(x, ref=ref)
 
 
 def run_comment(outcomes: list[Outcome], config) -> str:
@@ -162,7 +168,7 @@ def write_outputs(
         title = f"{Path(input_path).name}{where}: {method}"
         out.write_history(f"{prefix}history.csv", outcome.result.history)
         write_run_figures(out, prefix, outcome, method, title)
-    write_reconstruction(out, outcomes, kind == "fastmri", method)
+    write_reconstruction(out, outcomes, Path(input_path).name if kind == "fastmri" else None, method)
     first = outcomes[0]
     summary: dict[str, Any] = {
         "input": str(input_path),

@@ -165,7 +165,7 @@ def make_steps(config: TrainConfig, optimizer, images, val_images):
 
     @jax.jit
     def validate_one(params, op, y, x):
-        return example_loss(forward, params, op, y, x), psnr(forward(params, op, y), x)
+        return example_loss(forward, params, op, y, x), psnr(forward(params, op, y), ref=x)
 
     def validate(params):
         ops, ys, xs = val

@@ -67,7 +67,7 @@ def test_sample_mri_shoulder_default():
     assert np.all(mask == mask[:1]) and mask.mean() == pytest.approx(0.25)
     assert mask[0, 160 - 12 : 160 + 12].all()
     zero_filled = case.operator().adjoint(y)
-    assert 25 <= float(psnr(zero_filled, x)) <= 31
+    assert 25 <= float(psnr(zero_filled, ref=x)) <= 31
     meta = case.meta
     assert meta["source"] == "simulated from a real magnitude image"
     assert meta["source_file"] == "MR2_UNCR.dcm"

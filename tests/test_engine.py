@@ -158,7 +158,7 @@ def test_metrics_of_the_ema_image():
     """PSNR every step and SSIM every 4th step, of metric_image(EMA) against the target."""
     target = jnp.linspace(0, 1, 64).reshape(SHAPE)
     out = run_toy(10, 5, "python", target=target, metric_image=lambda x, data: jnp.abs(x), ssim_every=4)
-    assert np.isclose(out.history["psnr"][-1], psnr(jnp.abs(out.state.ema), target), atol=1e-4)
+    assert np.isclose(out.history["psnr"][-1], psnr(jnp.abs(out.state.ema), ref=target), atol=1e-4)
     s = out.history["ssim"]
     assert np.isnan(s[[1, 2, 3, 5, 6, 7, 9]]).all() and np.isfinite(s[[0, 4, 8]]).all()
 

@@ -39,7 +39,10 @@ def test_vdrs_reference_case():
     assert lines[centre].all() and 372 // 2 in centre
     # the centre block is exactly 29 lines: the lines bordering it come from the random draw,
     # so over seeds they are not always sampled
-    borders = [vdrs((8, 372), 4, 0.08, seed=s)[0][0, [centre[0] - 1, centre[-1] + 1]] for s in range(20)]
+    borders = [
+        vdrs((8, 372), acceleration=4, center_fraction=0.08, seed=s)[0][0, [centre[0] - 1, centre[-1] + 1]]
+        for s in range(20)
+    ]
     assert np.mean(borders) < 1
 
 
@@ -55,20 +58,22 @@ def test_vdrs_exact_counts(width, acceleration, center_fraction, seed):
     n_total = round(width / acceleration)
     if n_center > width / acceleration:
         with pytest.raises(ValueError, match="center_fraction"):
-            vdrs((3, width), acceleration, center_fraction, seed)
+            vdrs((3, width), acceleration=acceleration, center_fraction=center_fraction, seed=seed)
         return
-    mask, acc = vdrs((3, width), acceleration, center_fraction, seed)
+    mask, acc = vdrs((3, width), acceleration=acceleration, center_fraction=center_fraction, seed=seed)
     lines = _lines(mask)
     assert lines.sum() == n_total
     assert lines[_centre(width, n_center)].all()
     assert acc == pytest.approx(width / n_total)
-    np.testing.assert_array_equal(mask, vdrs((3, width), acceleration, center_fraction, seed)[0])
+    np.testing.assert_array_equal(
+        mask, vdrs((3, width), acceleration=acceleration, center_fraction=center_fraction, seed=seed)[0]
+    )
 
 
 def test_vdrs_outer_lines_are_uniform():
     """Each non-centre column is drawn with probability (n_total - n_c) / (W - n_c)."""
     width, n_center, n_total, draws = 100, 8, 25, 2000
-    freq = np.mean([vdrs((1, width), 4, 0.08, seed=s)[0][0] for s in range(draws)], axis=0)
+    freq = np.mean([vdrs((1, width), acceleration=4, center_fraction=0.08, seed=s)[0][0] for s in range(draws)], axis=0)
     outer = np.setdiff1d(np.arange(width), _centre(width, n_center))
     p = (n_total - n_center) / (width - n_center)
     se = math.sqrt(p * (1 - p) / draws)
@@ -86,7 +91,7 @@ def test_random_lines_fastmri_semantics(width, acceleration, center_fraction):
     draws = 400
     counts, outer_counts = [], []
     for seed in range(draws):
-        mask, acc = random_lines((2, width), center_fraction, acceleration, seed)
+        mask, acc = random_lines((2, width), acceleration=acceleration, center_fraction=center_fraction, seed=seed)
         lines = _lines(mask)
         assert lines[_centre(width, n_center)].all()
         assert acc == pytest.approx(width / lines.sum())
@@ -110,7 +115,7 @@ def test_equispaced_lines_fastmri_semantics(width, acceleration, center_fraction
     the line count W / acceleration up to the spaced lines that fall into the centre."""
     n_center = round(width * center_fraction)
     a = acceleration * (width - n_center) / (width - acceleration * n_center)
-    mask, acc = equispaced_lines((2, width), center_fraction, acceleration, seed)
+    mask, acc = equispaced_lines((2, width), acceleration=acceleration, center_fraction=center_fraction, seed=seed)
     lines = _lines(mask)
     centre = _centre(width, n_center)
     assert lines[centre].all()
@@ -130,12 +135,12 @@ def test_equispaced_lines_fastmri_semantics(width, acceleration, center_fraction
 def test_equispaced_offset_and_exact_example():
     # W = 100, acc = 4, cf = 0.08: n_c = 8 (columns 46..53), a = 4 * 92 / 68; offset 0 gives the
     # spaced columns round(j * 92 / 17) for j * 92 / 17 < 99
-    mask, _ = equispaced_lines((1, 100), 0.08, 4, offset=0)
+    mask, _ = equispaced_lines((1, 100), acceleration=4, center_fraction=0.08, offset=0)
     expected = set(range(46, 54)) | {int(np.round(j * 92 / 17)) for j in range(19)}
     assert set(np.flatnonzero(mask[0])) == expected
     assert len(expected) == 26  # 8 + 19 spaced lines, one of which (49) lies in the centre
     with pytest.raises(ValueError, match="offset"):
-        equispaced_lines((1, 100), 0.08, 4, offset=100)
+        equispaced_lines((1, 100), acceleration=4, center_fraction=0.08, offset=100)
 
 
 def test_bernoulli_pixels():
@@ -204,3 +209,11 @@ def test_bad_arguments():
         random_lines((8, 64), center_fraction=0.5, acceleration=4)
     with pytest.raises(ValueError, match="centre lines"):
         equispaced_lines((8, 64), center_fraction=0.25, acceleration=4)
+
+
+def test_line_masks_take_their_parameters_by_keyword():
+    """One order for every line mask: a positional acceleration or centre fraction is refused."""
+    for fn in (vdrs, random_lines, equispaced_lines):
+        with pytest.raises(TypeError):
+            fn((4, 64), 4, 0.08)
+        assert fn((4, 64), acceleration=4, center_fraction=0.08, seed=0)[0].shape == (4, 64)

@@ -493,11 +493,11 @@ def test_registry():
 def acceptance_psnrs(op, y, x):
     """PSNR of TV (``lam="auto"``) and of vanilla and self-guided DIP with their defaults (iteration
     counts included) on the depth-4 U-Net of width 16 (the acceptance setting)."""
-    psnrs = {"tv": float(psnr(run_method("tv", op, y).image, x))}
+    psnrs = {"tv": float(psnr(run_method("tv", op, y).image, ref=x))}
     net = NetworkConfig("unet4", base=16)
     for name, cls in (("dip", DIPConfig), ("sgdip", SGDIPConfig)):
         r = run_method(name, op, y, cls(network=net, early_stopping=NO_ES), 0, target=x, progress=False)
-        psnrs[name] = float(psnr(r.ema_image, x))
+        psnrs[name] = float(psnr(r.ema_image, ref=x))
         if not r.config["data_consistency"]:  # the history is of the EMA image before the final step
             assert np.isclose(psnrs[name], r.history["psnr"][-1], atol=1e-3)
         else:
@@ -531,7 +531,7 @@ def test_sgdip_defaults_beat_biharmonic_tv_and_vanilla_dip_at_inpainting():
     op = Inpainting.create(mask)
     y = op(jnp.asarray(x))
     final = acceptance_psnrs(op, y, x)
-    final["biharmonic"] = float(psnr(inpaint_biharmonic(np.asarray(y), mask == 0), x))
+    final["biharmonic"] = float(psnr(inpaint_biharmonic(np.asarray(y), mask == 0), ref=x))
     print(f"camera 64 px 50 % missing (dB): {final}")
     assert final["sgdip"] > max(final["biharmonic"], final["tv"]) + MARGIN_INPAINT, final
     assert final["sgdip"] > final["dip"] + MARGIN_INPAINT_DIP, final

@@ -12,7 +12,7 @@ from scipy.ndimage import gaussian_laplace
 from skimage.data import astronaut, camera
 from skimage.metrics import normalized_root_mse, peak_signal_noise_ratio, structural_similarity
 
-from sgdip_jax.metrics import evaluate, hfen, log_kernel, missing_kspace_recovered, nrmse, psnr, ssim
+from sgdip_jax.metrics import evaluate, hfen, log_kernel, missing_kspace_recovered, nmse, nrmse, psnr, ssim
 from sgdip_jax.operators import fft2c, ifft2c
 
 
@@ -36,9 +36,9 @@ def _skimage(x, ref, channel_axis=None):
 
 def _check(x, ref, channel_axis=None):
     p, s, n = _skimage(x, ref, channel_axis)
-    assert float(psnr(x, ref)) == pytest.approx(p, abs=1e-3)
-    assert float(ssim(x, ref)) == pytest.approx(s, abs=1e-4)
-    assert float(nrmse(x, ref)) == pytest.approx(n, rel=1e-5)
+    assert float(psnr(x, ref=ref)) == pytest.approx(p, abs=1e-3)
+    assert float(ssim(x, ref=ref)) == pytest.approx(s, abs=1e-4)
+    assert float(nrmse(x, ref=ref)) == pytest.approx(n, rel=1e-5)
 
 
 @settings(max_examples=15, deadline=None)
@@ -71,17 +71,17 @@ def test_complex_inputs_use_magnitude():
     rng = np.random.default_rng(3)
     x, ref = _pair(rng.uniform(size=(24, 20)), 0.1, 4)
     phase_x, phase_r = np.exp(1j * rng.uniform(0, 6, x.shape)), np.exp(1j * rng.uniform(0, 6, x.shape))
-    got = evaluate(x * phase_x, ref * phase_r)
-    want = evaluate(np.abs(x), ref)
+    got = evaluate(x * phase_x, ref=ref * phase_r)
+    want = evaluate(np.abs(x), ref=ref)
     assert got == pytest.approx(want, rel=1e-5)
 
 
 def test_explicit_data_range():
     x, ref = _pair(np.random.default_rng(5).uniform(size=(16, 16)), 0.1, 6)
     want = peak_signal_noise_ratio(ref.astype(float), x.astype(float), data_range=2.0)
-    assert float(psnr(x, ref, data_range=2.0)) == pytest.approx(want, abs=1e-3)
+    assert float(psnr(x, ref=ref, data_range=2.0)) == pytest.approx(want, abs=1e-3)
     want = structural_similarity(ref.astype(float), x.astype(float), data_range=2.0)
-    assert float(ssim(x, ref, data_range=2.0)) == pytest.approx(want, abs=1e-4)
+    assert float(ssim(x, ref=ref, data_range=2.0)) == pytest.approx(want, abs=1e-4)
 
 
 def test_crop_is_fastmri_centre_crop():
@@ -89,9 +89,9 @@ def test_crop_is_fastmri_centre_crop():
     # fastMRI center_crop: start (n - size) // 2
     xc, rc = x[5:25, 3:23], ref[5:25, 3:23]
     p, s, n = _skimage(xc, rc)
-    assert float(psnr(x, ref, crop=(20, 20))) == pytest.approx(p, abs=1e-3)
-    assert float(ssim(x, ref, crop=20)) == pytest.approx(s, abs=1e-4)
-    assert float(nrmse(x, ref, crop=20)) == pytest.approx(n, rel=1e-5)
+    assert float(psnr(x, ref=ref, crop=(20, 20))) == pytest.approx(p, abs=1e-3)
+    assert float(ssim(x, ref=ref, crop=20)) == pytest.approx(s, abs=1e-4)
+    assert float(nrmse(x, ref=ref, crop=20)) == pytest.approx(n, rel=1e-5)
 
 
 def test_support_restricts_the_mean():
@@ -100,14 +100,14 @@ def test_support_restricts_the_mean():
     support = rng.uniform(size=x.shape) < 0.6
     r64, x64 = ref.astype(float), x.astype(float)
     want = peak_signal_noise_ratio(r64[support], x64[support], data_range=r64.max())
-    assert float(psnr(x, ref, support=support)) == pytest.approx(want, abs=1e-3)
-    assert float(nrmse(x, ref, support=support)) == pytest.approx(
+    assert float(psnr(x, ref=ref, support=support)) == pytest.approx(want, abs=1e-3)
+    assert float(nrmse(x, ref=ref, support=support)) == pytest.approx(
         normalized_root_mse(r64[support], x64[support]), rel=1e-5
     )
     _, smap = structural_similarity(r64, x64, data_range=r64.max(), full=True)
     valid = np.s_[3:-3, 3:-3]
     want = smap[valid][support[valid]].mean()
-    assert float(ssim(x, ref, support=support)) == pytest.approx(want, abs=1e-4)
+    assert float(ssim(x, ref=ref, support=support)) == pytest.approx(want, abs=1e-4)
 
 
 def test_hfen_matches_scipy_laplacian_of_gaussian():
@@ -115,44 +115,61 @@ def test_hfen_matches_scipy_laplacian_of_gaussian():
     x, ref32 = _pair(ref, 0.05, 11)
     log = lambda a: gaussian_laplace(a, 1.5, mode="constant", truncate=7 / 1.5)  # 15x15 support
     want = np.linalg.norm(log(x.astype(float) - ref)) / np.linalg.norm(log(ref))
-    assert float(hfen(x, ref32)) == pytest.approx(want, rel=1e-3)
-    assert float(hfen(ref32, ref32)) == 0.0
+    assert float(hfen(x, ref=ref32)) == pytest.approx(want, rel=1e-3)
+    assert float(hfen(ref32, ref=ref32)) == 0.0
     assert abs(log_kernel().sum()) < 1e-6
     colour, noisy = astronaut()[:40, :40] / 255.0, _pair(astronaut()[:40, :40] / 255.0, 0.05, 12)[0]
     want = np.sqrt(
         sum(np.linalg.norm(log(noisy[..., c] - colour[..., c])) ** 2 for c in range(3))
         / sum(np.linalg.norm(log(colour[..., c])) ** 2 for c in range(3))
     )
-    assert float(hfen(noisy, colour.astype(np.float32))) == pytest.approx(want, rel=1e-3)
+    assert float(hfen(noisy, ref=colour.astype(np.float32))) == pytest.approx(want, rel=1e-3)
 
 
 def test_jit_and_vmap_over_a_batch():
     rng = np.random.default_rng(13)
     refs = rng.uniform(size=(3, 16, 16)).astype(np.float32)
     xs = (refs + 0.1 * rng.standard_normal(refs.shape)).astype(np.float32)
-    batched = jax.jit(jax.vmap(lambda a, b: jnp.stack([psnr(a, b), ssim(a, b), hfen(a, b)])))(xs, refs)
+    batched = jax.jit(jax.vmap(lambda a, b: jnp.stack([psnr(a, ref=b), ssim(a, ref=b), hfen(a, ref=b)])))(xs, refs)
     for i in range(3):
-        assert np.allclose(batched[i], [psnr(xs[i], refs[i]), ssim(xs[i], refs[i]), hfen(xs[i], refs[i])], rtol=1e-5)
+        assert np.allclose(
+            batched[i], [psnr(xs[i], ref=refs[i]), ssim(xs[i], ref=refs[i]), hfen(xs[i], ref=refs[i])], rtol=1e-5
+        )
 
 
 def test_evaluate_returns_floats_and_perfect_scores():
     ref = np.random.default_rng(14).uniform(size=(12, 12)).astype(np.float32)
-    scores = evaluate(ref, ref)
+    scores = evaluate(ref, ref=ref)
     assert all(type(v) is float for v in scores.values())
     assert scores["psnr"] == np.inf and scores["ssim"] == pytest.approx(1.0)
     assert scores["nrmse"] == 0.0 and scores["hfen"] == 0.0
 
 
+def test_reference_is_a_keyword_and_nmse_is_fastmris():
+    """fastMRI and scikit-image take ``(gt, pred)``; ours take ``(x, ref=gt)``, so a swapped
+    positional call fails instead of changing PSNR. NMSE is fastMRI's ``||gt - pred||^2 / ||gt||^2``."""
+    rng = np.random.default_rng(15)
+    gt = rng.uniform(size=(16, 16)).astype(np.float32)
+    pred = (gt + 0.1 * rng.standard_normal(gt.shape)).astype(np.float32)
+    for metric in (psnr, ssim, nmse, nrmse, hfen, evaluate):
+        with pytest.raises(TypeError):
+            metric(pred, gt)
+    want = np.linalg.norm(gt.astype(np.float64) - pred) ** 2 / np.linalg.norm(gt.astype(np.float64)) ** 2
+    assert float(nmse(pred, ref=gt)) == pytest.approx(want, rel=1e-5)
+    assert evaluate(pred, ref=gt)["nmse"] == pytest.approx(evaluate(pred, ref=gt)["nrmse"] ** 2, rel=1e-5)
+    assert float(psnr(pred, ref=gt)) == pytest.approx(peak_signal_noise_ratio(gt, pred, data_range=gt.max()), rel=1e-5)
+
+
 def test_bad_inputs():
     a = np.zeros((8, 8), np.float32)
     with pytest.raises(ValueError, match="shape"):
-        psnr(a, np.zeros((8, 9)))
+        psnr(a, ref=np.zeros((8, 9)))
     with pytest.raises(ValueError, match="at least 7x7"):
-        ssim(np.ones((6, 9)), np.ones((6, 9)))
+        ssim(np.ones((6, 9)), ref=np.ones((6, 9)))
     with pytest.raises(ValueError, match="support"):
-        psnr(a, a, support=np.ones((4, 4), bool))
+        psnr(a, ref=a, support=np.ones((4, 4), bool))
     with pytest.raises(ValueError, match="crop"):
-        psnr(a, a, crop=9)
+        psnr(a, ref=a, crop=9)
 
 
 @settings(max_examples=20, deadline=None)

@@ -117,7 +117,7 @@ def _volume_args(path, out, *extra):
 
 def _read(out):
     with h5py.File(out / "recon.h5", "r") as f:
-        return f["image"][()], json.loads(f.attrs["slices"])
+        return f["image"][()], list(f.attrs["slices"])
 
 
 @pytest.fixture(scope="module")

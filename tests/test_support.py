@@ -45,7 +45,7 @@ def test_every_method_is_zero_outside_the_support_and_dip_beats_zero_filled(disk
     assert np.all(result.image[disk == 0] == 0)
     if METHODS[method].is_dip:
         zero_filled = run_method("zero-filled", op, y, {}, 0, progress=False).image
-        assert float(psnr(np.abs(result.image), np.abs(x))) > float(psnr(np.abs(zero_filled), np.abs(x)))
+        assert float(psnr(np.abs(result.image), ref=np.abs(x))) > float(psnr(np.abs(zero_filled), ref=np.abs(x)))
 
 
 def test_espirit_from_a_small_calibration_region_chooses_a_kernel_that_fits():

@@ -24,7 +24,11 @@ number is used as it is, in the units of ``y``.
 Images are ``(H, W)`` (complex MRI, grey) or ``(H, W, C)`` (colour); the regularisers act on the
 two spatial axes and treat colour channels independently. Iterations run as one compiled
 ``lax.scan`` (in chunks when ``progress`` shows a bar); ``history["objective"]`` holds the objective
-after each iteration and ``history["psnr"]`` the PSNR when a ``target`` is given.
+after each iteration and ``history["psnr"]`` the PSNR when a ``target`` is given. With a numeric
+``lam`` and ``progress=False`` a solver is a JAX function of ``y`` and the operator:
+``jax.jit(lambda y: tv(op, y, TVConfig(lam=1e-3)).image)``, ``jax.grad`` through ``cg_sense(...)
+.image`` (unrolled networks, MoDL's data-consistency block) and ``jax.vmap`` over a batch of
+problems all trace; the ``lam`` rules are the Python layer on top.
 """
 
 from __future__ import annotations
@@ -151,15 +155,18 @@ def _scan(step, static, length, consts, state):
 
 
 def _iterate(step, static, consts, state, iterations, progress, desc, callback=None):
-    """Run ``iterations`` steps on the engine's host loop (:func:`sgdip_jax.engine.drive`): one
-    compiled scan, or chunks of ``_CHUNK`` with a progress bar or a ``callback`` (``True`` stops);
-    ``(state, history, steps run)``."""
-    chunk = min(iterations, _CHUNK) if progress or callback is not None else iterations
+    """Run ``iterations`` steps: one compiled scan (``progress=False``, no ``callback``; it traces, so
+    a solver with a numeric ``lam`` can sit inside ``jax.jit``, ``jax.grad`` or ``jax.vmap``), else
+    chunks of ``_CHUNK`` on the engine's host loop (:func:`sgdip_jax.engine.drive`) with a progress
+    bar and ``callback`` (``True`` stops); ``(state, history, steps run)``."""
+    if not progress and callback is None:
+        state, history = _scan(step, static, iterations, consts, state)
+        return state, history, iterations
     state, history, done, _, _ = drive(
         lambda s, n: _scan(step, static, n, consts, s),
         state,
         iterations,
-        chunk,
+        min(iterations, _CHUNK),
         desc=desc,
         progress=progress,
         callback=callback,
@@ -170,12 +177,18 @@ def _iterate(step, static, consts, state, iterations, progress, desc, callback=N
 def _metrics(consts, x, objective):
     out = {"objective": objective}
     if consts["target"] is not None:
-        out["psnr"] = psnr(x, consts["target"])
+        out["psnr"] = psnr(x, ref=consts["target"])
     return out
 
 
+def _host(a):
+    """``a`` as a NumPy array, or as it is while being traced (a solver inside a JAX transformation)."""
+    return a if isinstance(a, jax.core.Tracer) else np.asarray(jax.device_get(a))
+
+
 def _result(method, image, history, iterations, config, key, start, operator):
-    image = np.asarray(jax.device_get(restrict_to_support(operator, image)))
+    image = _host(restrict_to_support(operator, image))
+    history = {k: _host(v) for k, v in history.items()}
     return Result(
         method=method,
         image=image,
@@ -253,7 +266,7 @@ def zero_filled(operator, y, config=ZeroFilledConfig(), key=None, *, target=None
     _check(config, ZeroFilledConfig)
     target = check_image(operator, target, "target")
     x = _adjoint(operator, check_measurements(operator, y))
-    history = {} if target is None else {"psnr": np.asarray([psnr(x, target)])}
+    history = {} if target is None else {"psnr": np.asarray([psnr(x, ref=target)])}
     return _result("zero-filled", x, history, 0, config, key, start, operator)
 
 
@@ -360,12 +373,12 @@ def _tv_steps(operator, y, lam, n_axes):
     On undersampled MRI at small ``lam`` this converges about ten times faster than ``rho = 1``.
     """
     b = _adjoint(operator, y)
-    rho = 1.0
+    rho = jnp.float32(1.0)
     if lam > 0:
-        rho = float(jnp.linalg.norm(b.ravel())) / (lam * np.sqrt(n_axes * b.size))
-        rho = float(np.clip(rho, 1e-2, 1e4)) if rho > 0 else 1.0
+        rho = jnp.linalg.norm(b.ravel()) / (lam * np.sqrt(n_axes * b.size))
+        rho = jnp.where(rho > 0, jnp.clip(rho, 1e-2, 1e4), 1.0)
     step = 0.99 / jnp.sqrt(_op_norm(operator) ** 2 + 4.0 * n_axes)
-    return step / np.sqrt(rho), step * np.sqrt(rho)
+    return step / jnp.sqrt(rho), step * jnp.sqrt(rho)
 
 
 def tv(operator, y, config=TVConfig(), key=None, *, target=None, progress=False, sigma=None, callback=None):
@@ -498,7 +511,7 @@ def best_lambda(method, operator, y, target, lams, config=None, key=None):
     best, table = None, []
     for lam in lams:
         result = method(operator, y, dataclasses.replace(config, lam=lam), key)
-        value = float(psnr(result.image, target))
+        value = float(psnr(result.image, ref=target))
         table.append({"lam": lam, "psnr": value})
         if best is None or value > best[0]:
             best = (value, result)

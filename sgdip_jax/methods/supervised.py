@@ -196,7 +196,7 @@ def run_supervised(method, operator, y, config, key=None, *, weights=None, targe
     history = {}
     target = check_image(operator, target, "target")
     if target is not None:
-        history["psnr"] = np.asarray([psnr(jnp.asarray(image), target)])
+        history["psnr"] = np.asarray([psnr(jnp.asarray(image), ref=target)])
     return Result(
         method=method,
         image=image,

@@ -1,6 +1,7 @@
 """Seeded sampling masks for MRI (phase-encode lines) and inpainting (pixels).
 
-Every function takes the mask ``shape`` ``(H, W)`` and returns ``(mask, acceleration)``: a float32
+Every function takes the mask ``shape`` ``(H, W)``, its parameters by keyword (line masks:
+``acceleration=``, ``center_fraction=``, ``seed=``), and returns ``(mask, acceleration)``: a float32
 0/1 array of that shape and the achieved acceleration ``mask.size / mask.sum()``. Line masks set
 whole columns: the last axis ``W`` is the phase-encode direction (fastMRI's convention). The centre of
 k-space is at column ``W // 2`` (centred FFT); a fully sampled centre of ``n`` lines starts at column
@@ -63,12 +64,13 @@ def _line_mask(lines, height):
     return _finish(np.broadcast_to(lines, (height, lines.size)))
 
 
-def vdrs(shape, acceleration=4.0, center_fraction=0.08, seed=0):
+def vdrs(shape, *, acceleration=4.0, center_fraction=0.08, seed=0):
     """Variable-density random sampling of phase-encode lines (the reference code's 1-D scheme).
 
     A fully sampled centre of ``floor(center_fraction * W)`` lines plus lines drawn uniformly without
     replacement from the remaining columns until ``round(W / acceleration)`` lines are sampled, so the
-    line count is exact. ``vdrs((640, 372), 4, 0.08)`` samples 93 lines with the central 29 full.
+    line count is exact. ``vdrs((640, 372), acceleration=4, center_fraction=0.08)`` samples 93 lines
+    with the central 29 full.
     """
     height, width = _check_shape(shape)
     _check_lines(acceleration, center_fraction)
@@ -81,7 +83,7 @@ def vdrs(shape, acceleration=4.0, center_fraction=0.08, seed=0):
     return _line_mask(lines, height)
 
 
-def random_lines(shape, center_fraction=0.08, acceleration=4.0, seed=0):
+def random_lines(shape, *, acceleration=4.0, center_fraction=0.08, seed=0):
     """fastMRI's ``RandomMaskFunc``: ``n_c = round(W * center_fraction)`` centre lines, and every
     column independently with probability ``p = (W / acceleration - n_c) / (W - n_c)``, so the
     *expected* number of lines is ``W / acceleration``."""
@@ -95,7 +97,7 @@ def random_lines(shape, center_fraction=0.08, acceleration=4.0, seed=0):
     return _line_mask(lines, height)
 
 
-def equispaced_lines(shape, center_fraction=0.08, acceleration=4.0, seed=0, offset=None):
+def equispaced_lines(shape, *, acceleration=4.0, center_fraction=0.08, seed=0, offset=None):
     """fastMRI's equispaced mask with acceleration matching (``EquispacedMaskFractionFunc``).
 
     ``n_c = round(W * center_fraction)`` centre lines plus the columns ``round(offset + j * a)``,
