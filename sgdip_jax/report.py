@@ -54,7 +54,11 @@ def write_curves(out, prefix: str, histories, zero_filled_metrics, title: str) -
             out.write_bytes(f"{prefix}{name}", png)
 
 
-def _slice_summary(outcome: Outcome) -> dict[str, Any]:
+RULES = ("auto", "discrepancy")
+"""Setting values that name a rule or preset, resolved per run."""
+
+
+def _slice_summary(outcome: Outcome, requested: dict) -> dict[str, Any]:
     r = outcome.result
     return {
         "metrics": outcome.metrics,
@@ -66,17 +70,19 @@ def _slice_summary(outcome: Outcome) -> dict[str, Any]:
         "interrupted": outcome.interrupted,
         "problem": outcome.problem.meta,
         "held_out_error": outcome.held_out_error,
-        "chosen": chosen_settings(r.config, r.selection),
+        "chosen": chosen_settings(requested, r.config, r.selection),
         "selection": r.selection,
     }
 
 
-def chosen_settings(config: dict, selection: dict | None) -> dict[str, Any]:
-    """The values that a rule chose in a run (resolved config ``config``): the classical methods'
-    ``lam`` (with its rule), self-validation's settings and stopping iteration."""
-    chosen: dict[str, Any] = {}
-    if "lam_rule" in config:
-        chosen["lam"] = config["lam"]
+def chosen_settings(requested: dict, config: dict, selection: dict | None) -> dict[str, Any]:
+    """The values that a rule or preset set in a run: every field ``requested`` as a rule's name
+    (``"auto"``, ``"discrepancy"``) with its value in the resolved config ``config`` (the classical
+    methods' ``lam``, self-guided DIP's ``z_init`` and ``noise_scale``), and self-validation's
+    stopping iteration."""
+    chosen: dict[str, Any] = {
+        k: config[k] for k, v in requested.items() if isinstance(v, str) and v in RULES and config.get(k, v) != v
+    }
     if selection:
         chosen.update(selection.get("chosen", {}))
         chosen["iteration"] = selection["iteration"]
@@ -146,7 +152,7 @@ def run_comment(outcomes: list[Outcome], config) -> str:
         text += " (stopped: the loss was not finite)"
     text += "."
     for o in outcomes:
-        chosen = chosen_settings(o.result.config, o.result.selection)
+        chosen = chosen_settings(to_dict(config), o.result.config, o.result.selection)
         if chosen:
             where = f" (slice {o.problem.meta['slice']})" if "slice" in o.problem.meta and len(outcomes) > 1 else ""
             values = ", ".join(f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}" for k, v in chosen.items())
@@ -182,11 +188,11 @@ def write_outputs(
         **environment(),
     }
     if several:
-        summary["slices"] = [_slice_summary(o) for o in outcomes]
+        summary["slices"] = [_slice_summary(o, to_dict(config)) for o in outcomes]
         summary["metrics"] = volume_metrics(outcomes)
         summary["wall_time"] = sum(o.result.wall_time for o in outcomes)
     else:
-        summary.update(_slice_summary(first))
+        summary.update(_slice_summary(first, to_dict(config)))
     out.write_json("metrics.json", summary)
     save_config(out.file("config.toml"), resolved, overwrite=True, comment=run_comment(outcomes, config))
 
@@ -212,7 +218,7 @@ def write_demo(out, outcomes: dict[str, Outcome], configs: dict, reference, desc
             "setup": describe,
             "simulated": True,
             "interrupted": interrupted,
-            "methods": {m: _slice_summary(o) for m, o in outcomes.items()},
+            "methods": {m: _slice_summary(o, to_dict(configs[m])) for m, o in outcomes.items()},
             **environment(),
         },
     )

@@ -145,6 +145,8 @@ def test_sgdip_records_what_self_validation_chose(files, tmp_path):
     text = (out / "config.toml").read_text()
     assert f"noise_scale = {chosen['noise_scale']:.4g}" in text and f"iteration = {chosen['iteration']}" in text
     assert (out / "history.csv").read_text().splitlines()[0].count("val") == 1
+    # the operator's preset for the input is recorded too (MRI: the zero-filled image)
+    assert cfg["sgdip"]["z_init"] == "auto" and chosen["z_init"] == "zero_filled" and "z_init = zero_filled" in text
 
 
 def test_fastmri_volume_against_reconstruction_rss(files, tmp_path):

@@ -31,7 +31,7 @@ from ..channels import from_channels
 from ..config import check_choice, check_number
 from .common import DISCREPANCIES, DIPBaseConfig, DIPTask, discrepancy, measured_discrepancy, run_dip
 from .result import Result
-from .sgdip import Z_INITS, image_input
+from .sgdip import Z_INITS, image_input, resolve_auto
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,6 +115,7 @@ def aseqdip_task(config: ASeqDIPConfig = ASeqDIPConfig()) -> DIPTask:
         functools.partial(image_input, "aseqdip", config),
         lambda forward: aseqdip_loss(forward, config),
         z_optimizer=assign_every(config.z_every),
+        resolve=resolve_auto,
     )
 
 

@@ -240,7 +240,8 @@ class DIPTask:
     (``config.holdout > 0``): each value runs ``pilot`` steps from the same start, and the most
     regularising one whose pilot error is within one standard error of the smallest goes on
     (:func:`one_standard_error_choice`); ``make_data`` must set ``data[name]`` to the value used
-    without a choice.
+    without a choice. ``resolve(config, operator) -> config``: the config with its operator-dependent
+    presets (``"auto"`` fields) set, as recorded in :attr:`Result.config`.
     """
 
     method: str
@@ -251,6 +252,7 @@ class DIPTask:
     make_data: Callable | None = None
     candidates: Callable | None = None
     pilot: int = 0
+    resolve: Callable | None = None
 
     def choices(self, operator) -> dict[str, tuple]:
         """The candidate values to choose from (empty: nothing to choose)."""
@@ -394,7 +396,8 @@ def make_result(task: DIPTask, problem: Setup, out: engine.RunOutput, chosen: di
         }
     if stop_image is not None and config.early_stopping.stop:
         image = stop_image
-    resolved = to_dict(dataclasses.replace(config, **(chosen or {}).get("chosen", {})))
+    presets = config if task.resolve is None else task.resolve(config, operator)
+    resolved = to_dict(dataclasses.replace(presets, **(chosen or {}).get("chosen", {})))
     return Result(
         method=task.method,
         image=image,

@@ -254,6 +254,7 @@ def sgdip_task(config: SGDIPConfig = SGDIPConfig()) -> DIPTask:
         },
         candidates=lambda operator: noise_scale_candidates(config, operator),
         pilot=config.pilot,
+        resolve=resolve_auto,
     )
 
 
