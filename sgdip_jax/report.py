@@ -17,41 +17,83 @@ if TYPE_CHECKING:
     from .outcomes import Outcome
 
 
+def input_label(outcome: Outcome) -> str:
+    """What ``A^H y`` is called in figures: the coil-combined ``"zero-filled"`` image for MRI (complex),
+    the ``"masked input"`` for inpainting (real)."""
+    return "zero-filled" if np.iscomplexobj(outcome.zero_filled) else "masked input"
+
+
 def _figure_views(outcome: Outcome, label: str):
     """``(images, reference)`` for the comparison panel, centre-cropped like the metrics."""
 
     problem = outcome.problem
-    images = {"zero-filled": outcome.zero_filled, label: outcome.image}
+    images = {input_label(outcome): outcome.zero_filled, label: outcome.image}
     if problem.crop:
         images = {k: center_crop(np.asarray(v), problem.crop, axes=(0, 1)) for k, v in images.items()}
     return images, problem.reference
 
 
+def _mask(outcome: Outcome, shape):
+    """The operator's sampling mask as an ``(H, W)`` picture of shape ``shape`` (``None`` when the
+    problem has no operator here or the figure is cropped to another size)."""
+    mask = getattr(outcome.problem.operator, "mask", None)
+    if mask is None:
+        return None
+    mask = np.asarray(mask)
+    mask = mask[..., 0] if mask.ndim == 3 else mask
+    return mask if np.broadcast_shapes(mask.shape, tuple(shape)) == tuple(shape) else None
+
+
 def write_run_figures(out, prefix: str, outcome: Outcome, label: str, title: str) -> None:
-    """``panel.png``, ``psnr.png`` and ``loss.png`` of one reconstruction under ``prefix``."""
-    from .figures import comparison_figure
+    """``panel.png`` (with the sampling mask), ``psnr.png``, ``loss.png`` and, with coils,
+    ``coils.png`` of one reconstruction under ``prefix``."""
+    from .figures import coil_maps_figure, comparison_figure
 
     images, reference = _figure_views(outcome, label)
-    metrics = {"zero-filled": outcome.zero_filled_metrics, label: outcome.metrics}
-    out.write_bytes(
-        f"{prefix}panel.png", comparison_figure(images, reference, {k: v for k, v in metrics.items() if v}, title)
+    metrics = {input_label(outcome): outcome.zero_filled_metrics, label: outcome.metrics}
+    panel = comparison_figure(
+        images,
+        reference,
+        {k: v for k, v in metrics.items() if v},
+        title,
+        mask=_mask(outcome, np.shape(outcome.zero_filled)[:2]) if not outcome.problem.crop else None,
     )
-    write_curves(out, prefix, {label: outcome.result.history}, outcome.zero_filled_metrics, title)
+    out.write_bytes(f"{prefix}panel.png", panel)
+    write_curves(out, prefix, {label: outcome}, {input_label(outcome): outcome.zero_filled_metrics}, title)
+    if outcome.smaps is not None:
+        out.write_bytes(f"{prefix}coils.png", coil_maps_figure(outcome.smaps, f"{title}: coil maps used"))
 
 
-def write_curves(out, prefix: str, histories, zero_filled_metrics, title: str) -> None:
-    """``psnr.png`` (with the zero-filled PSNR as a baseline) and ``loss.png``, when recorded."""
+def write_curves(out, prefix: str, outcomes: dict[str, Outcome], baselines: dict, title: str) -> None:
+    """``psnr.png`` (``baselines``: label -> metrics drawn as lines, e.g. the zero-filled image's; a
+    star at each run's reported image: its iteration, its PSNR after the final steps) and
+    ``loss.png``, when recorded."""
     from .figures import curves_figure
 
-    zf = {"zero-filled": zero_filled_metrics["psnr"]} if zero_filled_metrics else None
+    histories = {label: o.result.history for label, o in outcomes.items()}
+    lines = {k: m["psnr"] for k, m in baselines.items() if m}
+    stars = {
+        f"{label} reported": (_reported_iteration(o.result), o.metrics["psnr"])
+        for label, o in outcomes.items()
+        if o.metrics
+    }
     curves = (
-        ("psnr.png", "psnr", "PSNR (dB)", False, zf),
-        ("loss.png", ("loss", "data", "reg", "objective"), "loss", True, None),
+        ("psnr.png", "psnr", "PSNR (dB)", False, lines, stars),
+        ("loss.png", ("loss", "data", "reg", "objective"), "loss", True, None, None),
     )
-    for name, keys, ylabel, log_axis, baselines in curves:
-        png = curves_figure(histories, keys, ylabel, log=log_axis, title=title, baselines=baselines)
+    for name, keys, ylabel, log_axis, horizontal, points in curves:
+        png = curves_figure(histories, keys, ylabel, log=log_axis, title=title, baselines=horizontal, markers=points)
         if png is not None:
             out.write_bytes(f"{prefix}{name}", png)
+
+
+def _reported_iteration(result) -> int:
+    """The 1-based iteration of the reported image (self-validation's or ES-WMV's choice, else the last)."""
+    if result.selection:
+        return int(result.selection["iteration"]) + 1
+    if result.stop_image is not None and result.config.get("early_stopping", {}).get("stop"):
+        return int(result.stop_iteration) + 1
+    return int(result.iterations)
 
 
 RULES = ("auto", "discrepancy")
@@ -206,8 +248,8 @@ def write_demo(out, outcomes: dict[str, Outcome], configs: dict, reference, desc
     images = {m: o.image for m, o in outcomes.items()}
     metrics = {m: o.metrics for m, o in outcomes.items()}
     out.write_bytes("panel.png", comparison_figure(images, reference, metrics, f"demo: {describe}"))
-    histories = {m: o.result.history for m, o in outcomes.items() if METHODS[m].is_dip}
-    write_curves(out, "", histories, outcomes["zero-filled"].metrics, "shoulder, 4x")
+    dip = {m: o for m, o in outcomes.items() if METHODS[m].is_dip}
+    write_curves(out, "", dip, {m: o.metrics for m, o in outcomes.items() if m not in dip}, "shoulder, 4x")
     for m, o in outcomes.items():
         if METHODS[m].is_dip:
             out.write_history(f"history_{m}.csv", o.result.history)

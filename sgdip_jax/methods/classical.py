@@ -219,7 +219,8 @@ def _solve(name, solve, operator, y, config, key, target, progress, sigma, callb
         lo, hi = lo * peak, hi * peak
     forward = partial(_forward, operator)
     rule = {"rule": "gcv" if config.lam == "auto" else "discrepancy"}
-    with tqdm(desc=f"{name} (lam {config.lam})", unit="solve", disable=not progress) as bar:
+    solves = 2 * (parameter_choice.GRID_POINTS + 2) if config.lam == "auto" else 2 + parameter_choice.BISECTIONS
+    with tqdm(desc=f"{name} (lam {config.lam})", total=solves, unit="solve", disable=not progress) as bar:
 
         def run(lam, data=y):
             result = solve(operator, data, dataclasses.replace(config, lam=lam), key, target, False, callback)
