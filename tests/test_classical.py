@@ -308,7 +308,7 @@ def test_fixed_lam_solvers_trace_under_jit_grad_and_vmap():
     configs[C.cg_sense] = C.CGSenseConfig(lam=1e-2, iterations=10)
     for solver, config in configs.items():
         eager = solver(op, y, config).image
-        np.testing.assert_allclose(jax.jit(lambda y: solver(op, y, config).image)(y), eager, atol=1e-5)
+        np.testing.assert_allclose(jax.jit(lambda y, f=solver, c=config: f(op, y, c).image)(y), eager, atol=1e-5)
 
     converged = C.CGSenseConfig(lam=0.5, iterations=40)
 
