@@ -72,8 +72,8 @@ def load_weights(path: str | os.PathLike = "bundled", method: str | None = None)
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError) as err:
-        raise ValueError(f"{path}: not a weights file (.npz) ({err})") from None
+    except (OSError, ValueError):
+        raise ValueError(f"{path}: not a weights file (an .npz archive written by sgdip train)") from None
     for field in ("model", "info"):
         if field not in arrays:
             raise ValueError(f"{path}: not a weights file: no {field!r} entry (written by sgdip train)")

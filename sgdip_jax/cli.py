@@ -55,7 +55,7 @@ def _number(cast, low=None, high=None, *, high_open=False, low_open=False, name:
         value = cast(text)
         low_bad = low is not None and (value < low or (low_open and value == low))
         high_bad = high is not None and (value > high or (high_open and value == high))
-        if not np.isfinite(value) or low_bad or high_bad:
+        if (isinstance(value, float) and not np.isfinite(value)) or low_bad or high_bad:
             raise ValueError(f"expected a {name}, got {text}")
         return value
 
@@ -74,17 +74,29 @@ _count = _number(int, 1, name="positive integer")
 _index = _number(int, 0, name="non-negative integer")
 _seed = _number(int, 0, 2**32 - 1, name="seed (integer from 0 to 2**32 - 1)")
 _seconds = _number(float, 0, low_open=True, name="positive number")
+_size = _number(int, 16, 4096, name="image size from 16 to 4096")
 INPUT_TYPES = {  # argparse types of the InputOptions fields (others are strings)
     "slice": int,
-    "acceleration": _number(float, 1, name="number >= 1"),
+    "acceleration": _number(float, 1, 64, name="number from 1 to 64"),
     "center_fraction": _number(float, 0, 1, high_open=True, name="fraction in [0, 1)"),
     "mask": _nonempty,
     "crop": _index,
-    "size": _count,
-    "coils": _count,
-    "snr_db": _number(float, name="finite number"),
+    "size": _size,
+    "coils": _number(int, 1, 128, name="coil count from 1 to 128"),
+    "snr_db": _number(float, -20, 120, name="SNR in dB from -20 to 120"),
     "seed": _seed,
 }
+
+
+def _address(text):
+    """``HOST:PORT`` with a port from 1 to 65535."""
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT with a port from 1 to 65535, got {text}")
+    return text
+
+
+_address.__name__ = "address"
 
 
 def _reconstruct_parser(sub):
@@ -129,8 +141,8 @@ def _reconstruct_parser(sub):
       "[sgdip]); command-line options override it (default: none)")  # fmt: skip
     s = p.add_argument_group("several slices, devices and machines").add_argument
     s("--batch", type=_count, default=1, help="slices per compiled step of DIP methods, over this process's devices")
-    s("--coordinator", metavar="HOST:PORT", help="multi-machine run: address of process 0 for jax.distributed; each "
-      "process takes its share of --slices (default: one process)")  # fmt: skip
+    s("--coordinator", type=_address, metavar="HOST:PORT", help="multi-machine run: address of process 0 for "
+      "jax.distributed; each process takes its share of --slices (default: one process)")  # fmt: skip
     s("--num-processes", type=_count, help="multi-machine run: processes (default: from the cluster environment)")
     s("--process-id", type=_index, help="multi-machine run: this process's index (default: from the cluster)")
     s("--peer-timeout", type=_seconds, default=120.0, metavar="SECONDS", help="multi-machine run: stop with an "
@@ -162,7 +174,7 @@ def _demo_parser(sub):
     )
     p.set_defaults(func=cmd_demo)
     p.add_argument("--full", action="store_true", help="paper configuration: 320x320, depth-5 U-Net, 4000 iterations")
-    p.add_argument("--size", type=_count, help=f"image size (default: {cpu['size']}, or {full['size']} with --full)")
+    p.add_argument("--size", type=_size, help=f"image size (default: {cpu['size']}, or {full['size']} with --full)")
     p.add_argument(
         "--iters",
         type=_count,
@@ -198,7 +210,7 @@ def _train_parser(sub):
     p.add_argument("--width", type=_count, help="base channel width of the CNN (default: see --network)")
     steps = ", ".join(f"{m} {n}" for m, n in DEFAULT_STEPS.items())
     p.add_argument("--steps", type=_count, help=f"training steps (default: {steps})")
-    p.add_argument("--size", type=_count, help=f"image size of the simulated examples (default: {defaults.size})")
+    p.add_argument("--size", type=_size, help=f"image size of the simulated examples (default: {defaults.size})")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="set a training config field, "
       "e.g. batch=8, lr=3e-4, model.unrolls=4 (repeatable; default: none)")  # fmt: skip
     p.add_argument("--config", help="TOML/YAML/JSON file of training config fields (default: none)")

@@ -229,7 +229,10 @@ def load_config(path, cls=None):
         raise ValueError(f"{path}: unsupported config format {path.suffix!r}; expected one of {list(_SUFFIXES)}")
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a UTF-8 text file (a config file is TOML, YAML or JSON text)") from None
     try:
         if path.suffix.lower() == ".toml":
             data = tomllib.loads(text)

@@ -140,6 +140,7 @@ def detect_kind(path: str | Path) -> str:
 def load_problems(path: str | Path, options: InputOptions = InputOptions()) -> Iterator[Problem]:
     """Problems of ``path`` in order (one per selected slice for fastMRI volumes, else one)."""
     kind = detect_kind(path)
+    _warn_unused(options, kind)
     if kind == "fastmri":
         yield from fastmri_problems(path, options)
     elif kind == "case":
@@ -292,6 +293,9 @@ def parse_slices(spec: str, n: int) -> list[int]:
         return list(range(n))
     if re.fullmatch(r"-?\d*:-?\d*", spec):
         start, stop = (int(s) if s else None for s in spec.split(":"))
+        for end in (start, stop):  # A:B within the file, as a single index must be (B may be n)
+            if end is not None and not -n <= end <= n:
+                raise ValueError(f"--slices {spec!r}: {end} is outside the file's {n} slices (-{n} to {n})")
         picked = list(range(n))[start:stop]
     elif re.fullmatch(r"-?\d+(,-?\d+)*", spec):
         picked = [int(s) for s in spec.split(",")]
@@ -328,6 +332,11 @@ def selected_slices(path: str | Path, options: InputOptions) -> list[int]:
     return [n // 2 if options.slice is None else options.slice]
 
 
+RSS_MISMATCH = 0.1
+"""Largest relative difference between a fully sampled file's ``reconstruction_rss`` and the RSS of
+its k-space over the same centre crop (fastMRI computes the one from the other)."""
+
+
 def fastmri_problems(path: str | Path, options: InputOptions, indices: list[int] | None = None) -> Iterator[Problem]:
     """One problem per slice of a fastMRI file: ``indices``, or those ``options`` select (see the
     module docstring)."""
@@ -341,6 +350,8 @@ def fastmri_slice_problem(data: fastmri.FastMRIData, options: InputOptions) -> P
     source = f"{data.path} slice {data.slices[0]}"
     kspace = data.kspace[0] if data.multicoil else data.kspace[0][None]
     _finite(f"{source}: kspace", kspace)
+    if not kspace.size or not np.any(kspace):
+        raise ValueError(f"{source}: 'kspace' is {'empty' if not kspace.size else 'all zero'}; nothing to reconstruct")
     rows = kspace.shape[-2]
     if options.crop and rows > options.crop:
         kspace = crop_readout(kspace, options.crop)
@@ -377,6 +388,13 @@ def fastmri_slice_problem(data: fastmri.FastMRIData, options: InputOptions) -> P
                 "use a larger --crop"
             )
         _finite(f"{data.path}: reconstruction_rss", reference)
+        if target is not None:  # fully sampled: the file's rss is that of its own k-space, centre-cropped
+            mismatch = np.linalg.norm(center_crop(target, crop) - reference) / max(np.linalg.norm(reference), 1e-30)
+            if mismatch > RSS_MISMATCH:
+                raise ValueError(
+                    f"{data.path}: reconstruction_rss {reference.shape} is not the centre of the k-space's RSS image "
+                    f"(relative difference {mismatch:.2f}, expected at most {RSS_MISMATCH}); check the file"
+                )
     elif target is not None and options.crop:
         crop = (min(options.crop, h), min(options.crop, w))
         reference = center_crop(target, crop)
@@ -395,14 +413,29 @@ def fastmri_slice_problem(data: fastmri.FastMRIData, options: InputOptions) -> P
 # --------------------------------------------------------------------------- case, DICOM, images
 
 
+_SAMPLING = ("acceleration", "center_fraction", "mask_type", "mask")
+APPLIES = {
+    "fastmri": ("slice", "slices", *_SAMPLING, "smaps", "crop", "seed"),
+    "case": ("smaps", "seed"),
+    "dicom": ("slice", *_SAMPLING, "smaps", "size", "coils", "snr_db", "seed"),
+    "image": ("mask", "seed"),
+}
+"""The :class:`InputOptions` fields that act on each input kind (the others are ignored, with a warning)."""
+
+
 def _warn_unused(options: InputOptions, kind: str) -> None:
-    if options.mask or options.slices:
-        log.warning("%s input: --mask/--slices do not apply and are ignored", kind)
+    """Warn once, naming the options that were set but do not act on a ``kind`` input."""
+    unused = [
+        "--" + f.name.replace("_", "-")
+        for f in dataclasses.fields(options)
+        if f.name not in APPLIES[kind] and getattr(options, f.name) != f.default
+    ]
+    if unused:
+        log.warning("%s input: ignored, as it does not apply: %s", kind, ", ".join(unused))
 
 
 def case_problem(path: str | Path, options: InputOptions) -> Problem:
     """The problem stored in a case ``.npz`` file."""
-    _warn_unused(options, "case")
     return problem_from_case(case_io.load_case(path), options, str(path))
 
 
@@ -469,6 +502,8 @@ def image_problem(path: str | Path, options: InputOptions) -> Problem:
     """Inpainting of an ordinary image file with ``options.mask`` (file or spec; default ``bernoulli:0.5``)."""
     img = images.load_image(path)
     _finite(str(path), img)
+    if not np.any(img):
+        raise ValueError(f"{path}: the image is all zero (black); nothing to inpaint")
     return problem_from_image(img, options)
 
 

@@ -54,9 +54,12 @@ def check_output_dir(path: str | os.PathLike, force: bool = False) -> Path:
     is given and it is an sgdip result directory (it holds :data:`MARKER`).
 
     ``.``, ``..``, ``/``, the home directory and any folder that holds the working directory are
-    refused as outputs, with or without ``force``.
+    refused as outputs, with or without ``force``, as are a link to a missing target and a place
+    that is not writable (``PermissionError``), before any work is done.
     """
     path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise FileExistsError(f"output path {str(path)!r} is a link to a missing target; choose a folder for --out")
     resolved, cwd = path.resolve(), Path.cwd().resolve()
     if resolved == Path(resolved.anchor) or resolved == Path.home().resolve() or cwd.is_relative_to(resolved):
         raise FileExistsError(
@@ -79,6 +82,12 @@ def check_output_dir(path: str | os.PathLike, force: bool = False) -> Path:
             f"output directory {str(path)!r} holds {len(strangers)} file(s) sgdip did not write (e.g. "
             f"{strangers[0]!r}); --force replaces only what sgdip wrote: move them or choose a new folder for --out"
         )
+    parent = next(p for p in resolved.parents if p.exists())  # where the result is staged (created if missing)
+    for where in (parent, *([resolved] if resolved.exists() else [])):
+        if not os.access(where, os.W_OK | os.X_OK):
+            raise PermissionError(
+                f"output directory {str(path)!r}: {str(where)!r} is not writable; choose --out elsewhere"
+            )
     return path
 
 
@@ -109,7 +118,9 @@ class OutputDir:
     """
 
     def __init__(self, path: str | os.PathLike, force: bool = False):
+        # a link to a folder: the result goes into its target, the link stays
         self.path = check_output_dir(path, force).absolute()
+        self.path = self.path.resolve() if self.path.is_symlink() else self.path
         self.force = force
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.staging = Path(tempfile.mkdtemp(dir=self.path.parent, prefix=f".{self.path.name}.tmp-"))
@@ -186,9 +197,15 @@ class OutputDir:
         self._apply_umask()
         if self.path.exists():
             old = Path(tempfile.mkdtemp(dir=self.path.parent, prefix=f".{self.path.name}.old-"))
-            os.replace(self.path, old / "previous")
-            os.replace(self.staging, self.path)
-            shutil.rmtree(old, ignore_errors=True)
+            try:
+                os.replace(self.path, old / "previous")
+                try:
+                    os.replace(self.staging, self.path)
+                except OSError:  # put the earlier result back
+                    os.replace(old / "previous", self.path)
+                    raise
+            finally:
+                shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(self.staging, self.path)
         self.committed = True

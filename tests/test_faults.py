@@ -49,6 +49,13 @@ def files(tmp_path_factory):
     lines = np.ones(32, np.float32)
     write_fastmri(d / "nan_mask.h5", np.stack(kspace), mask=np.where(np.arange(32) == 3, np.nan, lines))
     write_fastmri(d / "two_mask.h5", np.stack(kspace), mask=2 * lines)
+    rss = np.random.default_rng(1).random((2, 10, 7)).astype(np.float32)
+    write_fastmri(d / "wrong_rss.h5", np.stack(kspace), reconstruction_rss=rss)
+    write_fastmri(d / "few_rss.h5", np.stack(kspace), reconstruction_rss=np.ones((1, 32, 32), np.float32))
+    write_fastmri(d / "zero.h5", np.zeros_like(np.stack(kspace)))
+    (d / "truncated.h5").write_bytes((d / "vol.h5").read_bytes()[:4000])
+    (d / "binary.toml").write_bytes(bytes(range(256)))
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(d / "black.png")
     np.save(d / "nan_mask.npy", np.full((32, 32), np.nan))
     np.save(d / "half_mask.npy", np.full((32, 32), 0.5))
     np.save(d / "complex_mask.npy", np.ones((32, 32), np.complex64))
@@ -86,6 +93,7 @@ def snapshot(folder):
         ("network.base=-3", "network.base must be an integer from 1 to 4096"),
         ("network.base=1e9", "network.base must be an integer from 1 to 4096"),
         ("holdout=0.9", "holdout must be a fraction in [0, 0.5)"),
+        ("ssim_every=-1", "ssim_every must be >= 0"),
     ],
 )
 def test_numeric_settings_are_checked_before_any_work(files, tmp_path, capsys, setting, fragment):
@@ -202,15 +210,58 @@ def test_a_damaged_slice_in_the_store_is_found_first_and_recomputed(files, tmp_p
         (["text.npz"], "text.npz: not a NumPy file"),
         (["group.h5"], "group.h5: 'kspace' is an HDF5 group"),
         (["strings.h5"], "strings.h5: 'kspace' has dtype |S1; k-space is complex"),
-        (["vol.h5", "--acceleration", "0"], "argument --acceleration: invalid number >= 1 value: '0'"),
+        (["vol.h5", "--acceleration", "0"], "argument --acceleration: invalid number from 1 to 64 value: '0'"),
         (["case.npz", "--seed", "99999999999999999999"], "argument --seed: invalid seed"),
+        (["case.npz", "--size", "100000"], "argument --size: invalid image size from 16 to 4096"),
+        (["case.npz", "--coils", "1000000"], "argument --coils: invalid coil count from 1 to 128"),
+        (["case.npz", "--snr-db", "1e9"], "argument --snr-db: invalid SNR in dB from -20 to 120"),
+        (["case.npz", "--coordinator", "127.0.0.1:99999"], "argument --coordinator: invalid address"),
+        (["case.npz", "--method", "l1-wavelet", "--set", "levels=100"], "L1WaveletConfig.levels: expected 0 to"),
+        (["wrong_rss.h5"], "wrong_rss.h5: reconstruction_rss (10, 7) is not the centre of the k-space's RSS"),
+        (["few_rss.h5"], "few_rss.h5: 'reconstruction_rss' has shape (1, 32, 32), expected (2, H, W)"),
+        (["zero.h5"], "zero.h5 slice 1: 'kspace' is all zero"),
+        (["truncated.h5"], "truncated.h5: cannot be read as HDF5"),
+        (["black.png"], "black.png: the image is all zero"),
+        (["case.npz", "--config", "{d}/binary.toml"], "binary.toml: not a UTF-8 text file"),
+        (["case.npz", "--method", "modl", "--weights", "{d}/black.png"], "black.png: not a weights file (an .npz"),
     ],
 )
 def test_bad_files_and_options_give_one_line_and_exit_2(files, tmp_path, capsys, argv, fragment):
+    argv = [a.format(d=files) for a in argv]
     before = snapshot(files)
     rc, cap = run(["reconstruct", files / argv[0], *argv[1:], "--quiet", "--out", tmp_path / "o"], capsys)
     assert rc == 2 and fragment in one_line(cap)
     assert not (tmp_path / "o").exists() and snapshot(files) == before
+
+
+def test_outputs_and_sizes_are_checked_before_any_work(files, tmp_path, capsys):
+    """A config file's out-of-range seed, a link to nothing as --out, and demo/train sizes too small
+    for the network: exit 2 and one line, before any work."""
+    (tmp_path / "c.toml").write_text("seed = 99999999999999999999\n")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    cases = [
+        (["reconstruct", files / "case.npz", "--config", tmp_path / "c.toml", "--out", tmp_path / "o"], "seed"),
+        (["reconstruct", files / "case.npz", "--out", tmp_path / "dangling"], "is a link to a missing target"),
+        (["demo", "--size", "4", "--out", tmp_path / "o"], "argument --size: invalid image size from 16"),
+        (["train", "--size", "5", "--out", tmp_path / "o"], "argument --size: invalid image size from 16"),
+    ]
+    for argv, fragment in cases:
+        rc, cap = run([*argv, "--quiet"], capsys)
+        assert rc == 2 and fragment in one_line(cap), argv
+    assert not (tmp_path / "o").exists() and not (tmp_path / "nowhere").exists()
+
+
+def test_options_that_do_not_apply_to_the_input_are_named_in_a_warning(files, tmp_path, capsys):
+    argv = ["reconstruct", files / "case.npz", "--method", "zero-filled", "--acceleration", "8", "--coils", "4"]
+    rc, cap = run([*argv, "--out", tmp_path / "o"], capsys)
+    assert rc == 0 and "case input: ignored, as it does not apply: --acceleration, --coils" in cap.err
+
+
+def test_out_as_a_link_to_a_folder_writes_into_the_folder(files, tmp_path, capsys):
+    (tmp_path / "target").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "target")
+    rc, _ = run(["reconstruct", files / "case.npz", "--method", "zero-filled", "--out", tmp_path / "link"], capsys)
+    assert rc == 0 and (tmp_path / "link").is_symlink() and (tmp_path / "target" / "metrics.json").is_file()
 
 
 # ----------------------------------------------------------------- item 7: Ctrl-C in classical methods
@@ -305,6 +356,7 @@ def test_force_replaces_only_an_earlier_sgdip_result(files, tmp_path, capsys, mo
         (["{dicom}", "--mask", "{d}/complex_mask.npy"], "a mask holds 0 and 1 only"),
         (["vol.h5", "--slices", "1,1"], "names a slice more than once"),
         (["vol.h5", "--slices", "1,-1"], "names a slice more than once"),
+        (["vol.h5", "--slices", "0:100"], "--slices '0:100': 100 is outside the file's 2 slices"),
         (["{dicom}", "--slice", "3"], "holds a single frame"),
         (["case.npz", "--mask", ""], "argument --mask: invalid non-empty value"),
         (["nan_mask.h5"], "nan_mask.h5: 'mask' holds 0 and 1 only"),
@@ -328,7 +380,7 @@ def test_odd_input_is_refused(files, tmp_path, capsys, argv, fragment):
     "argv, fragment",
     [
         (["zero_maps.npz"], "the coil maps are zero"),
-        (["{dicom}", "--snr-db", "nan"], "argument --snr-db: invalid finite number value: 'nan'"),
+        (["{dicom}", "--snr-db", "nan"], "argument --snr-db: invalid SNR in dB from -20 to 120 value: 'nan'"),
         (["{dicom}", "--mask", "missing.npy"], "--mask missing.npy: no such mask file"),
     ],
 )

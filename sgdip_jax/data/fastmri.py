@@ -136,7 +136,11 @@ def read_fastmri(path: str | os.PathLike, slice: int | Sequence[int] | None = No
         raise FileNotFoundError(f"{path}: no such fastMRI file")
     if not h5py.is_hdf5(path):
         raise ValueError(f"{path}: not an HDF5 file (expected a fastMRI .h5 file with a 'kspace' dataset)")
-    with h5py.File(path, "r") as f:
+    try:
+        f = h5py.File(path, "r")
+    except OSError as err:
+        raise ValueError(f"{path}: cannot be read as HDF5 ({err}); is the file complete?") from None
+    with f:
         if "kspace" not in f:
             raise ValueError(
                 f"{path}: missing dataset 'kspace' (fastMRI files hold k-space under 'kspace'; "
@@ -155,7 +159,13 @@ def read_fastmri(path: str | os.PathLike, slice: int | Sequence[int] | None = No
         rows = _slice_indices(slice, ks.shape[0], path)
 
         def optional(name, dtype):
-            return _read_rows(f[name], rows).astype(dtype) if name in f else None
+            if name not in f:
+                return None
+            if f[name].shape[:1] != ks.shape[:1]:
+                raise ValueError(
+                    f"{path}: '{name}' has shape {f[name].shape}, expected ({ks.shape[0]}, H, W): one image per slice"
+                )
+            return _read_rows(f[name], rows).astype(dtype)
 
         mask = None
         if "mask" in f:

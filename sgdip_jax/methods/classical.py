@@ -34,6 +34,7 @@ problems all trace; the ``lam`` rules are the Python layer on top.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from functools import partial
 from typing import Literal
@@ -464,7 +465,21 @@ def l1_wavelet(
     ``sigma``: noise level for ``lam="discrepancy"`` (``None``: estimated from ``y``)."""
     _check(config, L1WaveletConfig)
     wavelets.filters(config.wavelet)  # validates the name
+    _levels(operator, config)
     return _solve("l1-wavelet", _l1_wavelet, operator, y, config, key, target, progress, sigma, callback)
+
+
+def _levels(operator, config) -> int:
+    """The decomposition depth: ``config.levels``, checked against the image, or PyWavelets' default."""
+    shape = tuple(operator.image_shape)
+    axes = tuple(a % len(shape) for a in _spatial_axes(operator))
+    most = int(math.log2(min(shape[a] for a in axes)))  # down to one coefficient per band
+    if config.levels is not None and not 0 <= config.levels <= most:
+        raise ValueError(
+            f"L1WaveletConfig.levels: expected 0 to {most} for a {shape[axes[0]]}x{shape[axes[1]]} image "
+            f"(or None), got {config.levels}"
+        )
+    return wavelets.max_level(shape, config.wavelet, axes) if config.levels is None else config.levels
 
 
 def _l1_wavelet(operator, y, config, key, target, progress, callback=None):
@@ -472,9 +487,7 @@ def _l1_wavelet(operator, y, config, key, target, progress, callback=None):
     y = check_measurements(operator, y)
     shape = tuple(operator.image_shape)
     axes = tuple(a % len(shape) for a in _spatial_axes(operator))
-    levels = wavelets.max_level(shape, config.wavelet, axes) if config.levels is None else config.levels
-    if levels < 0:
-        raise ValueError(f"L1WaveletConfig.levels: expected >= 0 or None, got {levels}")
+    levels = _levels(operator, config)
     padded = tuple(-(-n // 2**levels) * 2**levels if a in axes else n for a, n in enumerate(shape))
     consts = {
         "operator": operator,

@@ -94,6 +94,8 @@ class DIPBaseConfig:
         check_number(self.lr_decay_begin, "lr_decay_begin", inclusive=True)
         check_number(self.holdout, "holdout", inclusive=True)
         check_number(self.extend, "extend", inclusive=True)
+        if self.ssim_every < 0:
+            raise ValueError(f"ssim_every must be >= 0 (0: never), got {self.ssim_every}")
         if self.holdout >= 0.5:
             raise ValueError(f"holdout must be a fraction in [0, 0.5), got {self.holdout!r}")
 
