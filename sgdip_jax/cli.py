@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .interrupts import INTERRUPTED, InterruptFlag, terminate_as_interrupt
+from .interrupts import INTERRUPTED, InterruptFlag
 from .outcomes import NonFiniteImage
 
 PROG = "sgdip"
@@ -275,21 +275,21 @@ def cmd_reconstruct(args) -> int:
     cluster = cluster if any(v is not None for v in cluster) else None
     out_path = Path(args.out or f"{Path(args.input).stem}_{args.method}")
     options = InputOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(InputOptions)})
-    with InterruptFlag() as interrupt:
-        outcomes = reconstruct_file(
-            args.input,
-            args.method,
-            config,
-            options,
-            out_path=out_path,
-            reference=args.reference,
-            batch=args.batch,
-            cluster=cluster,
-            force=args.force,
-            peer_timeout=args.peer_timeout,
-            progress=not args.quiet,
-            interrupt=interrupt,
-        )
+    interrupt = args.interrupt
+    outcomes = reconstruct_file(
+        args.input,
+        args.method,
+        config,
+        options,
+        out_path=out_path,
+        reference=args.reference,
+        batch=args.batch,
+        cluster=cluster,
+        force=args.force,
+        peer_timeout=args.peer_timeout,
+        progress=not args.quiet,
+        interrupt=interrupt,
+    )
     if interrupt.requested:
         return interrupt.status
     diverged = diverged_messages(outcomes, config, out_path)
@@ -303,8 +303,8 @@ def cmd_demo(args) -> int:
     from .demo import run_demo
 
     setup = {"full": args.full, "size": args.size, "iterations": args.iters, "seed": args.seed, "force": args.force}
-    with InterruptFlag() as interrupt:
-        demo = run_demo(args.out, **setup, progress=not args.quiet, interrupt=interrupt)
+    interrupt = args.interrupt
+    demo = run_demo(args.out, **setup, progress=not args.quiet, interrupt=interrupt)
     print(f"\nsgdip demo: {demo.describe}\n{demo.table}\n\nfigures and metrics written to {args.out}/")
     if not args.full:
         print("This is the CPU-sized demo; on a GPU, sgdip demo --full runs the paper configuration.")
@@ -320,8 +320,8 @@ def cmd_train(args) -> int:
     table = load_config(args.config) if args.config else None
     config = train_config(args.method, table=table, network=args.network, width=args.width, sets=[*sets, *args.set])
     out = Path(args.out or f"train_{args.method}")
-    with InterruptFlag() as interrupt:
-        weights = train(config, out, progress=not args.quiet, interrupt=interrupt, force=args.force)
+    interrupt = args.interrupt
+    weights = train(config, out, progress=not args.quiet, interrupt=interrupt, force=args.force)
     info = weights.info
     print(
         f"{PROG} train: {args.method} weights of step {info['best_step']} (validation PSNR {info['val_psnr']:.2f} dB) "
@@ -355,25 +355,34 @@ def main(argv=None) -> int:
     handler.setFormatter(logging.Formatter("sgdip: %(message)s"))
     log.addHandler(handler)
     log.propagate = False
-    previous_term = terminate_as_interrupt()
-    try:
-        args = parse_args(sys.argv[1:] if argv is None else argv)
-        log.setLevel(logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
-        return args.func(args)
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return INTERRUPTED
-    except NonFiniteImage as err:
-        print(f"{PROG}: error: {_message(err)}", file=sys.stderr)
-        return FAILED
-    except (ValueError, FileNotFoundError, KeyError, OSError) as err:
-        print(f"{PROG}: error: {_message(err)}", file=sys.stderr)
-        return USAGE
-    finally:
-        log.removeHandler(handler)
-        if previous_term is not None:
-            signal.signal(signal.SIGTERM, previous_term)
+    # signals are caught from the start, so one sent during start-up is not lost
+    with InterruptFlag() as interrupt:
+        try:
+            args = parse_args(sys.argv[1:] if argv is None else argv)
+            log.setLevel(logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
+            args.interrupt = interrupt
+            return args.func(args)
+        except KeyboardInterrupt:
+            print(f"{PROG}: interrupted", file=sys.stderr)
+            return INTERRUPTED
+        except NonFiniteImage as err:
+            print(f"{PROG}: error: {_message(err)}", file=sys.stderr)
+            return FAILED
+        except (ValueError, FileNotFoundError, KeyError, OSError) as err:
+            print(f"{PROG}: error: {_message(err)}", file=sys.stderr)
+            return USAGE
+        finally:
+            log.removeHandler(handler)
+
+
+def run() -> None:
+    """The ``sgdip`` command: :func:`main`, then exit with its status; a signal during the exit
+    (JAX's teardown) is ignored rather than shown as a traceback."""
+    status = main()
+    for s in InterruptFlag.SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
+    sys.exit(status)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -1,12 +1,41 @@
 """Stopping a run cleanly: the first Ctrl-C (SIGINT) or SIGTERM asks the run to stop after its
-current chunk and save; a second one aborts at once."""
+current chunk and save; a second one aborts at once: the cleanups registered with
+:func:`on_abort` (unfinished output folders) run and the process exits, without unwinding through
+JAX's threads."""
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import sys
 
 log = logging.getLogger("sgdip")
+
+_CLEANUPS: list = []
+
+
+def on_abort(cleanup) -> None:
+    """Run ``cleanup()`` if the process is aborted by a second signal (see :func:`forget`)."""
+    _CLEANUPS.append(cleanup)
+
+
+def forget(cleanup) -> None:
+    """No longer run ``cleanup`` on an abort (its work is committed or discarded)."""
+    if cleanup in _CLEANUPS:
+        _CLEANUPS.remove(cleanup)
+
+
+def abort(status: int) -> None:
+    """Run the registered cleanups and exit with ``status`` at once."""
+    for cleanup in list(_CLEANUPS):
+        try:
+            cleanup()
+        except Exception:  # noqa: BLE001 (exit regardless)
+            pass
+    print(f"sgdip: aborted (exit status {status})", file=sys.stderr, flush=True)
+    os._exit(status)
+
 
 INTERRUPTED = 130
 """Exit status of a run stopped by SIGINT (``128 + signal number``, as shells report it)."""
@@ -15,7 +44,7 @@ INTERRUPTED = 130
 class InterruptFlag:
     """While active (``with InterruptFlag() as flag``), the first SIGINT or SIGTERM (what schedulers
     send before they kill) only sets ``flag.requested``, which the engine polls after every chunk; a
-    second one raises ``KeyboardInterrupt``. ``status``: the exit status of the signal received (130
+    second one aborts (:func:`abort`). ``status``: the exit status of the signal received (130
     for SIGINT, 143 for SIGTERM). Outside the main thread signals cannot be caught: a no-op."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -27,7 +56,7 @@ class InterruptFlag:
 
     def _handler(self, signum, frame):
         if self.requested:
-            raise KeyboardInterrupt
+            abort(128 + signum)
         self.requested = True
         self.status = 128 + signum
         log.warning(
@@ -44,16 +73,3 @@ class InterruptFlag:
     def __exit__(self, *exc):
         for s, previous in self._previous.items():
             signal.signal(s, previous)
-
-
-def terminate_as_interrupt():
-    """Make SIGTERM raise ``KeyboardInterrupt`` (so staged outputs are cleaned up); returns the
-    previous handler (``None`` outside the main thread)."""
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    try:
-        return signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        return None

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from .files import atomic_write, current_umask, to_jsonable
+from .interrupts import forget, on_abort
 
 MARKER = ".sgdip-result"
 """File in every committed result directory: its first line says what it is, the others list the
@@ -125,6 +126,7 @@ class OutputDir:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.staging = Path(tempfile.mkdtemp(dir=self.path.parent, prefix=f".{self.path.name}.tmp-"))
         self.committed = False
+        on_abort(self.discard)  # a second Ctrl-C leaves no staging folder behind
 
     def file(self, name: str) -> Path:
         """Path of ``name`` inside the staging directory (parents created)."""
@@ -209,12 +211,14 @@ class OutputDir:
         else:
             os.replace(self.staging, self.path)
         self.committed = True
+        forget(self.discard)
         return self.path
 
     def discard(self) -> None:
         """Remove the staging directory without touching ``path``."""
         if not self.committed:
             shutil.rmtree(self.staging, ignore_errors=True)
+        forget(self.discard)
 
     def __enter__(self) -> OutputDir:
         return self

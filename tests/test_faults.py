@@ -5,6 +5,9 @@ stale stores are in ``test_parallel.py``.)"""
 
 import json
 import os
+import subprocess
+import sys
+import time
 
 import h5py
 import numpy as np
@@ -265,6 +268,43 @@ def test_out_as_a_link_to_a_folder_writes_into_the_folder(files, tmp_path, capsy
 
 
 # ----------------------------------------------------------------- item 7: Ctrl-C in classical methods
+
+
+def _start(argv):
+    return subprocess.Popen(
+        [sys.executable, "-m", "sgdip_jax.cli", *map(str, argv)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
+
+
+def test_two_signals_in_quick_succession_abort_at_once_and_clean_up(files, tmp_path):
+    """The second Ctrl-C aborts: exit 130 and one line, no crash or traceback from JAX's threads,
+    no staging folder and no result left."""
+    proc = _start(["reconstruct", files / "case.npz", *ENDLESS_DIP, "--out", tmp_path / "o"])
+    for line in proc.stderr:
+        if "case.npz: dip" in line:
+            break
+    time.sleep(1.0)
+    proc.send_signal(SIGINT)
+    time.sleep(0.3)
+    proc.send_signal(SIGINT)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 130 and "aborted" in err, err
+    assert "Traceback" not in err and "Segmentation" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_signal_during_start_up_is_not_lost(files, tmp_path):
+    """SIGINT one second after the start (JAX is still being imported) still stops the run: exit 130
+    after its first chunk, not an endless run."""
+    proc = _start(["reconstruct", files / "case.npz", *ENDLESS_DIP, "--out", tmp_path / "o"])
+    time.sleep(1.0)
+    proc.send_signal(SIGINT)
+    err = proc.communicate(timeout=180)[1]
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
 
 
 def test_ctrl_c_stops_tv_at_the_next_chunk(files, tmp_path):
