@@ -499,9 +499,9 @@ def drive(
             done += n
             for k, v in metrics.items():
                 history.setdefault(k, []).append(v)
-            if bar is not None:
-                bar.update(n)
+            if bar is not None:  # the values first, so that the line the update draws is current
                 bar.set_postfix({k: f"{np.mean(v[-1]):.4g}" for k, v in metrics.items()}, refresh=False)
+                bar.update(n)
             if callback is not None and callback(ChunkInfo(done, state, metrics)):
                 break
             if stop is not None and stop(state):

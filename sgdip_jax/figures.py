@@ -4,6 +4,7 @@
   scale ``[0, max|reference|]``, with absolute-error maps ``|x - x_ref|`` underneath.
 * :func:`curves_figure`: one history entry (PSNR, loss, ...) against iteration for one or more runs.
 * :func:`coil_maps_figure`: the coil maps' magnitudes and their root sum of squares.
+* :func:`montage_figure`: many images (a volume's slices) in one grid.
 
 Both return PNG bytes, so callers decide where and how (atomically) to write them.
 """
@@ -168,6 +169,31 @@ def coil_maps_figure(smaps: np.ndarray, title: str | None = None) -> bytes:
         im = ax.imshow(panels[i], cmap="gray", vmin=0.0, vmax=vmax)
         ax.set_title(f"|S_{i}|" if i < len(maps) else "root sum of squares", fontsize=8)
     fig.colorbar(im, ax=list(axes.ravel()), shrink=0.8, label="magnitude")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return png_bytes(fig)
+
+
+def montage_figure(images: Mapping[str, np.ndarray], title: str | None = None, columns: int = 6) -> bytes:
+    """PNG of many images (e.g. the slices of a volume) in a grid on one window ``[0, max]``, each
+    titled by its label (e.g. ``"slice 12, 31.20 dB"``)."""
+    shown = {label: display_image(x) for label, x in images.items()}
+    cols = min(columns, len(shown))
+    rows = -(-len(shown) // cols)
+    fig = Figure(figsize=(1.9 * cols + 0.8, 2.0 * rows + (0.4 if title else 0.0)), dpi=100, layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
+    vmax = max(float(np.max(x)) for x in shown.values()) or 1.0
+    im = None
+    for ax, (label, x) in zip(axes.ravel(), shown.items()):
+        im = ax.imshow(x, cmap="gray", vmin=0.0, vmax=vmax) if x.ndim == 2 else ax.imshow(np.clip(x, 0.0, 1.0))
+        ax.set_title(label, fontsize=8)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if not ax.images:
+            ax.axis("off")
+    if im is not None and next(iter(shown.values())).ndim == 2:
+        fig.colorbar(im, ax=list(axes.ravel()), shrink=0.8, label=f"magnitude, window [0, {vmax:.3g}]")
     if title:
         fig.suptitle(title, fontsize=10)
     return png_bytes(fig)

@@ -64,6 +64,19 @@ def write_run_figures(out, prefix: str, outcome: Outcome, label: str, title: str
         out.write_bytes(f"{prefix}coils.png", coil_maps_figure(outcome.smaps, f"{title}: coil maps used"))
 
 
+def _montage(outcomes: list[Outcome], title: str) -> bytes:
+    """The reported slices of a volume side by side, cropped like the metrics, with their PSNR."""
+    from .figures import montage_figure
+
+    images = {}
+    for o in outcomes:
+        image = np.asarray(o.image)
+        image = center_crop(image, o.problem.crop, axes=(0, 1)) if o.problem.crop else image
+        psnr = f", {o.metrics['psnr']:.2f} dB" if o.metrics else ""
+        images[f"slice {o.problem.meta.get('slice')}{psnr}"] = image
+    return montage_figure(images, title)
+
+
 def write_curves(out, prefix: str, outcomes: dict[str, Outcome], baselines: dict, title: str) -> None:
     """``psnr.png`` (``baselines``: label -> metrics drawn as lines, e.g. the zero-filled image's; a
     star at each run's reported image: its iteration, its PSNR after the final steps) and
@@ -206,9 +219,10 @@ def write_outputs(
     out, outcomes: list[Outcome], *, input_path, kind: str, method: str, seed: int, config, resolved
 ) -> None:
     """Everything a finished run leaves in its output directory ``out`` (an
-    :class:`~sgdip_jax.outputs.OutputDir`): per slice ``history.csv``, ``panel.png``, ``psnr.png`` and
-    ``loss.png``; the reconstruction (:func:`write_reconstruction`); ``metrics.json`` (metrics,
-    timings, provenance, environment); ``config.toml`` (``resolved``, the settings that rerun it)."""
+    :class:`~sgdip_jax.outputs.OutputDir`): per slice ``history.csv``, ``panel.png``, ``psnr.png``,
+    ``loss.png`` and ``coils.png``; for a volume ``montage.png``; the reconstruction
+    (:func:`write_reconstruction`); ``metrics.json`` (metrics, timings, provenance, environment);
+    ``config.toml`` (``resolved``, the settings that rerun it)."""
     several = len(outcomes) > 1
     for outcome in outcomes:
         prefix = f"slice_{outcome.problem.meta['slice']:03d}/" if several else ""
@@ -217,6 +231,8 @@ def write_outputs(
         out.write_history(f"{prefix}history.csv", outcome.result.history)
         write_run_figures(out, prefix, outcome, method, title)
     write_reconstruction(out, outcomes, Path(input_path).name if kind == "fastmri" else None, method)
+    if several:
+        out.write_bytes("montage.png", _montage(outcomes, f"{Path(input_path).name}: {method}"))
     first = outcomes[0]
     summary: dict[str, Any] = {
         "input": str(input_path),

@@ -196,6 +196,8 @@ def test_fastmri_volume_against_reconstruction_rss(files, tmp_path):
         assert entry["metrics"]["psnr"] > entry["zero_filled_metrics"]["psnr"] + 2.0
         assert entry["metrics"]["psnr"] > true_maps["slices"][s]["metrics"]["psnr"] - 2.0
         assert (out / f"slice_{s:03d}" / "panel.png").read_bytes().startswith(PNG_MAGIC)
+        assert (out / f"slice_{s:03d}" / "coils.png").read_bytes().startswith(PNG_MAGIC)
+    assert (out / "montage.png").read_bytes().startswith(PNG_MAGIC)
     # volume metrics follow fastMRI: one data range (the volume maximum) over all slices
     vol = np.moveaxis(recon, 0, -1), np.moveaxis(rss_ref, 0, -1)
     assert m["metrics"]["psnr"] == pytest.approx(evaluate(vol[0], ref=vol[1])["psnr"], rel=1e-5)
