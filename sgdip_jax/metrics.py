@@ -73,8 +73,10 @@ def center_crop(x, shape, axes=(-2, -1)):
     return x[tuple(index)]
 
 
-def _prepare(x, ref, crop, support):
-    """Magnitudes (if complex), shape checks, centre crop, support broadcast to the image shape."""
+def _prepare(x, ref, crop, support, data_range=None):
+    """Magnitudes (if complex), shape checks, centre crop, support broadcast to the image shape;
+    ``(x, ref, support, data_range)`` in units of ``max(ref)`` (the metrics are ratios, so this
+    changes no value, and float32 neither overflows nor underflows at any units of the images)."""
     x, ref = jnp.asarray(x), jnp.asarray(ref)
     if x.shape != ref.shape:
         raise ValueError(f"metrics: x has shape {x.shape} but ref has shape {ref.shape}")
@@ -90,36 +92,35 @@ def _prepare(x, ref, crop, support):
     if crop is not None:
         x, ref = center_crop(x, crop, axes=(0, 1)), center_crop(ref, crop, axes=(0, 1))
         support = None if support is None else center_crop(support, crop, axes=(0, 1))
-    return x, ref, support
+    peak = jnp.max(ref)
+    unit = jnp.where(peak > 0, peak, 1.0)
+    data_range = peak if data_range is None else jnp.asarray(data_range, jnp.float32)
+    return x / unit, ref / unit, support, data_range / unit
 
 
 def _mean(a, support):
     return jnp.mean(a) if support is None else jnp.sum(jnp.where(support, a, 0)) / jnp.sum(support)
 
 
-def _range(ref, data_range):
-    return jnp.max(ref) if data_range is None else jnp.asarray(data_range, jnp.float32)
-
-
 @partial(jax.jit, static_argnames="crop")
 def psnr(x, *, ref, data_range=None, crop=None, support=None):
     """Peak signal-to-noise ratio in dB, ``10 log10(data_range^2 / MSE)``."""
-    x, ref, support = _prepare(x, ref, crop, support)
+    x, ref, support, data_range = _prepare(x, ref, crop, support, data_range)
     mse = _mean((x - ref) ** 2, support)
-    return 10.0 * jnp.log10(_range(ref, data_range) ** 2 / mse)
+    return 10.0 * jnp.log10(data_range**2 / mse)
 
 
 @partial(jax.jit, static_argnames="crop")
 def nmse(x, *, ref, crop=None, support=None):
     """Normalised mean squared error ``||x - ref||^2 / ||ref||^2`` (fastMRI's ``nmse``)."""
-    x, ref, support = _prepare(x, ref, crop, support)
+    x, ref, support, _ = _prepare(x, ref, crop, support)
     return _mean((x - ref) ** 2, support) / _mean(ref**2, support)
 
 
 @partial(jax.jit, static_argnames="crop")
 def nrmse(x, *, ref, crop=None, support=None):
     """Normalised root-mean-square error ``||x - ref|| / ||ref||``."""
-    x, ref, support = _prepare(x, ref, crop, support)
+    x, ref, support, _ = _prepare(x, ref, crop, support)
     return jnp.sqrt(_mean((x - ref) ** 2, support) / _mean(ref**2, support))
 
 
@@ -148,8 +149,8 @@ def ssim_map(x, ref, data_range):
 @partial(jax.jit, static_argnames="crop")
 def ssim(x, *, ref, data_range=None, crop=None, support=None):
     """Structural similarity as scikit-image computes it (see the module docstring)."""
-    x, ref, support = _prepare(x, ref, crop, support)
-    s = ssim_map(x, ref, _range(ref, data_range))
+    x, ref, support, data_range = _prepare(x, ref, crop, support, data_range)
+    s = ssim_map(x, ref, data_range)
     pad = SSIM_WIN // 2
     valid = None if support is None else support[pad : support.shape[0] - pad, pad : support.shape[1] - pad]
     return _mean(s, valid)
@@ -183,7 +184,7 @@ def _log_filter(a):
 @partial(jax.jit, static_argnames="crop")
 def hfen(x, *, ref, crop=None, support=None):
     """High-frequency error norm ``||LoG(x - ref)|| / ||LoG(ref)||`` (sigma 1.5, 15x15)."""
-    x, ref, support = _prepare(x, ref, crop, support)
+    x, ref, support, _ = _prepare(x, ref, crop, support)
     return jnp.sqrt(_mean(_log_filter(x - ref) ** 2, support) / _mean(_log_filter(ref) ** 2, support))
 
 

@@ -193,3 +193,17 @@ def test_missing_kspace_recovered_is_0_for_zero_filled_and_1_for_the_truth(hw, s
     band.flat[-1] = True
     both = missing_kspace_recovered(np.stack([zero_filled, x]), x, mask, band)
     np.testing.assert_allclose(np.asarray(both), [0.0, 1.0], atol=1e-5)
+
+
+@pytest.mark.parametrize("factor", [1e-20, 1e-10, 1e10, 1e20])
+def test_metrics_do_not_depend_on_the_units(factor):
+    """Every metric is a ratio: images in other units give the same values (float32 would overflow
+    or underflow in the squares without working in units of the reference's maximum)."""
+    rng = np.random.default_rng(16)
+    ref = rng.uniform(size=(24, 24)).astype(np.float32)
+    x = (ref + 0.05 * rng.standard_normal(ref.shape)).astype(np.float32)
+    want = evaluate(x, ref=ref)
+    got = evaluate(x * np.float32(factor), ref=ref * np.float32(factor))
+    assert got == pytest.approx(want, rel=1e-4)
+    explicit = float(psnr(x * np.float32(factor), ref=ref * np.float32(factor), data_range=2 * factor))
+    assert explicit == pytest.approx(float(psnr(x, ref=ref, data_range=2.0)), rel=1e-5)
