@@ -2,7 +2,8 @@
 # The GPU suite on a CUDA machine whose Python already holds JAX (CUDA plugin) and PyTorch:
 #   benchmarks/gpu_suite.sh [--wheels DIR] OUT [gpu_suite.py options]
 # run from anywhere; DIR holds the wheels of benchmarks/gpu-requirements.txt, installed without an
-# index into a private folder first. Results: OUT/suite.json, OUT/suite.log (see gpu_suite.py).
+# index into a private folder first. It ends within 6 minutes of its start, installs included
+# (gpu_suite.py --budget gets what is left of 355 s). Results: OUT/suite.json, OUT/suite.log.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 if [[ "${1:-}" == "--wheels" ]]; then
@@ -12,5 +13,4 @@ if [[ "${1:-}" == "--wheels" ]]; then
     shift 2
 fi
 export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-python3 -c "import jax; print('jax', jax.__version__, jax.devices())"
-exec python3 "$root/benchmarks/gpu_suite.py" --out "$@"
+exec python3 "$root/benchmarks/gpu_suite.py" --budget "$((355 - SECONDS))" --out "$@"

@@ -429,7 +429,7 @@ class Report:
         self.out = out
         self.data = {
             "meta": {
-                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                 "command": "python benchmarks/quality.py " + shlex.join(argv),
                 "commit": git_commit(),
                 "machine": platform.platform(),

@@ -1,28 +1,38 @@
 """Slices per hour of self-guided DIP when several slices share one compiled step.
 
 For each batch size ``B``, ``B`` simulated slices (shoulder image, 8 coils, 4x VDRS, own noise and
-phase per slice) are reconstructed together by :func:`sgdip_jax.methods.common.run_dip_batch` for
-``--chunks`` chunks of ``--chunk`` iterations; the host is synchronised at the end of every chunk,
-the time per batched iteration is the median chunk time (after the first chunk) over ``--chunk``,
-and the fixed cost (setup + compilation) is the time to the end of the first chunk minus one
-chunk, so
+phase per slice) are reconstructed together by :func:`sgdip_jax.methods.common.run_dip_batch` with
+the method's default config (``--network``, ``--base`` and an iteration count of ``--chunks``
+chunks of ``--chunk`` iterations replaced): a pilot run per noise-scale candidate where
+self-validation chooses one, then its extension where it applies. The host is synchronised at the
+end of every chunk; the time per batched iteration is the median over steady chunks (each engine
+run's chunks after its first) of the chunk's time over its step count, and the fixed cost is the
+rest of the measured time: all of it less its steps at that rate (set-up, compilation, each
+pilot's start), so
 
-    slices/hour = 3600 B / (fixed + per_iteration * iterations),
+    slices/hour = 3600 B / (fixed + per_iteration * steps),
+    steps = candidates * pilot + iterations - pilot,
 
-for a full run of ``--iterations`` iterations (default: the DIP default, 500), and the ratio to
-``B = 1`` measured in the same run. ``--devices D ...`` repeats the largest batch in subprocesses
-with ``D`` devices (``XLA_FLAGS=--xla_force_host_platform_device_count=D`` on CPU: host devices
-share the machine's cores, so this measures the sharding overhead, not a speed-up).
+the steps of a default run of ``--iterations`` iterations (default: the method's, read from
+:func:`sgdip_jax.methods.method_config`): each candidate's pilot (without candidates one run,
+``steps = iterations``), then the chosen one to the budget (its extension by self-validation, at
+most ``extend * iterations`` more steps while the held-out error still falls, not counted), and
+the ratio to the first batch size measured in the same run.
+``--devices D ...`` repeats the largest batch in subprocesses with ``D`` devices
+(``XLA_FLAGS=--xla_force_host_platform_device_count=D`` on CPU: host devices share the machine's
+cores, so this measures the sharding overhead, not a speed-up).
 
     python benchmarks/throughput.py --quick                      # CPU smoke test
     python benchmarks/throughput.py                              # CPU: 64x64, unet3/16, B = 1 2 4 8
-    python benchmarks/throughput.py --size 320 --network unet4 --batches 1 2 4 8 16   # GPU
+    python benchmarks/throughput.py --size 320 --network unet4 --base 64 --batches 1 2 4 8 16 --devices   # GPU
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import os
 import platform
 import subprocess
@@ -32,44 +42,63 @@ import time
 QUICK = {"size": 16, "network": "unet1", "base": 4, "chunk": 2, "chunks": 3, "batches": [1, 2], "devices": [2]}
 
 
-def measure(args, batch: int) -> dict:
-    """Per-iteration time, fixed cost and slices/hour of one batch size (in this process)."""
+def make_problems(args, count: int) -> list:
+    """``count`` simulated slices (seeds 0 to ``count - 1``)."""
+    from sgdip_jax.data import sample_mri
+    from sgdip_jax.inputs import problem_from_case
+
+    return [
+        problem_from_case(sample_mri("shoulder", size=args.size, coils=8, acceleration=4.0, seed=s))
+        for s in range(count)
+    ]
+
+
+def run_steps(operator, iterations: int) -> int:
+    """Steps of a default self-guided DIP run of ``iterations`` on ``operator`` (module docstring)."""
+    from sgdip_jax.methods import method_config, sgdip_task
+
+    task = sgdip_task(method_config("sgdip", iterations=iterations))
+    candidates = math.prod(len(v) for v in task.choices(operator).values())  # 1: nothing to choose
+    pilot = min(task.pilot, iterations) if candidates > 1 else 0
+    return candidates * pilot + iterations - pilot
+
+
+def measure(args, problems: list) -> dict:
+    """Per-iteration time, fixed cost and slices/hour of one batch of ``problems`` (in this process)."""
     import statistics
 
     import jax
 
-    from sgdip_jax.config import NetworkConfig
-    from sgdip_jax.data import sample_mri
-    from sgdip_jax.inputs import problem_from_case
-    from sgdip_jax.methods import SGDIPConfig, sgdip_task
+    from sgdip_jax.methods import method_config, sgdip_task
     from sgdip_jax.methods.common import run_dip_batch
 
-    problems = [
-        problem_from_case(sample_mri("shoulder", size=args.size, coils=8, acceleration=4.0, seed=s))
-        for s in range(batch)
-    ]
-    config = SGDIPConfig(
-        network=NetworkConfig(name=args.network, base=args.base), iterations=args.chunk * args.chunks, chunk=args.chunk
-    )
-    stamps = []
+    batch = len(problems)
+    config = method_config("sgdip", network=args.network, width=args.base, iterations=args.chunk * args.chunks)
+    marks = []  # (time, steps done in this engine run, steps of the chunk) after each chunk
     start = time.perf_counter()
     run_dip_batch(
-        [sgdip_task(config)] * batch,
+        [sgdip_task(dataclasses.replace(config, chunk=args.chunk))] * batch,
         [p.operator for p in problems],
         [p.y for p in problems],
         [0] * batch,
         devices=jax.devices() if jax.device_count() > 1 else None,
         progress=False,
-        callback=lambda info: stamps.append(time.perf_counter()),
+        callback=lambda info: marks.append(
+            (time.perf_counter(), info.iteration, len(next(iter(info.metrics.values()))))
+        ),
     )
-    per_iteration = statistics.median(b - a for a, b in zip(stamps, stamps[1:])) / args.chunk
-    fixed = max(stamps[0] - start - per_iteration * args.chunk, 0.0)
+    per_iteration = statistics.median(
+        (t - before) / n for (before, _, _), (t, done, n) in zip(marks, marks[1:]) if done > n
+    )
+    fixed = max(marks[-1][0] - start - per_iteration * sum(n for _, _, n in marks), 0.0)
+    steps = run_steps(problems[0].operator, args.iterations)
     return {
         "batch": batch,
         "devices": jax.device_count(),
         "per_iteration_s": per_iteration,
         "fixed_s": fixed,
-        "slices_per_hour": 3600 * batch / (fixed + per_iteration * args.iterations),
+        "run_steps": steps,
+        "slices_per_hour": 3600 * batch / (fixed + per_iteration * steps),
         "slice_iterations_per_s": batch / per_iteration,
     }
 
@@ -132,9 +161,11 @@ def main(argv=None) -> int:
     parser.add_argument("--base", type=int, default=16, help="width of the network's first level")
     parser.add_argument("--chunk", type=int, default=10, help="iterations per timed chunk")
     parser.add_argument(
-        "--chunks", type=int, default=6, help="timed chunks (the first is not timed: it measures the start-up)"
+        "--chunks", type=int, default=6, help="chunks per engine run (each run's first is not timed: start-up)"
     )
-    parser.add_argument("--iterations", type=int, default=500, help="iterations of the full run slices/hour refers to")
+    parser.add_argument(
+        "--iterations", type=int, default=None, help="iterations of the run slices/hour refers to (default: sgdip's)"
+    )
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 2, 4, 8], help="batch sizes")
     parser.add_argument(
         "--devices",
@@ -149,8 +180,14 @@ def main(argv=None) -> int:
     if args.quick:
         for key, value in QUICK.items():
             setattr(args, key, value)
+    if args.chunks < 2:
+        parser.error(f"--chunks {args.chunks}: at least 2 (each engine run's first chunk holds its start-up)")
+    if args.iterations is None:
+        from sgdip_jax.methods import method_config
+
+        args.iterations = method_config("sgdip").iterations
     if args.child:
-        print(json.dumps(measure(args, args.batches[0])))
+        print(json.dumps(measure(args, make_problems(args, args.batches[0]))))
         return 0
 
     import jax
@@ -159,9 +196,10 @@ def main(argv=None) -> int:
         f"device: {jax.devices()[0].device_kind} x {jax.device_count()}, {os.cpu_count()} CPUs, "
         f"{platform.processor() or platform.machine()}; load average {os.getloadavg()[0]:.1f}"
     )
+    problems = make_problems(args, max(args.batches))
     print(
-        f"self-guided DIP, {args.size}x{args.size}, 8 coils, {args.network}/{args.base}; "
-        f"slices/hour for {args.iterations}-iteration runs\n"
+        f"self-guided DIP, {args.size}x{args.size}, 8 coils, {args.network}/{args.base}; slices/hour for default runs "
+        f"of {args.iterations} iterations ({run_steps(problems[0].operator, args.iterations)} steps with the pilots)\n"
     )
     from sgdip_jax.files import atomic_write
 
@@ -172,7 +210,7 @@ def main(argv=None) -> int:
             atomic_write(args.out, lambda f: f.write(json.dumps(rows, indent=2).encode()))
 
     for b in args.batches:
-        rows["batch_sizes"].append(measure(args, b))
+        rows["batch_sizes"].append(measure(args, problems[:b]))
         save()
     print(table(rows["batch_sizes"], "batch"))
     if args.devices:

@@ -16,18 +16,13 @@ import io
 import json
 import math
 import numbers
-import sys
+import tomllib
 import types
 import typing
 from pathlib import Path
 from typing import Any
 
 import yaml
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 _SUFFIXES = (".toml", ".yaml", ".yml", ".json")
 

@@ -18,7 +18,9 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from skimage.restoration import inpaint_biharmonic
 
 from sgdip_jax.config import NetworkConfig
-from sgdip_jax.methods import SGDIPConfig
+from sgdip_jax.data import sample_mri
+from sgdip_jax.inputs import problem_from_case
+from sgdip_jax.methods import SGDIPConfig, method_config, sgdip_task
 
 ROOT = Path(__file__).resolve().parent.parent
 QUALITY = ROOT / "benchmarks" / "quality.py"
@@ -248,64 +250,70 @@ GPU_SUITE = ROOT / "benchmarks" / "gpu_suite.py"
 
 @pytest.mark.slow
 def test_gpu_suite_dry_run_runs_every_part_and_reads_the_targets(tmp_path):
-    """``gpu_suite.py --dry-run``: every part (speed cold and warm, 320 px speed, throughput,
-    quality curves) exits 0 and leaves its rows in suite.json; the targets are read from them."""
-    stdout = run_script(GPU_SUITE, "--dry-run", "--out", "dry", cwd=tmp_path)  # a relative OUT
+    """``gpu_suite.py --dry-run`` with a relative OUT: every part (speed at K = 4 in three precisions,
+    cold, then warm, then K = 1; throughput; quality curves) exits 0 and leaves its rows in
+    suite.json, one fresh process and empty cache per speed setting; only suite.json and suite.log
+    are under OUT; the targets are read from the rows."""
+    stdout = run_script(GPU_SUITE, "--dry-run", "--out", "dry", cwd=tmp_path)
     out = tmp_path / "dry"
-    assert sorted(p.name for p in out.rglob("*")) == ["suite.json", "suite.log"]  # nothing else comes back
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == ["suite.json", "suite.log"]
     suite = json.loads((out / "suite.json").read_text())
     parts = suite["parts"]
-    assert list(parts) == ["speed_paper", "speed_paper_warm", "speed_320", "throughput", "quality"]
-    assert all(p["returncode"] == 0 and not p["stopped_at_cap"] for p in parts.values()), stdout
+    assert list(parts) == ["speed_paper", "speed_paper_warm", "speed_paper_k1", "throughput", "quality"]
+    assert all(p["returncode"] == 0 and not p["stopped_at_cap"] and p["rows"] for p in parts.values()), stdout
     speed = parts["speed_paper"]["rows"]
-    assert len(speed) == 1 and speed[0]["setting"].startswith("32x32") and speed[0]["jax_s_per_it"] > 0
-    assert speed[0]["params"] > 0 and speed[0]["flops_per_it"] > 0
-    warm = parts["speed_paper_warm"]["rows"][0]
-    assert warm["torch_s_per_it"] is None and warm["compile_s"] > 0
+    assert [r["setting"] for r in speed] == [f"16x16 C4 unet1/4 K4 {p}" for p in ("tf32", "bf16", "fp32")]
+    for r in speed + parts["speed_paper_k1"]["rows"]:
+        assert r["jax_error"] is None and r.get("torch_error") is None, r
+        assert r["cache_entries_before"] == 0 and r["compile_s"] > 0 and r["jax_s_per_it"] > 0
+        assert r["params"] > 0 and r["flops_per_it"] > 0
+        assert (r.get("torch_s_per_it") is None) == (suite["runs"][0]["packages"]["torch"] is None)
+    assert [r["setting"] for r in parts["speed_paper_k1"]["rows"]] == ["16x16 C4 unet1/4 K1 tf32"]
+    (warm,) = parts["speed_paper_warm"]["rows"]
+    assert warm["setting"] == speed[0]["setting"] and warm["cache_entries_before"] > 0
+    assert warm["jax_error"] is None and "torch_s_per_it" not in warm  # --no-torch
     batches = parts["throughput"]["rows"]["batch_sizes"]
     assert [r["batch"] for r in batches] == [1, 2]
+    # a default run: the budget, plus a pilot for each candidate beyond the first where self-validation chooses
+    defaults = method_config("sgdip")
+    operator = problem_from_case(sample_mri("shoulder", size=16, coils=8, acceleration=4.0, seed=0)).operator
+    candidates = math.prod(len(v) for v in sgdip_task(defaults).choices(operator).values())
+    steps = defaults.iterations + (candidates - 1) * defaults.pilot
     for r in batches:
-        assert r["per_iteration_s"] > 0 and r["fixed_s"] >= 0
-        expected = 3600 * r["batch"] / (r["fixed_s"] + 500 * r["per_iteration_s"])
+        assert r["per_iteration_s"] > 0 and r["fixed_s"] >= 0 and r["run_steps"] == steps
+        expected = 3600 * r["batch"] / (r["fixed_s"] + steps * r["per_iteration_s"])
         assert r["slices_per_hour"] == pytest.approx(expected, rel=1e-9)
     quality = parts["quality"]["rows"]
-    assert {r["method"] for r in quality["mri"]} == {"tv"}
+    assert [(r["case"], r["method"]) for r in quality["mri"]] == [("4x20", "tv")]
     assert [r["method"] for r in quality["overfit"]] == ["dip", "sgdip"]
     assert all(len(r["psnr_history"]) == 18 for r in quality["overfit"])
     targets = suite["targets"]
-    cold = targets["cold_start_s"]
-    assert cold["value"] == pytest.approx(speed[0]["compile_s"] + speed[0]["jax_s_per_it"])
-    assert targets["warm_start_s"]["value"] > 0 and "s_for_4000_iterations_K4_float32" in targets
-    assert suite["packages"]["jax"] and "cold_start_s" in stdout
-    assert "===== quality: exit 0" in (out / "suite.log").read_text()
+    assert targets["cold_start_s"]["value"] == pytest.approx(speed[0]["compile_s"] + speed[0]["jax_s_per_it"])
+    assert targets["warm_start_s"]["value"] == pytest.approx(warm["compile_s"] + warm["jax_s_per_it"])
+    assert targets["s_for_4000_iterations_K4_tf32"]["value"] > 0 and "ratio_to_torch_K4_fp32" in targets
+    assert suite["runs"][0]["packages"]["jax"] and suite["runs"][0]["device"]["backend"] == "cpu"
+    assert "cold_start_s" in stdout and "===== quality: exit 0" in (out / "suite.log").read_text()
 
 
-def test_gpu_suite_stops_a_part_at_its_cap_and_keeps_going(tmp_path):
+def test_gpu_suite_stops_a_part_at_its_cap_and_a_rerun_keeps_the_other_parts(tmp_path):
+    def suite(*argv):
+        argv = [sys.executable, str(GPU_SUITE), "--dry-run", "--out", str(out), *argv]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=TIME_BOUND)
+
     out = tmp_path / "capped"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(GPU_SUITE),
-            "--dry-run",
-            "--out",
-            str(out),
-            "--parts",
-            "quality",
-            "throughput",
-            "--cap",
-            "quality=1",
-            "--cap",
-            "throughput=1",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=TIME_BOUND,
-    )
+    proc = suite("--parts", "quality", "throughput", "--cap", "quality=1", "--cap", "throughput=1")
     assert proc.returncode == 1
     parts = json.loads((out / "suite.json").read_text())["parts"]
     assert list(parts) == ["quality", "throughput"]
     assert all(p["stopped_at_cap"] and p["returncode"] != 0 and p["wall_s"] < 10 for p in parts.values())
     assert "stopped at its cap" in proc.stdout
+    skipped = suite("--parts", "quality", "--budget", "5")  # less of the budget left than a part needs
+    assert skipped.returncode == 1 and "quality: skipped" in skipped.stdout
+    again = suite("--parts", "throughput", "--cap", "throughput=1")
+    data = json.loads((out / "suite.json").read_text())
+    assert len(data["runs"]) == 3 and "budget left" in data["runs"][1]["skipped"]["quality"]
+    assert data["parts"]["quality"]["run"] == 0 and data["parts"]["throughput"]["run"] == 2  # kept, replaced
+    assert again.returncode == 1 and sorted(p.name for p in out.iterdir()) == ["suite.json", "suite.log"]
 
 
 def test_distribution_shift_runs_the_chosen_cases_and_refuses_unknown_ones(tmp_path, capsys):
