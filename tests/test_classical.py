@@ -326,3 +326,19 @@ def test_fixed_lam_solvers_trace_under_jit_grad_and_vmap():
     batched = jax.vmap(lambda op, y: C.tv(op, y, configs[C.tv]).image)(ops, ys)
     for i, c in enumerate(cases):
         np.testing.assert_allclose(batched[i], C.tv(c.operator(), c.y, configs[C.tv]).image, atol=1e-5)
+
+
+@pytest.mark.parametrize("factor", [1e-20, 1e20])
+def test_results_do_not_depend_on_the_units_of_y(factor):
+    """k-space in other units gives the same image in those units and the same lam rule's choice
+    (in the units lam has: y's for TV and L1-wavelet, none for CG-SENSE's Tikhonov weight)."""
+    from sgdip_jax.data.samples import sample_mri
+
+    case = sample_mri("shoulder", size=32, coils=4, acceleration=4, snr_db=30, seed=0)
+    for solver, power in ((C.tv, 1), (C.l1_wavelet, 1), (C.cg_sense, 0)):
+        base = solver(case.operator(), case.y)
+        scaled = solver(case.operator(), case.y * np.complex64(factor))
+        assert np.isfinite(scaled.image).all() and np.isfinite(scaled.history["objective"]).all()
+        error = np.linalg.norm(scaled.image / factor - base.image) / np.linalg.norm(base.image)
+        assert error < 1e-4, solver.__name__
+        assert scaled.config["lam"] == pytest.approx(base.config["lam"] * factor**power, rel=1e-5)

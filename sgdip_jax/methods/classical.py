@@ -48,7 +48,7 @@ from ..engine import drive
 from ..metrics import psnr
 from ..operators import restrict_to_support, wavelets
 from . import parameter_choice
-from .common import as_key, check_image, check_measurements
+from .common import _power_of_two, as_key, check_image, check_measurements
 from .result import Result
 
 __all__ = [
@@ -206,14 +206,53 @@ def _result(method, image, history, iterations, config, key, start, operator):
 _LAM_RANGE = {"cg-sense": (1e-4, 1.0, False), "tv": (1e-5, 1e-1, True), "l1-wavelet": (1e-5, 1e-1, True)}
 
 
+LAM_POWER = {"cg-sense": 0, "tv": 1, "l1-wavelet": 1}
+"""``lam`` has the units of ``y`` to this power (``lam/2 ||x||^2`` scales as the data term, ``lam ||.||_1``
+as its square root)."""
+
+
 def _solve(name, solve, operator, y, config, key, target, progress, sigma, callback):
+    """:func:`_solve_in_units` in units ``u`` of ``y``, a power of two near ``max |y|``: exact, so the
+    iterates are those of ``y`` itself, and no norm overflows or underflows at any units of ``y``;
+    image, objective, ``lam`` and the rule's record come back in the units of ``y``. (While traced,
+    inside a JAX transformation, ``u = 1``.)"""
+    y = check_measurements(operator, y)
+    if isinstance(y, jax.core.Tracer):
+        return _solve_in_units(name, solve, operator, y, config, key, target, progress, sigma, callback)
+    u = _power_of_two(float(jnp.max(jnp.abs(y))))
+    p = LAM_POWER[name]
+    scaled = config if config.lam in parameter_choice.RULES else dataclasses.replace(config, lam=config.lam / u**p)
+    result = _solve_in_units(
+        name,
+        solve,
+        operator,
+        y / u,
+        scaled,
+        key,
+        None if target is None else check_image(operator, target, "target") / u,
+        progress,
+        None if sigma is None else sigma * (1.0 / u),
+        callback,
+    )
+    result.image = result.ema_image = result.image * np.float32(u)
+    if "objective" in result.history:
+        result.history["objective"] = np.asarray(result.history["objective"], np.float64) * u**2
+    rule = result.config.get("lam_rule")
+    result.config["lam"] = config.lam if rule is None else result.config["lam"] * u**p
+    for row in (rule or {}).get("table", ()):
+        row.update(lam=row["lam"] * u**p, gcv=row["gcv"] * u**2, residual=row["residual"] * u**2)
+    if rule is not None and "sigma" in rule:
+        rule["sigma"] *= u
+    return result
+
+
+def _solve_in_units(name, solve, operator, y, config, key, target, progress, sigma, callback):
     """``solve(operator, y, config, key, target, progress, callback)`` with ``config.lam``, or with the
     ``lam`` of a rule of :mod:`.parameter_choice` when it is ``"auto"`` (GCV) or ``"discrepancy"``
     (``callback`` stops every solve of the rule's search too)."""
     if config.lam not in parameter_choice.RULES:
         return solve(operator, y, config, key, target, progress, callback)
     start = time.perf_counter()
-    y = check_measurements(operator, y)
     lo, hi, relative = _LAM_RANGE[name]
     if relative:
         peak = float(jnp.max(jnp.abs(_adjoint(operator, y))))
