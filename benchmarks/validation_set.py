@@ -155,6 +155,7 @@ def run_case(image_name, size, acceleration, snr, seed, method, base=16, overrid
             "oracle": float(curve.max()),
         }
         row["selection"] = result.selection
+        row["noise_scale"] = result.config["noise_scale"]
     return row
 
 
@@ -163,8 +164,7 @@ def table(rows) -> str:
     for r in rows:
         by_case.setdefault((r["case"], r["seed"]), {})[r["method"]] = r
     lines = [
-        "| case | seed | TV | L1-wav | DIP | self-guided DIP (SSIM) | chosen c, stop | over best classical "
-        "| over DIP |",
+        "| case | seed | TV | L1-wav | DIP | self-guided DIP (SSIM) | c, stop | over best classical | over DIP |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     margins = []
@@ -174,7 +174,7 @@ def table(rows) -> str:
         best = max(m["tv"]["psnr"], m["l1-wavelet"]["psnr"])
         s = m["sgdip"]
         sel = s.get("selection") or {}
-        chosen = f"{sel.get('chosen', {}).get('noise_scale', '-')}, {sel.get('iteration', '-')}"
+        chosen = f"{sel.get('chosen', {}).get('noise_scale', s.get('noise_scale', '-'))}, {sel.get('iteration', '-')}"
         margins.append(
             (
                 s["psnr"] - best,
