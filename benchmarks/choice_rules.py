@@ -1,5 +1,5 @@
-"""How well does a ground-truth-free rule choose self-guided DIP's noise scale? Every candidate of
-:data:`sgdip_jax.methods.sgdip.NOISE_SCALES` runs with the defaults' held-out entries for the
+"""How well does a ground-truth-free rule choose self-guided DIP's noise scale for MRI? Every
+candidate of :data:`CANDIDATES` runs with the defaults' held-out entries for the
 budget plus the largest extension, recording per step the held-out error and the PSNR of the moving
 average (before the final data-consistency step). The choice and the extension start from the same
 weights and draw the same steps, so a rule's outcome follows from these curves exactly:
@@ -35,7 +35,6 @@ import numpy as np
 
 from sgdip_jax.data.samples import mri_magnitude, simulate_case
 from sgdip_jax.methods import method_config, run_method
-from sgdip_jax.methods.sgdip import NOISE_SCALES
 
 try:  # run as a script or as benchmarks.choice_rules
     from validation_set import IMAGES, _commit
@@ -43,6 +42,8 @@ except ImportError:  # pragma: no cover
     from benchmarks.validation_set import IMAGES, _commit
 
 TUNING = ("shoulder", "head")
+CANDIDATES = (0.1, 0.25, 0.5)
+"""The MRI noise scales compared (least to most regularising)."""
 PILOTS = (200, 300, 400, 600)
 
 
@@ -125,7 +126,7 @@ def table(rows) -> str:
     by_case: dict = {}
     for r in rows:
         by_case.setdefault((r["case"], r["seed"]), []).append(r)
-    complete = {k: v for k, v in by_case.items() if len(v) == len(NOISE_SCALES[1])}
+    complete = {k: v for k, v in by_case.items() if len(v) == len(CANDIDATES)}
     results = {k: outcomes(v) for k, v in sorted(complete.items())}
     if not results:
         return "no complete case"
@@ -164,7 +165,7 @@ def main(argv=None):
     done = {(r["case"], r["seed"], r["noise_scale"]) for r in rows}
     for seed in args.seeds:
         for name in args.cases:
-            for scale in NOISE_SCALES[1]:
+            for scale in CANDIDATES:
                 if (name, seed, scale) in done:
                     continue
                 row = run_curves(name, seed, scale, args.base)

@@ -9,13 +9,13 @@ import json
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import h5py
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import tomllib
 from conftest import ENDLESS_DIP, SIGINT, signal_during_run
 from PIL import Image
 from pydicom.data import get_testdata_file
@@ -133,10 +133,11 @@ def test_case_every_method(files, tmp_path, method):
 
 
 def test_sgdip_records_what_self_validation_chose(files, tmp_path):
-    """metrics.json and the head of config.toml hold the chosen noise scale and stopping iteration,
-    the validation curve is in history.csv, and config.toml still reruns the requested job."""
+    """metrics.json and the head of config.toml hold the chosen noise scale (inpainting) or the
+    preset (MRI), the stopping iteration and z_init's preset, the validation curve is in history.csv,
+    and config.toml still reruns the requested job."""
     out = tmp_path / "out"
-    assert run(["reconstruct", files["case"], "--method", "sgdip", "--out", out, *TINY, "--set", "pilot=2"]) == 0
+    assert run(["reconstruct", files["png"], "--method", "sgdip", "--out", out, *TINY, "--set", "pilot=2"]) == 0
     m, cfg = check_common_outputs(out, "sgdip")
     chosen, selection = m["chosen"], m["selection"]
     assert cfg["sgdip"]["noise_scale"] == "auto" and chosen["noise_scale"] == selection["chosen"]["noise_scale"]
@@ -145,8 +146,14 @@ def test_sgdip_records_what_self_validation_chose(files, tmp_path):
     text = (out / "config.toml").read_text()
     assert f"noise_scale = {chosen['noise_scale']:.4g}" in text and f"iteration = {chosen['iteration']}" in text
     assert (out / "history.csv").read_text().splitlines()[0].count("val") == 1
-    # the operator's preset for the input is recorded too (MRI: the zero-filled image)
-    assert cfg["sgdip"]["z_init"] == "auto" and chosen["z_init"] == "zero_filled" and "z_init = zero_filled" in text
+    assert chosen["z_init"] == "filled" and "z_init = filled" in text  # inpainting's preset input
+    mri = tmp_path / "mri"
+    assert run(["reconstruct", files["case"], "--method", "sgdip", "--out", mri, *TINY]) == 0
+    m, cfg = check_common_outputs(mri, "sgdip")
+    assert (
+        cfg["sgdip"]["z_init"] == "auto" and m["chosen"]["z_init"] == "zero_filled" and "chosen" not in m["selection"]
+    )
+    assert m["chosen"]["noise_scale"] == 0.25 and m["chosen"]["iteration"] == m["selection"]["iteration"]
 
 
 def test_fastmri_volume_against_reconstruction_rss(files, tmp_path):
@@ -488,7 +495,7 @@ def test_demo_compares_all_six_methods(tmp_path, capsys):
     assert held["dip"] is None and all(0 < held[m] < 10 for m in methods if m != "dip")
     assert "self-validation" in rows["sgdip"] and f"{held['tv']:.4f}" in rows["tv"]
     chosen = summary["methods"]["sgdip"]["chosen"]
-    assert chosen["noise_scale"] in (0.1, 0.25, 0.5) and chosen["iteration"] >= 0
+    assert chosen["noise_scale"] == 0.25 and chosen["iteration"] >= 0  # MRI's preset, and where to stop
     assert (tmp_path / "d" / "panel.png").read_bytes().startswith(PNG_MAGIC)
 
 
