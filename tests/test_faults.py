@@ -56,6 +56,8 @@ def files(tmp_path_factory):
     write_fastmri(d / "wrong_rss.h5", np.stack(kspace), reconstruction_rss=rss)
     write_fastmri(d / "few_rss.h5", np.stack(kspace), reconstruction_rss=np.ones((1, 32, 32), np.float32))
     write_fastmri(d / "zero.h5", np.zeros_like(np.stack(kspace)))
+    with h5py.File(d / "huge.h5", "w") as f:  # declared, never written: no data on disk
+        f.create_dataset("kspace", shape=(1, 4, 100000, 100000), dtype=np.complex64, chunks=(1, 1, 64, 64))
     (d / "truncated.h5").write_bytes((d / "vol.h5").read_bytes()[:4000])
     (d / "binary.toml").write_bytes(bytes(range(256)))
     Image.fromarray(np.zeros((32, 32), np.uint8)).save(d / "black.png")
@@ -223,6 +225,7 @@ def test_a_damaged_slice_in_the_store_is_found_first_and_recomputed(files, tmp_p
         (["wrong_rss.h5"], "wrong_rss.h5: reconstruction_rss (10, 7) is not the centre of the k-space's RSS"),
         (["few_rss.h5"], "few_rss.h5: 'reconstruction_rss' has shape (1, 32, 32), expected (2, H, W)"),
         (["zero.h5"], "zero.h5 slice 1: 'kspace' is all zero"),
+        (["huge.h5"], "huge.h5: 'kspace' of shape (1, 4, 100000, 100000) is larger than sgdip reconstructs"),
         (["truncated.h5"], "truncated.h5: cannot be read as HDF5"),
         (["black.png"], "black.png: the image is all zero"),
         (["case.npz", "--config", "{d}/binary.toml"], "binary.toml: not a UTF-8 text file"),

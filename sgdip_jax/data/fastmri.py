@@ -124,6 +124,12 @@ def _python(value):
     return value.item() if isinstance(value, np.generic) else value
 
 
+MAX_SIZE = 8192
+"""The largest k-space side a file may have (fastMRI's are at most 768)."""
+MAX_COILS = 128
+"""The most coils a file may have (fastMRI's have at most 32)."""
+
+
 def read_fastmri(path: str | os.PathLike, slice: int | Sequence[int] | None = None) -> FastMRIData:
     """Read a fastMRI HDF5 file, optionally only some slices (``None``: all; int; list of ints).
 
@@ -156,6 +162,11 @@ def read_fastmri(path: str | os.PathLike, slice: int | Sequence[int] | None = No
             )
         if ks.ndim not in (3, 4):
             raise ValueError(f"{path}: 'kspace' must be (slices, H, W) or (slices, coils, H, W), got shape {ks.shape}")
+        if max(ks.shape[-2:]) > MAX_SIZE or (ks.ndim == 4 and ks.shape[1] > MAX_COILS):
+            raise ValueError(
+                f"{path}: 'kspace' of shape {ks.shape} is larger than sgdip reconstructs (H, W up to {MAX_SIZE}, "
+                f"up to {MAX_COILS} coils)"
+            )
         rows = _slice_indices(slice, ks.shape[0], path)
 
         def optional(name, dtype):
