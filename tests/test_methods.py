@@ -238,13 +238,13 @@ def test_input_rate_schedule_reaches_the_input_optimizer():
 
 
 def test_auto_fields_take_the_operator_s_preset():
-    """``"auto"`` fields resolve by operator (inpainting: filled input, c = 1; MRI: zero-filled, c = 0.5)
+    """``"auto"`` fields resolve by operator (inpainting: filled input, c = 1; MRI: zero-filled, c = 0.25)
     and set fields are kept (that the loss draws the resolved noise: the two loss-against-numpy tests)."""
     op_mri = random_mri()[0]
     op_inpaint = Inpainting.create(np.ones((8, 8), np.float32))
     assert SGDIPConfig().noise_scale == "auto" and SGDIPConfig().z_init == "auto"
     mri, inpaint = resolve_auto(SGDIPConfig(), op_mri), resolve_auto(SGDIPConfig(), op_inpaint)
-    assert (mri.z_init, mri.noise_scale) == ("zero_filled", 0.5) == (AUTO["z_init"][1], AUTO["noise_scale"][1])
+    assert (mri.z_init, mri.noise_scale) == ("zero_filled", 0.25) == (AUTO["z_init"][1], AUTO["noise_scale"][1])
     assert (inpaint.z_init, inpaint.noise_scale) == ("filled", 1.0)
     assert resolve_auto(SGDIPConfig(noise_scale=0.2, z_init="uniform"), op_inpaint).noise_scale == 0.2
     assert resolve_auto(ASeqDIPConfig(), op_inpaint).z_init == "filled"  # aseqdip has no "auto" noise
@@ -413,9 +413,9 @@ def test_result_round_trip_and_config_reuse(small_case, tmp_path):
     assert back.stop_iteration == r.stop_iteration and back.seed == 4 and back.iterations == r.iterations
     if r.stop_iteration is not None:
         np.testing.assert_array_equal(back.stop_image, r.stop_image)
-    # the config of the result is the one that ran: the noise scale self-validation chose
-    assert back.selection == r.selection and r.selection["requested"] == {"noise_scale": "auto"}
-    assert from_dict(SGDIPConfig, back.config) == dataclasses.replace(cfg, **r.selection["chosen"])
+    # the config of the result is the one that ran: the presets resolved for the operator
+    assert back.selection == r.selection and "chosen" not in r.selection
+    assert from_dict(SGDIPConfig, back.config) == resolve_auto(cfg, op)
     np.testing.assert_array_equal(back.image, r.image)
     again = run_method("sgdip", op, y, from_dict(SGDIPConfig, back.config), 4, target=x, progress=False)
     np.testing.assert_array_equal(again.image, r.image)  # it reruns the same image
