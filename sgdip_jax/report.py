@@ -41,7 +41,8 @@ def _mask(outcome: Outcome, shape):
         return None
     mask = np.asarray(mask)
     mask = mask[..., 0] if mask.ndim == 3 else mask
-    return mask if np.broadcast_shapes(mask.shape, tuple(shape)) == tuple(shape) else None
+    fits = mask.ndim == 2 and all(m in (1, n) for m, n in zip(mask.shape, shape))
+    return mask if fits else None
 
 
 def write_run_figures(out, prefix: str, outcome: Outcome, label: str, title: str) -> None:
