@@ -59,15 +59,20 @@ def crash_after_first_batch(monkeypatch):
     return lambda: monkeypatch.setattr(reconstruct, "reconstruct_batch", real)
 
 
-def signal_during_run(argv, started: str, signum: int, delay: float, timeout: float = 300):
-    """Run ``python -m sgdip_jax.cli *argv``, send ``signum`` ``delay`` seconds after the log line
-    containing ``started``; ``(process, stderr after that line, seconds from the signal to exit)``."""
-    proc = subprocess.Popen(
+def start_cli(argv):
+    """``python -m sgdip_jax.cli *argv`` as a subprocess on the CPU, its stderr piped as text."""
+    return subprocess.Popen(
         [sys.executable, "-m", "sgdip_jax.cli", *map(str, argv)],
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "JAX_PLATFORMS": "cpu"},
     )
+
+
+def signal_during_run(argv, started: str, signum: int, delay: float, timeout: float = 300):
+    """Run ``python -m sgdip_jax.cli *argv``, send ``signum`` ``delay`` seconds after the log line
+    containing ``started``; ``(process, stderr after that line, seconds from the signal to exit)``."""
+    proc = start_cli(argv)
     for line in proc.stderr:
         if started in line:
             break

@@ -5,14 +5,12 @@ stale stores are in ``test_parallel.py``.)"""
 
 import json
 import os
-import subprocess
-import sys
 import time
 
 import h5py
 import numpy as np
 import pytest
-from conftest import ENDLESS_DIP, SIGINT, SIGTERM, signal_during_run
+from conftest import ENDLESS_DIP, SIGINT, SIGTERM, signal_during_run, start_cli
 from PIL import Image
 from pydicom.data import get_testdata_file
 
@@ -273,19 +271,10 @@ def test_out_as_a_link_to_a_folder_writes_into_the_folder(files, tmp_path, capsy
 # ----------------------------------------------------------------- item 7: Ctrl-C in classical methods
 
 
-def _start(argv):
-    return subprocess.Popen(
-        [sys.executable, "-m", "sgdip_jax.cli", *map(str, argv)],
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "JAX_PLATFORMS": "cpu"},
-    )
-
-
 def test_two_signals_in_quick_succession_abort_at_once_and_clean_up(files, tmp_path):
     """The second Ctrl-C aborts: exit 130 and one line, no crash or traceback from JAX's threads,
     no staging folder and no result left."""
-    proc = _start(["reconstruct", files / "case.npz", *ENDLESS_DIP, "--out", tmp_path / "o"])
+    proc = start_cli(["reconstruct", files / "case.npz", *ENDLESS_DIP, "--out", tmp_path / "o"])
     for line in proc.stderr:
         if "case.npz: dip" in line:
             break
@@ -302,7 +291,7 @@ def test_two_signals_in_quick_succession_abort_at_once_and_clean_up(files, tmp_p
 def test_a_signal_during_start_up_is_not_lost(files, tmp_path):
     """SIGINT one second after the start (JAX is still being imported) still stops the run: exit 130
     after its first chunk, not an endless run."""
-    proc = _start(["reconstruct", files / "case.npz", *ENDLESS_DIP, "--out", tmp_path / "o"])
+    proc = start_cli(["reconstruct", files / "case.npz", *ENDLESS_DIP, "--out", tmp_path / "o"])
     time.sleep(1.0)
     proc.send_signal(SIGINT)
     err = proc.communicate(timeout=180)[1]
