@@ -85,7 +85,7 @@ def final_images(case, config: SGDIPConfig, draws: int, batch: int, seed: int):
     config = resolve_auto(config, op)
     task = sgdip_task(config)
     problem = setup(task, op, y, seed)
-    params, net_state, z, key, data, _ = problem.engine_args()
+    params, net_state, z, key, data, *_ = problem.engine_args()
     out = engine.run(engine_config(task, op), params, net_state, z, key, data, progress=False)
     module = build_network(config.network, n_channels(op), tuple(op.image_shape[:2]))
     forward = jax.jit(network_forward(module, config.compute_dtype))

@@ -75,6 +75,7 @@ _index = _number(int, 0, name="non-negative integer")
 _seed = _number(int, 0, 2**32 - 1, name="seed (integer from 0 to 2**32 - 1)")
 _seconds = _number(float, 0, low_open=True, name="positive number")
 _size = _number(int, 16, 4096, name="image size from 16 to 4096")
+_fraction = _number(float, 0, 1, low_open=True, name="fraction in (0, 1]")
 INPUT_TYPES = {  # argparse types of the InputOptions fields (others are strings)
     "slice": int,
     "acceleration": _number(float, 1, 64, name="number from 1 to 64"),
@@ -104,6 +105,7 @@ def _reconstruct_parser(sub):
     from .methods import METHODS, SGDIPConfig
     from .methods.common import DIPBaseConfig
     from .networks import NETWORKS
+    from .reconstruct import WARM_START
 
     p = sub.add_parser(
         "reconstruct",
@@ -141,6 +143,11 @@ def _reconstruct_parser(sub):
       "[sgdip]); command-line options override it (default: none)")  # fmt: skip
     s = p.add_argument_group("several slices, devices and machines").add_argument
     s("--batch", type=_count, default=1, help="slices per compiled step of DIP methods, over this process's devices")
+    s("--warm-start", type=_fraction, nargs="?", const=WARM_START, default=0.0, metavar="FRACTION",
+      help="volumes: start each slice from its neighbour's final weights, from the centre slice outwards, and "
+      f"run FRACTION of the iterations, then more while self-validation's error still falls (FRACTION "
+      f"{WARM_START} when not given; needs a method with self-validation, e.g. sgdip, and --batch 1; "
+      "default: every slice from scratch)")  # fmt: skip
     s("--coordinator", type=_address, metavar="HOST:PORT", help="multi-machine run: address of process 0 for "
       "jax.distributed; each process takes its share of --slices (default: one process)")  # fmt: skip
     s("--num-processes", type=_count, help="multi-machine run: processes (default: from the cluster environment)")
@@ -284,6 +291,7 @@ def cmd_reconstruct(args) -> int:
         out_path=out_path,
         reference=args.reference,
         batch=args.batch,
+        warm_start=args.warm_start,
         cluster=cluster,
         force=args.force,
         peer_timeout=args.peer_timeout,

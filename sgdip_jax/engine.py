@@ -4,6 +4,7 @@ A method supplies a loss function
 
     loss_fn(params, net_state, z, key, data) -> (loss, aux),
     aux = {"image": x (H, W, C) real channels, "net_state": new mutable variables, "terms": {name: scalar}}
+          (optionally "spread": the variance of x's entries across the step's noise draws)
 
 where ``net_state`` holds the network's non-trainable variables (e.g. ``{"batch_stats": ...}``),
 ``z`` the network input, ``key`` the step's random key and ``data`` any arrays the loss needs
@@ -17,7 +18,13 @@ debiased exponential moving average of the estimates (as Adam's moment estimates
     ema_t = sum_{i<=t} (1 - beta) beta^(t-i) x_i / (1 - beta^(t+1))
           = ema_{t-1} + w_t (x_t - ema_{t-1}),   w_t = (1 - beta) / (1 - beta^(t+1))   (ema_0 = x_0),
 
-so the random initial outputs fade as fast as any later iterate, then the ES-WMV
+so the random initial outputs fade as fast as any later iterate, and the spread of the outputs
+under the same weights, the variance of the mixture of the steps' draws,
+
+    v_t = (1 - w_t) (v_{t-1} + w_t (x_t - ema_{t-1})^2) + w_t s_t      (v_0 = s_0),
+
+where ``s_t`` is the variance across the step's own noise draws (``aux["spread"]``, 0 when the loss
+gives none): ``sqrt(v)`` is the per-pixel uncertainty of the EMA image; then the ES-WMV
 statistic (:mod:`sgdip_jax.early_stopping`) and, when a target is given, PSNR (and every
 ``ssim_every`` steps SSIM) of the EMA image. ``lax.scan`` runs ``chunk`` steps per call, so the host
 is touched once per chunk (progress bar, history, early-stopping check, callback). The chunk
@@ -68,16 +75,20 @@ from .early_stopping import ESConfig, ESState, es_init, es_update
 
 @struct.dataclass
 class Selection:
-    """The EMA ``image`` with the smallest validation error ``value`` so far, and its ``step`` (-1: none)."""
+    """The EMA ``image`` with the smallest validation error ``value`` so far, its ``step`` (-1: none)
+    and its spread ``var`` (:class:`TrainState`)."""
 
     value: jnp.ndarray
     step: jnp.ndarray
     image: jnp.ndarray
+    var: jnp.ndarray
 
 
 @struct.dataclass
 class TrainState:
-    """Everything that changes during a run; a pytree donated to each compiled chunk."""
+    """Everything that changes during a run; a pytree donated to each compiled chunk. ``ema_var``:
+    the per-entry variance of the network's outputs under the moving average's weights (module
+    docstring)."""
 
     params: Any
     net_state: Any
@@ -86,6 +97,7 @@ class TrainState:
     z_opt_state: Any
     image: jnp.ndarray
     ema: jnp.ndarray
+    ema_var: jnp.ndarray
     step: jnp.ndarray
     es: ESState | None
     select: Selection | None = None
@@ -186,8 +198,12 @@ def _make_step(loss_fn, optimizer, z_optimizer, ema_decay, es_config, metric_ima
             z = optax.apply_updates(z, z_updates)
 
         image = aux["image"].astype(jnp.float32)
-        weight = (1.0 - ema_decay) / (1.0 - jnp.asarray(ema_decay, jnp.float32) ** (t + 1).astype(jnp.float32))
-        ema = state.ema + weight * (image - state.ema)
+        beta = jnp.asarray(ema_decay, jnp.float32)
+        weight = (1.0 - beta) / (1.0 - beta ** (t + 1).astype(jnp.float32))  # exactly 1 at t = 0
+        delta = image - state.ema
+        ema = state.ema + weight * delta
+        spread = aux.get("spread", 0.0)
+        ema_var = (1.0 - weight) * (state.ema_var + weight * delta**2) + weight * spread
         metrics = {"loss": loss, **aux["terms"]}
         es = state.es
         if es is not None:
@@ -200,6 +216,7 @@ def _make_step(loss_fn, optimizer, z_optimizer, ema_decay, es_config, metric_ima
                 jnp.where(better, value, select.value),
                 jnp.where(better, t, select.step),
                 jnp.where(better, ema, select.image),
+                jnp.where(better, ema_var, select.var),
             )
         if target is not None:
             from . import metrics as M
@@ -212,7 +229,7 @@ def _make_step(loss_fn, optimizer, z_optimizer, ema_decay, es_config, metric_ima
                     lambda: M.ssim(shown, ref=target).astype(jnp.float32),
                     lambda: jnp.float32(jnp.nan),
                 )
-        new = TrainState(params, aux["net_state"], z, opt_state, z_opt_state, image, ema, t + 1, es, select)
+        new = TrainState(params, aux["net_state"], z, opt_state, z_opt_state, image, ema, ema_var, t + 1, es, select)
         return new, {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
 
     return step
@@ -298,11 +315,23 @@ def resolve_loop(loop: str) -> str:
 
 
 def init_state(
-    loss_fn, params, net_state, z, key, data, optimizer, z_optimizer=None, early_stopping=None, validate=False
+    loss_fn,
+    params,
+    net_state,
+    z,
+    key,
+    data,
+    opt_state=None,
+    *,
+    optimizer,
+    z_optimizer=None,
+    early_stopping=None,
+    validate=False,
 ):
     """Initial :class:`TrainState` (copies of the caller's arrays, since each chunk donates its state);
-    image shapes come from ``jax.eval_shape`` of ``loss_fn``; ``validate``: keep a :class:`Selection`."""
-    params, net_state, z = jax.tree.map(jnp.array, (params, net_state, z))
+    image shapes come from ``jax.eval_shape`` of ``loss_fn``; ``opt_state``: the weights' optimiser
+    state to start from (``None``: ``optimizer.init(params)``); ``validate``: keep a :class:`Selection`."""
+    params, net_state, z, opt_state = jax.tree.map(jnp.array, (params, net_state, z, opt_state))
     _, aux = jax.eval_shape(loss_fn, params, net_state, z, key, data)
     shape = aux["image"].shape
     es = es_init(early_stopping, shape) if early_stopping is not None and early_stopping.enabled else None
@@ -310,13 +339,16 @@ def init_state(
         params=params,
         net_state=net_state,
         z=z,
-        opt_state=optimizer.init(params),
+        opt_state=optimizer.init(params) if opt_state is None else opt_state,
         z_opt_state=None if z_optimizer is None else z_optimizer.init(z),
         image=jnp.zeros(shape, jnp.float32),
         ema=jnp.zeros(shape, jnp.float32),
+        ema_var=jnp.zeros(shape, jnp.float32),
         step=jnp.zeros((), jnp.int32),
         es=es,
-        select=Selection(jnp.float32(jnp.inf), jnp.int32(-1), jnp.zeros(shape, jnp.float32)) if validate else None,
+        select=Selection(jnp.float32(jnp.inf), jnp.int32(-1), *2 * [jnp.zeros(shape, jnp.float32)])
+        if validate
+        else None,
     )
 
 
@@ -356,6 +388,7 @@ def run(
     batched: bool = False,
     sharding: jax.sharding.Sharding | None = None,
     state: TrainState | None = None,
+    opt_state=None,
 ) -> RunOutput:
     """Optimise ``config.loss_fn`` for ``config.iterations`` steps from ``(params, net_state, z)``
     (the names below are the fields of :class:`EngineConfig`).
@@ -382,7 +415,9 @@ def run(
     :meth:`RunOutput.unbatch` splits the output per problem.
 
     ``state``: continue the run that ended in this state (``params``, ``net_state`` and ``z`` are then
-    ignored) for ``iterations`` more steps; the history holds the new steps only.
+    ignored) for ``iterations`` more steps; the history holds the new steps only. ``opt_state``: the
+    weights' optimiser state to start from instead of ``optimizer.init(params)`` (a warm start from
+    another run's end).
     """
     loss_fn, optimizer, z_optimizer = config.loss_fn, config.optimizer, config.z_optimizer
     iterations, ema, early_stopping = config.iterations, config.ema, config.early_stopping
@@ -399,7 +434,9 @@ def run(
     _, length = chunk_plan(iterations, config.chunk)
     t0 = time.perf_counter()
     if sharding is not None:
-        params, net_state, z, key, data, target = jax.device_put((params, net_state, z, key, data, target), sharding)
+        params, net_state, z, key, data, target, opt_state = jax.device_put(
+            (params, net_state, z, key, data, target, opt_state), sharding
+        )
     init = functools.partial(
         init_state,
         loss_fn,
@@ -409,7 +446,7 @@ def run(
         validate=config.validate is not None,
     )
     if state is None:
-        state = (jax.jit(jax.vmap(init)) if batched else init)(params, net_state, z, key, data)
+        state = (jax.jit(jax.vmap(init)) if batched else init)(params, net_state, z, key, data, opt_state)
     if sharding is not None:
         state = jax.device_put(state, sharding)
     step = _make_step(loss_fn, optimizer, z_optimizer, ema, early_stopping, metric_image, ssim_every, config.validate)

@@ -38,6 +38,7 @@ def comparison_figure(
     metrics: Mapping[str, Mapping[str, float]] | None = None,
     title: str | None = None,
     mask: np.ndarray | None = None,
+    uncertainty: Mapping[str, np.ndarray] | None = None,
 ) -> bytes:
     """PNG of ``[reference] + images`` in one row and, when a reference exists, their error maps below.
 
@@ -46,12 +47,14 @@ def comparison_figure(
     Grey images share one window ``[0, max|reference|]`` and the error maps another, each with its
     colour bar. ``mask`` (the sampling mask, ``(H, W)`` or a line mask ``(1, W)``) is drawn under the
     reference. Colour images ``(H, W, 3)`` are shown in colour, clipped to ``[0, 1]`` with error maps
-    averaged over channels.
+    averaged over channels. ``uncertainty`` (label -> per-pixel standard deviation, e.g.
+    :attr:`~sgdip_jax.methods.Result.uncertainty`) adds a last row, with its own colour bar.
     """
     shown = {label: display_image(x) for label, x in images.items()}
     ref = None if reference is None else display_image(reference)
     columns = ([("reference", ref)] if ref is not None else []) + list(shown.items())
-    rows = 2 if ref is not None else 1
+    spreads = {k: (np.mean(v, axis=-1) if np.ndim(v) == 3 else np.asarray(v)) for k, v in (uncertainty or {}).items()}
+    rows = (2 if ref is not None else 1) + bool(spreads)
     scale = ref if ref is not None else next(iter(shown.values()))
     vmax = float(np.max(scale)) if scale.size and np.max(scale) > 0 else 1.0
     err_max = None
@@ -60,6 +63,7 @@ def comparison_figure(
         errors = {k: (e.mean(axis=-1) if e.ndim == 3 else e) for k, e in errors.items()}
         err_max = max(float(np.max(e)) for e in errors.values()) or 1.0
 
+    spread_max = max((float(np.max(v)) for v in spreads.values()), default=0.0) or 1.0
     fig = Figure(
         figsize=(2.6 * len(columns) + 0.6, 2.8 * rows + (0.4 if title else 0.0)), dpi=100, layout="constrained"
     )
@@ -76,7 +80,7 @@ def comparison_figure(
         if m.get("psnr") is not None:
             parts.append(f"{m['psnr']:.2f} dB" + (f", SSIM {m['ssim']:.3f}" if m.get("ssim") is not None else ""))
         ax.set_title("\n".join(parts), fontsize=9)
-        if rows == 2:
+        if ref is not None:
             bottom = axes[1, j]
             if label != "reference":
                 im = bottom.imshow(errors[label], cmap="inferno", vmin=0.0, vmax=err_max)
@@ -87,10 +91,19 @@ def comparison_figure(
                 bottom.set_title(f"sampling mask ({m.mean():.0%} sampled)", fontsize=8)
             else:
                 bottom.axis("off")
+        if spreads:
+            ax = axes[-1, j]
+            if label in spreads:
+                spread = ax.imshow(spreads[label], cmap="viridis", vmin=0.0, vmax=spread_max)
+                ax.set_title(f"{label}: uncertainty (std)", fontsize=8)
+            else:
+                ax.axis("off")
     if grey is not None:
         fig.colorbar(grey, ax=list(axes[0, :]), shrink=0.8, label=f"magnitude, window [0, {vmax:.3g}]")
-    if rows == 2:
+    if ref is not None:
         fig.colorbar(im, ax=list(axes[1, 1:]), shrink=0.8, label="|error|")
+    if spreads:
+        fig.colorbar(spread, ax=list(axes[-1, :]), shrink=0.8, label="standard deviation")
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])

@@ -54,7 +54,8 @@ def file_identity(path: str | os.PathLike) -> dict[str, Any]:
 
 
 class SliceStore:
-    """Finished slices of one volume run, ``slice_NNNN.bin`` each, in a directory.
+    """Finished slices of one volume run, ``slice_NNNN.bin`` each (and ``slice_NNNN.warm``, the weights
+    a warm-started neighbour starts from), in a directory.
 
     ``fingerprint`` (JSON-able: the input file's identity and content hash, options, method config)
     is written to ``run.json`` when the store is created. Reopening a store that holds finished
@@ -73,7 +74,7 @@ class SliceStore:
                     f"{self.path}: holds {len(self.done())} finished slices of a run with another input or other "
                     f"settings (see its run.json); rerun that command to resume it, or pass --force to discard them"
                 )
-            for stale in self.path.glob("slice_*.bin"):
+            for stale in self.path.glob("slice_*"):
                 stale.unlink()
         atomic_write(record, lambda f: f.write(text.encode()))
         self.key = hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -106,6 +107,19 @@ class SliceStore:
 
     def load(self, index: int) -> bytes:
         return self._file(index).read_bytes()
+
+    def save_warm(self, index: int, start) -> None:
+        """Keep the :class:`~sgdip_jax.methods.common.WarmStart` of slice ``index`` (its neighbours start from it)."""
+        atomic_write(self._file(index).with_suffix(".warm"), lambda f: f.write(start.to_bytes()))
+
+    def load_warm(self, index: int):
+        """The :class:`~sgdip_jax.methods.common.WarmStart` of slice ``index``, ``None`` if missing or damaged."""
+        from .methods.common import WarmStart
+
+        try:
+            return WarmStart.from_bytes(self._file(index).with_suffix(".warm").read_bytes())
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
 
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)

@@ -27,6 +27,9 @@ from .outcomes import Outcome, check_finite, outcome_from_bytes, outcome_to_byte
 
 log = logging.getLogger("sgdip")
 
+WARM_START = 0.2
+"""A warm-started slice's first block, as a fraction of the iterations (``--warm-start`` without a value)."""
+
 
 def evaluate_problem(problem, image):
     """Metrics of ``image`` against ``problem.reference`` (centre-cropped to ``problem.crop``), or ``None``."""
@@ -119,13 +122,17 @@ def reconstruct_batch(
     devices=None,
     progress=True,
     interrupt=None,
+    warm=None,
+    warm_steps: int = 0,
 ) -> list[Outcome]:
     """:func:`reconstruct_problem` for each of ``problems`` with the same method, config and seed.
 
     DIP methods run all problems in one compiled, ``vmap``-ed step (sharded over ``devices`` when
     given; see :func:`sgdip_jax.methods.common.run_dip_batch`); classical methods run one after another.
     ``config``: the method's config instance, a (nested) dict of its fields, or ``None`` (defaults).
-    ``prior_images``: one reference image per problem (``ref-dip``).
+    ``prior_images``: one reference image per problem (``ref-dip``). ``warm`` / ``warm_steps``: DIP
+    methods only, start each problem from a :class:`~sgdip_jax.methods.common.WarmStart`
+    (:func:`~sgdip_jax.methods.common.run_dip_batch`).
     """
     from .methods import as_config, get_method
     from .methods.common import run_dip_batch
@@ -133,6 +140,8 @@ def reconstruct_batch(
     config = as_config(method, config)
     priors = [None] * len(problems) if prior_images is None else list(prior_images)
     spec = get_method(method)
+    if warm is not None and not spec.is_dip:
+        raise ValueError(f"{method}: only the DIP methods start from another run's weights (warm start)")
     if not spec.is_dip:
         return [
             reconstruct_problem(p, method, config, seed, prior_image=r, progress=progress, interrupt=interrupt)
@@ -152,6 +161,8 @@ def reconstruct_batch(
         devices=devices,
         progress=progress,
         callback=callback,
+        warm=warm,
+        warm_steps=warm_steps,
     )
     interrupted = bool(interrupt is not None and interrupt.requested)
     return [_outcome(p, config, r, zf, interrupted) for p, r, zf in zip(problems, results, zero_filled)]
@@ -196,9 +207,17 @@ def reconstruct_volume(
     peer_timeout: float = 120.0,
     progress: bool = True,
     interrupt=None,
+    warm_start: float = 0.0,
 ) -> list[Outcome]:
     """Reconstruct slices ``indices`` of the fastMRI file ``path`` (:class:`~sgdip_jax.inputs.InputOptions`
     ``options``), ``batch`` slices per compiled step over the local devices, resumably.
+
+    ``warm_start > 0`` (DIP methods with self-validation, ``batch = 1``): each process takes its
+    slices from the centre of its share outwards (:func:`centre_out`); the centre slice starts cold,
+    every other one from the final weights of its neighbour towards the centre
+    (:class:`~sgdip_jax.methods.common.WarmStart`, kept in the store so that a resumed run starts
+    from them too) and runs ``warm_start * iterations`` steps, then more while its self-validation
+    error still falls (:func:`~sgdip_jax.methods.common.run_dip_batch`).
 
     With several ``jax.distributed`` processes each takes a contiguous share of ``indices``.
     Finished slices go to ``OUT.partial`` next to ``out_path`` (one file each, checked against
@@ -231,17 +250,24 @@ def reconstruct_volume(
     todo = [i for i in mine if i not in store.done()]
     if len(todo) < len(mine):
         log.info("resuming: %d of %d slices already done in %s", len(mine) - len(todo), len(mine), store.path)
+    warm_steps = _warm_steps(method, config, batch, warm_start)
+    if warm_steps:
+        plan = [([i], parent) for i, parent in centre_out(mine) if i in todo]
+    else:
+        plan = [(todo[s : s + batch], None) for s in range(0, len(todo), batch)]
     devices = jax.local_devices() if jax.local_device_count() > 1 else None
     outcomes: list[Outcome] = []
     with exchange:
         for index in mine:
             if several and index not in todo:
                 exchange.publish(index, store.load(index))
-        for start in range(0, len(todo), batch):
-            block = todo[start : start + batch]
+        for block, parent in plan:
             problems = list(fastmri_problems(path, options, block))
             for problem in problems:
                 log_start(path, problem, method)
+            warm = None if parent is None else store.load_warm(parent)
+            if parent is not None and warm is None:
+                log.warning("slice %d: the weights of slice %d are not stored; it starts cold", block[0], parent)
             done = reconstruct_batch(
                 problems,
                 method,
@@ -251,6 +277,8 @@ def reconstruct_volume(
                 devices=devices,
                 progress=progress,
                 interrupt=interrupt,
+                warm=None if warm is None else [warm],
+                warm_steps=warm_steps,
             )
             if interrupt is not None and interrupt.requested:
                 log.warning(
@@ -262,6 +290,8 @@ def reconstruct_volume(
                 return []
             for index, outcome in zip(block, done):
                 blob = outcome_to_bytes(outcome)
+                if warm_steps:
+                    store.save_warm(index, outcome.result.warm_start)
                 store.save(index, blob)
                 if several:
                     exchange.publish(index, blob)
@@ -280,6 +310,37 @@ def reconstruct_volume(
     return outcomes
 
 
+def centre_out(indices: Sequence[int]) -> list[tuple[int, int | None]]:
+    """``(index, neighbour)`` for ``indices`` (in volume order) from the centre outwards: the centre
+    (no neighbour), the ones after it, then the ones before it backwards; each with the neighbour
+    towards the centre that it starts from, which comes earlier in the list."""
+    c = len(indices) // 2
+    after = [(indices[i], indices[i - 1]) for i in range(c + 1, len(indices))]
+    before = [(indices[i], indices[i + 1]) for i in range(c - 1, -1, -1)]
+    return ([(indices[c], None)] if indices else []) + after + before
+
+
+def _warm_steps(method: str, config, batch: int, warm_start: float) -> int:
+    """The first block of a warm-started slice, ``round(warm_start * iterations)`` steps (0: cold starts)."""
+    from .methods import as_config, get_method
+
+    if not warm_start:
+        return 0
+    config = as_config(method, config)
+    if not get_method(method).is_dip or not getattr(config, "holdout", 0):
+        raise ValueError(
+            f"--warm-start: {method} has no self-validation (holdout > 0), the rule that sets how long a "
+            "warm-started slice runs; it is for sgdip (and DIP methods given a holdout)"
+        )
+    if batch != 1:
+        raise ValueError(
+            "--warm-start: the slices of a process run one after another (each from the last); use --batch 1"
+        )
+    if not 0 < warm_start <= 1:
+        raise ValueError(f"--warm-start: a fraction of the iterations in (0, 1], got {warm_start}")
+    return max(1, round(warm_start * config.iterations))
+
+
 def reconstruct_file(
     path,
     method: str,
@@ -289,6 +350,7 @@ def reconstruct_file(
     out_path,
     reference=None,
     batch: int = 1,
+    warm_start: float = 0.0,
     cluster: tuple | None = None,
     force: bool = False,
     peer_timeout: float = 120.0,
@@ -304,7 +366,8 @@ def reconstruct_file(
     ``reference``: the image file of a method that needs a prior image (``ref-dip``). Several
     fastMRI slices, or ``cluster = (coordinator, num_processes, process_id)`` (``jax.distributed``;
     ``None`` entries come from the cluster environment), run as :func:`reconstruct_volume` with
-    ``batch`` slices per compiled step. Returns the outcomes (``[]`` on processes other than 0).
+    ``batch`` slices per compiled step, or warm-started (``warm_start``, see there). Returns the
+    outcomes (``[]`` on processes other than 0).
     """
     from .config import to_dict
     from .inputs import InputOptions, detect_kind, load_problems, load_reference_image, selected_slices
@@ -318,8 +381,11 @@ def reconstruct_file(
     needs_prior = get_method(method).needs_prior
     if needs_prior and not reference:
         raise ValueError(f"method {method} needs a reference image (--reference FILE), the network's input")
+    _warm_steps(method, config, batch, warm_start)  # refused before any work
     resolved = {k: v for k, v in dataclasses.asdict(options).items() if v is not None}
     resolved.update({"method": method, **({"reference": str(reference)} if reference else {}), method: to_dict(config)})
+    if warm_start:
+        resolved["warm_start"] = warm_start
     out_path = Path(out_path)
 
     def prior(problem):
@@ -364,7 +430,10 @@ def reconstruct_file(
                 peer_timeout=peer_timeout,
                 progress=progress,
                 interrupt=interrupt,
+                warm_start=warm_start,
             )
+    if warm_start:
+        log.warning("--warm-start: applies to several slices of a fastMRI file; this input has one")
     outcomes: list[Outcome] = []
     with OutputDir(out_path, force=force) as out:
         for problem in load_problems(path, options):

@@ -24,13 +24,14 @@ def input_label(outcome: Outcome) -> str:
 
 
 def _figure_views(outcome: Outcome, label: str):
-    """``(images, reference)`` for the comparison panel, centre-cropped like the metrics."""
+    """``(images, reference, uncertainty)`` for the comparison panel, centre-cropped like the metrics."""
 
-    problem = outcome.problem
-    images = {input_label(outcome): outcome.zero_filled, label: outcome.image}
-    if problem.crop:
-        images = {k: center_crop(np.asarray(v), problem.crop, axes=(0, 1)) for k, v in images.items()}
-    return images, problem.reference
+    def crop(x):
+        return center_crop(np.asarray(x), outcome.problem.crop, axes=(0, 1)) if outcome.problem.crop else x
+
+    images = {input_label(outcome): crop(outcome.zero_filled), label: crop(outcome.image)}
+    spread = outcome.result.uncertainty
+    return images, outcome.problem.reference, {} if spread is None else {label: crop(spread)}
 
 
 def _mask(outcome: Outcome, shape):
@@ -50,7 +51,7 @@ def write_run_figures(out, prefix: str, outcome: Outcome, label: str, title: str
     ``coils.png`` of one reconstruction under ``prefix``."""
     from .figures import coil_maps_figure, comparison_figure
 
-    images, reference = _figure_views(outcome, label)
+    images, reference, uncertainty = _figure_views(outcome, label)
     metrics = {input_label(outcome): outcome.zero_filled_metrics, label: outcome.metrics}
     panel = comparison_figure(
         images,
@@ -58,6 +59,7 @@ def write_run_figures(out, prefix: str, outcome: Outcome, label: str, title: str
         {k: v for k, v in metrics.items() if v},
         title,
         mask=_mask(outcome, np.shape(outcome.zero_filled)[:2]) if not outcome.problem.crop else None,
+        uncertainty=uncertainty,
     )
     out.write_bytes(f"{prefix}panel.png", panel)
     write_curves(out, prefix, {label: outcome}, {input_label(outcome): outcome.zero_filled_metrics}, title)
@@ -151,7 +153,8 @@ def _stack(outcomes, get):
 
 def write_reconstruction(out, outcomes: list[Outcome], h5_name: str | None, method: str) -> None:
     """The reported image, its magnitude, the moving average, the last iterate, the ES-WMV image (when
-    detected), the zero-filled image, the reference and the coil maps used (``smaps``, MRI): for a
+    detected), the per-pixel ``uncertainty`` (DIP methods, :attr:`~sgdip_jax.methods.Result.uncertainty`),
+    the zero-filled image, the reference and the coil maps used (``smaps``, MRI): for a
     fastMRI input ``h5_name`` (the input file's name, as fastMRI's ``evaluate.py`` looks for it;
     slices stacked; ``reconstruction`` = the centre-cropped magnitude of fastMRI submissions) with
     ``recon.h5`` a link to it, else ``recon.npz``."""
@@ -166,8 +169,9 @@ def write_reconstruction(out, outcomes: list[Outcome], h5_name: str | None, meth
     }
     if np.iscomplexobj(arrays["image"]):
         arrays["magnitude"] = np.abs(arrays["image"])
-    if all(o.result.stop_image is not None for o in outcomes):
-        arrays["stop_image"] = _stack(outcomes, lambda o: o.result.stop_image)
+    for name in ("stop_image", "uncertainty"):
+        if all(getattr(o.result, name) is not None for o in outcomes):
+            arrays[name] = _stack(outcomes, lambda o, name=name: getattr(o.result, name))
     if all(o.problem.reference is not None for o in outcomes):
         arrays["reference"] = _stack(outcomes, lambda o: o.problem.reference)
     if all(o.smaps is not None for o in outcomes):
@@ -257,20 +261,25 @@ def write_outputs(
 
 
 def write_demo(out, outcomes: dict[str, Outcome], configs: dict, reference, describe: str, interrupted: bool) -> None:
-    """The demo's files: ``panel.png`` of every method, ``psnr.png`` / ``loss.png`` of the DIP methods,
+    """The demo's files: ``panel.png`` of every method (with the DIP methods' uncertainty maps),
+    ``psnr.png`` / ``loss.png`` of the DIP methods,
     their ``history_<method>.csv``, ``recon.npz``, ``metrics.json`` and ``config.toml``."""
     from .figures import comparison_figure
     from .methods import METHODS
 
     images = {m: o.image for m, o in outcomes.items()}
     metrics = {m: o.metrics for m, o in outcomes.items()}
-    out.write_bytes("panel.png", comparison_figure(images, reference, metrics, f"demo: {describe}"))
+    spreads = {m: o.result.uncertainty for m, o in outcomes.items() if o.result.uncertainty is not None}
+    panel = comparison_figure(images, reference, metrics, f"demo: {describe}", uncertainty=spreads)
+    out.write_bytes("panel.png", panel)
     dip = {m: o for m, o in outcomes.items() if METHODS[m].is_dip}
     write_curves(out, "", dip, {m: o.metrics for m, o in outcomes.items() if m not in dip}, "shoulder, 4x")
     for m, o in outcomes.items():
         if METHODS[m].is_dip:
             out.write_history(f"history_{m}.csv", o.result.history)
-    out.write_npz("recon.npz", {**{m.replace("-", "_"): o.image for m, o in outcomes.items()}, "reference": reference})
+    arrays = {m.replace("-", "_"): o.image for m, o in outcomes.items()}
+    arrays.update({f"{m.replace('-', '_')}_uncertainty": v for m, v in spreads.items()})
+    out.write_npz("recon.npz", {**arrays, "reference": reference})
     out.write_json(
         "metrics.json",
         {

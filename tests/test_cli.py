@@ -108,6 +108,12 @@ def test_case_every_method(files, tmp_path, method):
         image, ref, zf = z["image"], z["reference"], z["zero_filled"]
         assert image.shape == (32, 32) and np.iscomplexobj(image)
         assert np.allclose(z["magnitude"], np.abs(image))
+        if method in ("dip", "ref-dip"):  # the per-pixel spread of the averaged outputs
+            spread = z["uncertainty"]
+            assert spread.shape == image.shape and np.isrealobj(spread) and np.all(np.isfinite(spread))
+            assert spread.min() >= 0 and spread.max() > 0
+        else:
+            assert "uncertainty" not in z
     # metrics.json holds exactly what the metrics module says of the saved images
     for key, value in evaluate(image, ref=ref).items():
         assert m["metrics"][key] == pytest.approx(value, rel=1e-5, abs=1e-6)

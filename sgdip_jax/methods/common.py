@@ -281,14 +281,46 @@ class Setup:
     seed: int
     operator: Any = None
     held_out: int = 0
+    opt_state: Any = None
 
     def engine_args(self):
-        """``(params, net_state, z, key, data, target)``: what differs between problems of one task."""
-        return self.params, self.net_state, self.z, self.key, self.data, self.target
+        """``(params, net_state, z, key, data, target, opt_state)``: what differs between problems of
+        one task (``opt_state``: ``None`` but for a warm start)."""
+        return self.params, self.net_state, self.z, self.key, self.data, self.target, self.opt_state
 
 
-def setup(task: DIPTask, operator, y, key, target=None) -> Setup:
-    """Build the network, the input and the rescaling of one problem.
+@dataclasses.dataclass(frozen=True)
+class WarmStart:
+    """Where a run ended, to start a neighbouring problem of the same size from (the next slice of a
+    volume): the network's final ``params``, ``net_state`` and optimiser state (``opt_state``, its
+    leaves: the moments go on, so the first steps do not jolt the weights), the data ``scale`` of
+    that run (network units per unit of ``y``, kept so that the weights' outputs keep their meaning)
+    and the settings its self-validation ``chosen`` (the neighbour uses them without pilots)."""
+
+    params: Any
+    net_state: Any
+    opt_state: list
+    scale: float
+    chosen: dict = dataclasses.field(default_factory=dict)
+
+    def to_bytes(self) -> bytes:
+        from flax import serialization
+
+        return serialization.msgpack_serialize(jax.device_get(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> WarmStart:
+        from flax import serialization
+
+        fields = serialization.msgpack_restore(blob)
+        return cls(
+            fields["params"], fields["net_state"], list(fields["opt_state"]), float(fields["scale"]), fields["chosen"]
+        )
+
+
+def setup(task: DIPTask, operator, y, key, target=None, warm: WarmStart | None = None) -> Setup:
+    """Build the network, the input and the rescaling of one problem (``warm``: start from the weights
+    and the data scale of a neighbouring problem's run instead, with its chosen settings).
 
     Weights and input are drawn with a fast ``"rbg"`` key; the per-step key stays threefry, whose
     draws do not change under ``jax.vmap``, so a problem gives the same iterates alone or in a batch.
@@ -317,8 +349,13 @@ def setup(task: DIPTask, operator, y, key, target=None) -> Setup:
     params = variables["params"]
     net_state = {k: v for k, v in variables.items() if k != "params"}
 
-    scale = jnp.float32(1.0)
-    if config.rescale:
+    scale, opt_state = jnp.float32(1.0), None
+    if warm is not None:
+        params, net_state = _like((params, net_state), (warm.params, warm.net_state))
+        fresh = engine_config(task, operator).optimizer.init(params)
+        opt_state = jax.tree.unflatten(jax.tree.structure(fresh), _like(jax.tree.leaves(fresh), warm.opt_state))
+        scale = jnp.float32(warm.scale * unit)
+    elif config.rescale:
         out0, _ = jax.jit(network_forward(module, config.compute_dtype))(params, net_state, z_unit)
         scale = jnp.linalg.norm(out0) / jnp.linalg.norm(fit_op.adjoint(y_fit))
     if in_image_units:
@@ -328,6 +365,8 @@ def setup(task: DIPTask, operator, y, key, target=None) -> Setup:
         data.update(val_operator=held["val_operator"], y_val=held["y_val"] * scale)
     if task.make_data is not None:
         data.update(task.make_data(fit_op, data["y"]))
+    if warm is not None:
+        data.update({k: jnp.full_like(data[k], v) for k, v in warm.chosen.items()})
     return Setup(
         params=params,
         net_state=net_state,
@@ -339,7 +378,18 @@ def setup(task: DIPTask, operator, y, key, target=None) -> Setup:
         seed=seed,
         operator=operator,
         held_out=int(np.count_nonzero(self_validation.measured_locations(held["val_operator"]))) if held else 0,
+        opt_state=opt_state,
     )
+
+
+def _like(fresh, given):
+    """``given`` as arrays, checked to have the structure and shapes of ``fresh``."""
+    given = jax.tree.map(jnp.asarray, given)
+    if jax.tree.structure(fresh) != jax.tree.structure(given) or [np.shape(a) for a in jax.tree.leaves(fresh)] != [
+        np.shape(a) for a in jax.tree.leaves(given)
+    ]:
+        raise ValueError("warm start: the weights are of another network or image size than this problem's")
+    return given
 
 
 def engine_config(task: DIPTask, operator) -> engine.EngineConfig:
@@ -382,12 +432,17 @@ def make_result(task: DIPTask, problem: Setup, out: engine.RunOutput, chosen: di
             x = data_consistency(operator, x, problem.y)
         return np.asarray(jax.device_get(restrict_to_support(operator, x)))
 
+    def spread(var):
+        v = from_channels(var, operator)
+        v = v.real + v.imag if jnp.iscomplexobj(v) else v
+        return np.asarray(jax.device_get(restrict_to_support(operator, jnp.sqrt(jnp.maximum(v, 0)) / scale)))
+
     ema_image = finish(out.state.ema)
     stop_image = None if out.stop_image is None else finish(out.stop_image)
     select, selection = out.state.select, None
-    image = ema_image
+    image, uncertainty = ema_image, spread(out.state.ema_var)
     if select is not None and int(select.step) >= 0:
-        image = finish(select.image)
+        image, uncertainty = finish(select.image), spread(select.var)
         selection = {
             "rule": "self-validation",
             "holdout": config.holdout,
@@ -414,6 +469,14 @@ def make_result(task: DIPTask, problem: Setup, out: engine.RunOutput, chosen: di
         stop_image=stop_image,
         diverged=out.diverged,
         selection=selection,
+        uncertainty=uncertainty,
+        warm_start=WarmStart(
+            out.state.params,
+            out.state.net_state,
+            jax.tree.leaves(out.state.opt_state),
+            float(scale),
+            dict((chosen or {}).get("chosen", {})),
+        ),
     )
 
 
@@ -496,46 +559,74 @@ def one_standard_error_choice(scores, y_val):
     cross-validation). The relative standard error of ``e = ||r_v|| / ||y_v||`` over ``n``
     independent real held-out values is about ``1 / sqrt(2 n)``; ``y_val`` (``[B,] ...``) gives ``n``."""
     scores = np.asarray(scores, np.float64)
-    values = np.asarray(jax.device_get(y_val))
-    per = 2 if np.iscomplexobj(values) else 1
-    n = per * np.count_nonzero(values.reshape(scores.shape[1:] + (-1,)) if scores.ndim > 1 else values.ravel(), axis=-1)
     best = np.min(scores, axis=0)
-    within = scores <= best * (1 + 1 / np.sqrt(2 * np.maximum(n, 1)))
+    within = scores <= best * (1 + relative_standard_error(y_val, scores.shape[1:]))
     return (len(scores) - 1 - np.argmax(within[::-1], axis=0)).astype(int)
 
 
-def _still_improving(out: engine.RunOutput) -> bool:
-    """Whether the smallest validation error of some problem lies in the last tenth of the steps run."""
+def relative_standard_error(y_val, batch_shape: tuple = ()) -> np.ndarray:
+    """``1 / sqrt(2 n)`` per problem: ``n`` the real held-out values in ``y_val`` (``batch_shape + ...``)."""
+    values = np.asarray(jax.device_get(y_val))
+    n = (2 if np.iscomplexobj(values) else 1) * np.count_nonzero(values.reshape(tuple(batch_shape) + (-1,)), axis=-1)
+    return 1 / np.sqrt(2 * np.maximum(n, 1))
+
+
+def _still_improving(out: engine.RunOutput, block: int = 0, y_val=None) -> bool:
+    """Whether the smallest validation error of some problem lies in the last tenth of the steps run
+    or, given ``block``, whether the last ``block`` steps lowered it by more than one standard error
+    (:func:`relative_standard_error` of ``y_val``)."""
+    if block:
+        val = np.asarray(out.history["val"], np.float64)
+        before, recent = np.min(val[:-block], axis=0), np.min(val[-block:], axis=0)
+        return bool(np.any(recent < before * (1 - relative_standard_error(y_val, np.shape(before)))))
     step = np.asarray(jax.device_get(out.state.select.step))
     return bool(np.any(step >= out.iterations - max(1, out.iterations // 10)))
 
 
-def _run_engine(task: DIPTask, operator, engine_args, *, batched: bool = False, **options):
+def _extend(run, config, out, planned: int, steps: int, block: int, key, data, gain: bool = False):
+    """``out`` (a run of ``planned`` steps) continued in blocks of ``block`` steps, ``steps`` in all at
+    most, while self-validation's error still falls at its end (:func:`_still_improving`; ``gain``:
+    by more than one standard error over the last block) and no run was cut short (callback, early
+    stopping, divergence)."""
+    config = dataclasses.replace(config, desc=f"{config.desc} extended")
+    while (
+        steps > 0
+        and out.diverged is None
+        and out.iterations == planned
+        and _still_improving(out, *((min(block, planned - 1), data["y_val"]) if gain else ()))
+    ):
+        n = min(block, steps)
+        out = _continue(run, config, out, n, key, data)
+        planned, steps = planned + n, steps - n
+    return out
+
+
+def _run_engine(task: DIPTask, operator, engine_args, *, batched: bool = False, warm: int = 0, **options):
     """:func:`sgdip_jax.engine.run` of ``task`` on ``engine_args`` (:meth:`Setup.engine_args`, maybe
     stacked) -> ``(output, chosen)``. With candidate settings (:meth:`DIPTask.choices`) they are
     chosen per problem by :func:`_choose` (``chosen``: what was chosen and how; else ``None``) and the
     chosen run goes on to the budget. With self-validation the run is then extended, by
-    ``extend * iterations`` steps at most, in two blocks, while the validation error still falls at its end."""
+    ``extend * iterations`` steps at most, in two blocks, while the validation error still falls at
+    its end. ``warm > 0`` (problems set up from a :class:`WarmStart`, self-validation required): no
+    candidates; ``warm`` steps, then blocks of ``warm`` steps while the last block lowered the
+    validation error by more than one standard error, up to ``iterations``."""
     config = engine_config(task, operator)
-    params, net_state, z, key, data, target = engine_args
+    params, net_state, z, key, data, target, opt_state = engine_args
     run = functools.partial(engine.run, target=target, batched=batched, **options)
-    choices, chosen = task.choices(operator), None
+    allowed = round(task.config.extend * config.iterations) if task.config.holdout else 0
+    choices, chosen = {} if warm else task.choices(operator), None
+    if warm:
+        first = min(warm, config.iterations)
+        out = run(dataclasses.replace(config, iterations=first, desc=f"{task.method} warm-started"),
+                  params, net_state, z, key, data, opt_state=opt_state)  # fmt: skip
+        return _extend(run, config, out, first, config.iterations - first, first, key, data, gain=True), None
     if choices:
         out, data, chosen = _choose(task, config, choices, run, params, net_state, z, key, data)
         if out.iterations == task.pilot < config.iterations:
             out = _continue(run, config, out, config.iterations - out.iterations, key, data)
     else:
         out = run(config, params, net_state, z, key, data)
-    allowed = round(task.config.extend * config.iterations) if task.config.holdout else 0
-    extra, block = allowed, max(1, (allowed + 1) // 2)
-    while extra > 0 and out.diverged is None and out.iterations == config.iterations + allowed - extra:
-        if not _still_improving(out):
-            break
-        out = _continue(
-            run, dataclasses.replace(config, desc=f"{task.method} extended"), out, min(block, extra), key, data
-        )
-        extra -= block
-    return out, chosen
+    return _extend(run, config, out, config.iterations, allowed, max(1, (allowed + 1) // 2), key, data), chosen
 
 
 def run_dip(task: DIPTask, operator, y, key, *, target=None, progress: bool = True, callback=None) -> Result:
@@ -565,6 +656,8 @@ def run_dip_batch(
     devices: Sequence[jax.Device] | None = None,
     progress: bool = True,
     callback=None,
+    warm: Sequence[WarmStart] | None = None,
+    warm_steps: int = 0,
 ) -> list[Result]:
     """Run one DIP method on ``B`` problems in one compiled step; one :class:`Result` per problem.
 
@@ -572,6 +665,9 @@ def run_dip_batch(
     for all; they may differ in how they build their input, e.g. each slice's own reference image).
     ``keys``: a PRNG key or int seed per problem. ``devices``: shard the batch over these devices
     (``None``: no sharding, the default device). ``callback`` is the engine's, on the batched state.
+    ``warm``: a :class:`WarmStart` per problem (each result's :attr:`Result.warm_start` is one), run
+    for ``warm_steps`` steps and then as long as self-validation's error still falls
+    (:func:`_run_engine`; needs ``config.holdout > 0``).
     """
     n = len(tasks)
     if not n or not len(operators) == len(ys) == len(keys) == n or (targets is not None and len(targets) != n):
@@ -581,7 +677,13 @@ def run_dip_batch(
     targets = [None] * n if targets is None else list(targets)
     if len({t is None for t in targets}) != 1:
         raise ValueError("run_dip_batch: give a target for every problem or for none")
-    problems = [setup(t, op, y, k, tg) for t, op, y, k, tg in zip(tasks, operators, ys, keys, targets)]
+    if warm is not None and (len(warm) != n or warm_steps < 1 or not tasks[0].config.holdout):
+        raise ValueError(
+            "run_dip_batch: a warm start needs one WarmStart per problem, warm_steps >= 1 and self-validation "
+            "(holdout > 0), whose error sets each warm-started run's length"
+        )
+    starts = [None] * n if warm is None else list(warm)
+    problems = [setup(*args) for args in zip(tasks, operators, ys, keys, targets, starts)]
     sharding = None
     if devices is not None:
         sharding = engine.slice_sharding(devices)
@@ -597,6 +699,9 @@ def run_dip_batch(
         callback=callback,
         batched=True,
         sharding=sharding,
+        warm=warm_steps if warm is not None else 0,
     )
+    if warm is not None:  # the settings came with the weights
+        chosen = [{"warm_start": warm_steps, **({"chosen": w.chosen} if w.chosen else {})} for w in warm]
     chosen = [None] * n if chosen is None else chosen
     return [make_result(t, p, o, c) for t, p, o, c in zip(tasks, problems, out.unbatch()[:n], chosen)]

@@ -31,6 +31,12 @@ class Result:
     ``selection``: how ``image`` and any ``"auto"`` settings were chosen by self-validation (the
     held-out fraction and count, the chosen iteration and its validation error, the candidates and
     their pilots' errors, the values chosen; :mod:`.self_validation`), ``None`` without it.
+    ``uncertainty``: for DIP methods, the per-pixel standard deviation (in the image's units) of the
+    network outputs averaged into the moving average that ``image`` comes from: across the noise
+    draws of each step and the steps under the average's weights (:mod:`sgdip_jax.engine`), before
+    any data-consistency step; ``None`` for the other methods.
+    ``warm_start``: for DIP methods, where the run ended
+    (:class:`~sgdip_jax.methods.common.WarmStart`), to start a neighbouring problem from; not saved.
     """
 
     method: str
@@ -46,13 +52,15 @@ class Result:
     diverged: int | None = None
     last_iterate: np.ndarray | None = None
     selection: dict[str, Any] | None = None
+    uncertainty: np.ndarray | None = None
+    warm_start: Any = dataclasses.field(default=None, repr=False, compare=False)
 
     def to_arrays(self, prefix: str = "") -> dict[str, np.ndarray]:
         """The images as ``<prefix>image``, ``<prefix>ema_image`` (and ``<prefix>last_iterate``,
-        ``<prefix>stop_image``) and the history as ``history/<name>``: the ``.npz`` layout of
+        ``<prefix>stop_image``, ``<prefix>uncertainty``) and the history as ``history/<name>``: the ``.npz`` layout of
         :meth:`save` and of the CLI's outcomes."""
         arrays = {f"{prefix}image": self.image, f"{prefix}ema_image": self.ema_image}
-        for name in ("last_iterate", "stop_image"):
+        for name in ("last_iterate", "stop_image", "uncertainty"):
             if getattr(self, name) is not None:
                 arrays[f"{prefix}{name}"] = getattr(self, name)
         arrays.update({f"history/{k}": np.asarray(v) for k, v in self.history.items()})
@@ -70,6 +78,7 @@ class Result:
             ema_image=arrays[f"{prefix}ema_image"],
             stop_image=arrays.get(f"{prefix}stop_image"),
             last_iterate=arrays.get(f"{prefix}last_iterate"),
+            uncertainty=arrays.get(f"{prefix}uncertainty"),
             history={k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("history/")},
             **metadata,
         )

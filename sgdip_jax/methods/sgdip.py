@@ -212,15 +212,17 @@ def objective(outs, z, operator, y, config: SGDIPConfig, floor=0.0):
 
 
 def sgdip_loss(forward, config: SGDIPConfig):
-    """``loss_fn(params, net_state, z, key, data)`` for the engine: one batched pass over the draws
-    (``data["floor"]``, from :func:`noise_floor`, when present; else no floor; the noise scale
-    ``data["noise_scale"]`` when present, so that candidates of it share one compiled step)."""
+    """``loss_fn(params, net_state, z, key, data)`` for the engine: one batched pass over the draws,
+    whose variance is the step's ``spread`` (``data["floor"]``, from :func:`noise_floor`, when
+    present; else no floor; the noise scale ``data["noise_scale"]`` when present, so that candidates
+    of it share one compiled step)."""
 
     def loss_fn(params, net_state, z, key, data):
         cfg = resolve_auto(config, data["operator"])
         outs, net_state = forward(params, net_state, z + draw_noise(key, z, cfg, data.get("noise_scale")))
         loss, x_hat, terms = objective(outs, z, data["operator"], data["y"], cfg, data.get("floor", 0.0))
-        return loss, {"image": x_hat, "net_state": net_state, "terms": terms}
+        spread = jnp.var(outs, axis=0, ddof=1) if cfg.draws > 1 else 0.0
+        return loss, {"image": x_hat, "net_state": net_state, "terms": terms, "spread": spread}
 
     return loss_fn
 
