@@ -149,7 +149,9 @@ def test_uncertainty_is_zero_where_every_draw_agrees_and_positive_where_they_dif
 
         return loss_fn
 
-    config = dataclasses.replace(DIPBaseConfig(), network=NetworkConfig("unet1", base=4), iterations=200, ema=0.9, rescale=False)
+    config = dataclasses.replace(
+        DIPBaseConfig(), network=NetworkConfig("unet1", base=4), iterations=200, ema=0.9, rescale=False
+    )
     result = run_dip(DIPTask("toy", config, make_input, make_loss), op, y, 0, progress=False)
     spread = result.uncertainty
     assert spread.shape == tuple(op.image_shape) and np.isrealobj(spread) and np.all(np.isfinite(spread))
