@@ -346,7 +346,9 @@ def init_state(
         ema_var=jnp.zeros(shape, jnp.float32),
         step=jnp.zeros((), jnp.int32),
         es=es,
-        select=Selection(jnp.float32(jnp.inf), jnp.int32(-1), *2 * [jnp.zeros(shape, jnp.float32)])
+        select=Selection(
+            jnp.float32(jnp.inf), jnp.int32(-1), jnp.zeros(shape, jnp.float32), jnp.zeros(shape, jnp.float32)
+        )
         if validate
         else None,
     )

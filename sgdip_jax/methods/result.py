@@ -32,9 +32,10 @@ class Result:
     held-out fraction and count, the chosen iteration and its validation error, the candidates and
     their pilots' errors, the values chosen; :mod:`.self_validation`), ``None`` without it.
     ``uncertainty``: for DIP methods, the per-pixel standard deviation (in the image's units) of the
-    network outputs averaged into the moving average that ``image`` comes from: across the noise
-    draws of each step and the steps under the average's weights (:mod:`sgdip_jax.engine`), before
-    any data-consistency step; ``None`` for the other methods.
+    network outputs averaged into the moving average (the one self-validation selected, else the
+    final one): across the noise draws of each step and the steps under the average's weights
+    (:mod:`sgdip_jax.engine`), before any data-consistency step; ``None`` for the other methods.
+    How well it predicts the error: ``benchmarks/RESULTS.md``.
     ``warm_start``: for DIP methods, where the run ended
     (:class:`~sgdip_jax.methods.common.WarmStart`), to start a neighbouring problem from; not saved.
     """
