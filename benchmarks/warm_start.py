@@ -37,7 +37,7 @@ except ImportError:  # pragma: no cover
 MODES = {"cold": 0.0, "warm": None}  # None: the --warm-start fraction
 
 
-def write_volume(path: Path, size: int, slices: int, snr_db: float, seed: int = 0) -> list[int]:
+def write_volume(path: Path, size: int, slices: int, snr_db: float, split: str = "test", seed: int = 0) -> list[int]:
     """The simulated fastMRI file of the module docstring; the template's slice indices."""
     import jax
     import jax.numpy as jnp
@@ -50,9 +50,9 @@ def write_volume(path: Path, size: int, slices: int, snr_db: float, seed: int = 
     from sgdip_jax.operators.fft import fft2c
 
     volume = read_volume()
-    slab = split_indices(usable_slices(volume, "axial"), "test")
+    slab = split_indices(usable_slices(volume, "axial"), split)
     if slices > len(slab):
-        raise ValueError(f"--slices: the test slab has {len(slab)} slices, asked for {slices}")
+        raise ValueError(f"--slices: the {split} slab has {len(slab)} slices, asked for {slices}")
     start = (len(slab) - slices) // 2
     indices = [int(i) for i in slab[start : start + slices]]
     smaps = birdcage_maps(8, (size, size))
@@ -167,6 +167,8 @@ def main(argv=None):
     parser.add_argument("--slices", type=int, default=16)
     parser.add_argument("--snrs", type=float, nargs="+", default=[30.0, 20.0])
     parser.add_argument("--fraction", type=float, default=None, help="--warm-start FRACTION (default: the CLI's)")
+    parser.add_argument("--split", choices=("test", "val"), default="test", help="the template slab of the volume")
+    parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
     parser.add_argument("--base", type=int, default=16, help="U-Net width (the demo's)")
     parser.add_argument("--iters", type=int, default=None, help="iterations (default: sgdip's)")
     parser.add_argument("--out", type=Path, required=True)
@@ -179,13 +181,13 @@ def main(argv=None):
     rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
     if not args.table:
         for snr in args.snrs:
-            volume = args.out / f"mni_axial_{args.size}px_{snr:g}dB.h5"
-            indices = write_volume(volume, args.size, args.slices, snr)
-            for mode, fraction in MODES.items():
-                fraction = (args.fraction or WARM_START) if fraction is None else fraction
+            volume = args.out / f"mni_axial_{args.split}_{args.size}px_{snr:g}dB.h5"
+            indices = write_volume(volume, args.size, args.slices, snr, args.split)
+            for mode in args.modes:
+                fraction = args.fraction or WARM_START if MODES[mode] is None else MODES[mode]
                 if any(r["snr_db"] == snr and r["mode"] == mode and r["size"] == args.size for r in rows):
                     continue
-                row = {"snr_db": snr, "size": args.size, "template_slices": indices}
+                row = {"snr_db": snr, "size": args.size, "split": args.split, "template_slices": indices}
                 row |= run_volume(volume, mode, fraction, args.base, args.out / f"{mode}_{snr:g}dB", args.iters)
                 rows.append(row)
                 with path.open("a") as f:
