@@ -27,8 +27,9 @@ from .outcomes import Outcome, check_finite, outcome_from_bytes, outcome_to_byte
 
 log = logging.getLogger("sgdip")
 
-WARM_START = 0.2
-"""A warm-started slice's first block, as a fraction of the iterations (``--warm-start`` without a value)."""
+WARM_START = 0.1
+"""A warm-started slice's first block, as a fraction of the iterations (``--warm-start`` without a
+value), chosen on a validation volume (``benchmarks/RESULTS.md``)."""
 
 
 def evaluate_problem(problem, image):
