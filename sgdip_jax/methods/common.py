@@ -440,9 +440,11 @@ def make_result(task: DIPTask, problem: Setup, out: engine.RunOutput, chosen: di
     ema_image = finish(out.state.ema)
     stop_image = None if out.stop_image is None else finish(out.stop_image)
     select, selection = out.state.select, None
-    image, uncertainty = ema_image, spread(out.state.ema_var)
-    if select is not None and int(select.step) >= 0:
-        image, uncertainty = finish(select.image), spread(select.var)
+    selected = select is not None and int(select.step) >= 0
+    uncertainty = spread(select.var if selected else out.state.ema_var)
+    image = ema_image
+    if selected:
+        image = finish(select.image)
         selection = {
             "rule": "self-validation",
             "holdout": config.holdout,
