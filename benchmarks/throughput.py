@@ -18,6 +18,14 @@ the steps of a default run of ``--iterations`` iterations (default: the method's
 ``steps = iterations``), then the chosen one to the budget (its extension by self-validation, at
 most ``extend * iterations`` more steps while the held-out error still falls, not counted), and
 the ratio to the first batch size measured in the same run.
+Volumes per hour of a ``--volume S``-slice volume at the batch-1 costs (every slice paying the fixed
+cost, as above), every slice from scratch against ``--warm-start`` (the centre slice a default run,
+each other slice ``--warm-steps`` steps from its neighbour's weights):
+
+    volumes/hour = 3600 / (S fixed + per_iteration (steps + (S - 1) warm_steps)),
+
+``warm_steps`` (default the least a warm slice runs, the fraction of ``--iterations``; the measured
+counts per slice are in ``warm_start.py``'s table) replacing ``steps`` for the cold volume.
 ``--devices D ...`` repeats the largest batch in subprocesses with ``D`` devices
 (``XLA_FLAGS=--xla_force_host_platform_device_count=D`` on CPU: host devices share the machine's
 cores, so this measures the sharding overhead, not a speed-up).
@@ -103,6 +111,19 @@ def measure(args, problems: list) -> dict:
     }
 
 
+def volume_row(row: dict, slices: int, warm_steps: int) -> dict:
+    """Volumes/hour of a ``slices``-slice volume, cold and warm-started, at ``row``'s costs (module docstring)."""
+    cold = slices * (row["fixed_s"] + row["per_iteration_s"] * row["run_steps"])
+    warm = cold - (slices - 1) * row["per_iteration_s"] * (row["run_steps"] - warm_steps)
+    return {
+        "slices": slices,
+        "warm_steps": warm_steps,
+        "volumes_per_hour_cold": 3600 / cold,
+        "volumes_per_hour_warm": 3600 / warm,
+        "time_ratio": warm / cold,
+    }
+
+
 def table(rows, key) -> str:
     base = rows[0]["slices_per_hour"]
     lines = [
@@ -174,6 +195,19 @@ def main(argv=None) -> int:
         default=[1, 2, 4],
         help="device counts for the largest batch (forced host devices on CPU; none: skip)",
     )
+    parser.add_argument("--volume", type=int, default=16, help="slices of the volume of the volumes/hour rows")
+    parser.add_argument(
+        "--warm-start",
+        type=float,
+        default=None,
+        help="fraction of --iterations a warm-started slice runs at least (default: the command's --warm-start)",
+    )
+    parser.add_argument(
+        "--warm-steps",
+        type=int,
+        default=None,
+        help="steps per warm-started slice (default: the least, --warm-start x --iterations)",
+    )
     parser.add_argument("--out", default=None, help="write the rows as JSON to this file")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -182,6 +216,10 @@ def main(argv=None) -> int:
             setattr(args, key, value)
     if args.chunks < 2:
         parser.error(f"--chunks {args.chunks}: at least 2 (each engine run's first chunk holds its start-up)")
+    if args.volume < 1 or (args.warm_steps is not None and args.warm_steps < 1):
+        parser.error(f"--volume {args.volume}, --warm-steps {args.warm_steps}: at least 1")
+    if args.warm_start is not None and not 0 < args.warm_start <= 1:
+        parser.error(f"--warm-start {args.warm_start}: a fraction in (0, 1]")
     if args.iterations is None:
         from sgdip_jax.methods import method_config
 
@@ -213,6 +251,20 @@ def main(argv=None) -> int:
         rows["batch_sizes"].append(measure(args, problems[:b]))
         save()
     print(table(rows["batch_sizes"], "batch"))
+    single = [r for r in rows["batch_sizes"] if r["batch"] == 1]
+    if single:
+        if args.warm_start is None:
+            from sgdip_jax.reconstruct import WARM_START
+
+            args.warm_start = WARM_START
+        warm_steps = args.warm_steps or math.ceil(args.warm_start * args.iterations)
+        v = rows["volume"] = volume_row(single[0], args.volume, warm_steps)
+        save()
+        print(
+            f"\n{args.volume}-slice volume at batch 1: {v['volumes_per_hour_cold']:.2f} volumes/hour from scratch, "
+            f"{v['volumes_per_hour_warm']:.2f} warm-started ({warm_steps} steps per warm slice; time ratio "
+            f"{v['time_ratio']:.2f})"
+        )
     if args.devices:
         rows["device_counts"] = device_rows(args)
         save()

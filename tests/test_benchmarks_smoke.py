@@ -21,6 +21,7 @@ from sgdip_jax.config import NetworkConfig
 from sgdip_jax.data import sample_mri
 from sgdip_jax.inputs import problem_from_case
 from sgdip_jax.methods import SGDIPConfig, method_config, sgdip_task
+from sgdip_jax.reconstruct import WARM_START
 
 ROOT = Path(__file__).resolve().parent.parent
 QUALITY = ROOT / "benchmarks" / "quality.py"
@@ -66,6 +67,7 @@ def zero_filled_numpy(y, smaps):
     return np.sum(np.conj(smaps) * coil_images, axis=0)
 
 
+@pytest.mark.xla_optimized
 @pytest.mark.slow
 def test_quality_quick(tmp_path, cache):
     out = tmp_path / "quality"
@@ -283,6 +285,13 @@ def test_gpu_suite_dry_run_runs_every_part_and_reads_the_targets(tmp_path):
         assert r["per_iteration_s"] > 0 and r["fixed_s"] >= 0 and r["run_steps"] == steps
         expected = 3600 * r["batch"] / (r["fixed_s"] + steps * r["per_iteration_s"])
         assert r["slices_per_hour"] == pytest.approx(expected, rel=1e-9)
+    # a 16-slice volume: 16 default runs from scratch, or one and 15 warm-started slices of 0.1 x 1000 steps
+    volume, (single,) = parts["throughput"]["rows"]["volume"], batches[:1]
+    fixed, per_it = single["fixed_s"], single["per_iteration_s"]
+    assert (volume["slices"], volume["warm_steps"]) == (16, math.ceil(WARM_START * defaults.iterations))
+    assert volume["volumes_per_hour_cold"] == pytest.approx(3600 / (16 * (fixed + steps * per_it)), rel=1e-9)
+    warm_volume_s = 16 * fixed + per_it * (steps + 15 * volume["warm_steps"])
+    assert volume["volumes_per_hour_warm"] == pytest.approx(3600 / warm_volume_s, rel=1e-9)
     quality = parts["quality"]["rows"]
     assert [(r["case"], r["method"]) for r in quality["mri"]] == [("4x20", "tv")]
     assert [r["method"] for r in quality["overfit"]] == ["dip", "sgdip"]

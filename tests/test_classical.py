@@ -67,6 +67,7 @@ def test_cg_sense_matches_sigpy(case, lam, iters):
     assert np.all(np.diff(ours.history["objective"]) <= 1e-5 * abs(ours.history["objective"][0]))
 
 
+@pytest.mark.xla_optimized
 def test_cg_sense_converges_and_stays_at_a_long_budget(case):
     """3000 iterations: CG reaches SigPy's converged solution and stays there (no drift, no NaN once
     the residual is at round-off; SigPy's own CG in complex64 reaches NaN by then, so its reference
@@ -82,6 +83,7 @@ def test_cg_sense_converges_and_stays_at_a_long_budget(case):
     assert abs(objective[-1] - objective[300]) <= 1e-5 * abs(objective[0])
 
 
+@pytest.mark.xla_optimized
 def test_tv_matches_sigpy(case):
     # SigPy's default PDHG steps (sigma = 1, tau = 1/||[A; G]||^2) need several thousand iterations
     # here; steps with tau / sigma = 100 (sigma tau ||[A; G]||^2 < 1, ||[A; G]||^2 <= 9) converge
@@ -328,6 +330,7 @@ def test_fixed_lam_solvers_trace_under_jit_grad_and_vmap():
         np.testing.assert_allclose(batched[i], C.tv(c.operator(), c.y, configs[C.tv]).image, atol=1e-5)
 
 
+@pytest.mark.xla_optimized
 @pytest.mark.parametrize("factor", [1e-20, 1e20])
 def test_results_do_not_depend_on_the_units_of_y(factor):
     """k-space in other units gives the same image in those units and the same lam rule's choice

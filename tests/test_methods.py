@@ -505,6 +505,7 @@ def acceptance_psnrs(op, y, x):
     return psnrs
 
 
+@pytest.mark.xla_optimized
 @pytest.mark.slow
 def test_sgdip_defaults_beat_tv_and_vanilla_dip_on_the_shoulder():
     """The MRI acceptance case: 48x48 shoulder (real magnitude image), 8 coils, 4x VDRS, 20 dB (48 px
@@ -518,6 +519,7 @@ def test_sgdip_defaults_beat_tv_and_vanilla_dip_on_the_shoulder():
     assert final["sgdip"] > final["dip"] + 4.0, final
 
 
+@pytest.mark.xla_optimized
 @pytest.mark.slow
 def test_sgdip_defaults_beat_biharmonic_tv_and_vanilla_dip_at_inpainting():
     """The inpainting acceptance case: 64x64 centre crop of scikit-image's camera, 50 % of the pixels

@@ -97,6 +97,7 @@ def test_discrepancy_meets_its_target_and_records_the_rule():
 GRID = np.logspace(-5, -1.5, 15)
 
 
+@pytest.mark.xla_optimized
 @pytest.mark.parametrize(
     "sample, acceleration, snr_db, method",
     [

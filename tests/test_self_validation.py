@@ -166,6 +166,7 @@ def test_a_batch_chooses_per_problem_as_alone(inpainting):
         np.testing.assert_allclose(r.history["val"][:n], alone.history["val"][:n], rtol=3e-2)
 
 
+@pytest.mark.xla_optimized
 @pytest.mark.slow
 def test_self_validated_default_is_near_the_best_candidate():
     """On a small open case the self-validated choice is within 0.3 dB of the best of its candidates
@@ -248,6 +249,7 @@ def test_reconstruct_batch_takes_a_dict_config_and_reports_result_image(case):
     assert outcome.held_out_error == outcome.result.selection["validation_error"]
 
 
+@pytest.mark.xla_optimized
 @pytest.mark.parametrize("factor", [1e-20, 1e20])
 def test_results_do_not_depend_on_the_units_of_y(case, factor):
     """k-space in other units (a power of ten, not of two) gives the same image in those units, to the

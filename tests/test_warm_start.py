@@ -17,6 +17,9 @@ from sgdip_jax.operators.coils import birdcage_maps
 from sgdip_jax.operators.fft import fft2c
 from sgdip_jax.reconstruct import centre_out
 
+# warm against cold starts: tolerances measured on optimised programs, as users run them
+pytestmark = pytest.mark.xla_optimized
+
 TINY = ["--network", "unet1", "--width", "8", "--iters", "80", "--set", "chunk=10", "--quiet"]
 
 

@@ -342,8 +342,9 @@ def setup(task: DIPTask, operator, y, key, target=None, warm: WarmStart | None =
     if config.holdout:
         fit_op, y_fit, val_op, y_val = self_validation.split(operator, y_fit, config.holdout, k_hold)
         held = {"val_operator": val_op, "y_val": y_val}
-    # the input in the units of y (a prior image, A^H y), as make_input promises
-    z0, in_image_units = task.make_input(k_z, fit_op, y_fit * unit, lambda c: network_input_shape(module, hw, c))
+    # an input image (A^H y, a least-squares fill) from y_fit too: at the units of y its inner
+    # products would underflow or overflow
+    z0, in_image_units = task.make_input(k_z, fit_op, y_fit, lambda c: network_input_shape(module, hw, c))
     z_unit = z0 / jnp.max(jnp.abs(z0)) if in_image_units else z0
     variables = jax.jit(lambda k, z: init_network(module, k, z))(k_net, z_unit)
     params = variables["params"]
@@ -359,7 +360,7 @@ def setup(task: DIPTask, operator, y, key, target=None, warm: WarmStart | None =
         out0, _ = jax.jit(network_forward(module, config.compute_dtype))(params, net_state, z_unit)
         scale = jnp.linalg.norm(out0) / jnp.linalg.norm(fit_op.adjoint(y_fit))
     if in_image_units:
-        z0 = z0 * (scale / unit)
+        z0 = z0 * scale
     data = {"operator": fit_op, "y": y_fit * scale, "scale": scale / unit}
     if held:
         data.update(val_operator=held["val_operator"], y_val=held["y_val"] * scale)
