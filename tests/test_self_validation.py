@@ -249,6 +249,19 @@ def test_reconstruct_batch_takes_a_dict_config_and_reports_result_image(case):
     assert outcome.held_out_error == outcome.result.selection["validation_error"]
 
 
+def test_a_power_of_two_change_of_units_gives_the_same_start_exactly(case):
+    """y times 2^-70 (the inner products of its least-squares fill, ``z_init="filled"``, would
+    underflow float32) or 2^70: the input image, data and weights of the run are those of y, exactly
+    (the fill is computed from y in units of a power of two near its peak)."""
+    task = sgdip_task(SGDIPConfig(network=TINY, z_init="filled"))
+    start = setup(task, case.operator(), jnp.asarray(case.y), 0)
+    for factor in (2.0**-70, 2.0**70):
+        other = setup(task, case.operator(), jnp.asarray(case.y) * factor, 0)
+        np.testing.assert_array_equal(other.z, start.z)
+        np.testing.assert_array_equal(other.data["y"], start.data["y"])
+        assert float(other.data["scale"]) == float(start.data["scale"]) / factor
+
+
 @pytest.mark.xla_optimized
 @pytest.mark.parametrize("factor", [1e-20, 1e20])
 def test_results_do_not_depend_on_the_units_of_y(case, factor):
