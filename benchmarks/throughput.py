@@ -113,8 +113,9 @@ def measure(args, problems: list) -> dict:
 
 def volume_row(row: dict, slices: int, warm_steps: int) -> dict:
     """Volumes/hour of a ``slices``-slice volume, cold and warm-started, at ``row``'s costs (module docstring)."""
-    cold = slices * (row["fixed_s"] + row["per_iteration_s"] * row["run_steps"])
-    warm = cold - (slices - 1) * row["per_iteration_s"] * (row["run_steps"] - warm_steps)
+    fixed, per_iteration, steps = row["fixed_s"], row["per_iteration_s"], row["run_steps"]
+    cold = slices * (fixed + per_iteration * steps)
+    warm = slices * fixed + per_iteration * (steps + (slices - 1) * warm_steps)
     return {
         "slices": slices,
         "warm_steps": warm_steps,

@@ -127,14 +127,21 @@ def run_volume(path: Path, mode: str, fraction: float, base: int, out: Path, ite
     }
 
 
+def volume_key(row: dict) -> tuple:
+    """What makes a volume: SNR, size, slab and its template slices (rows before ``--split``: test)."""
+    return row["snr_db"], row["size"], row.get("split", "test"), tuple(row["template_slices"])
+
+
 def table(rows: list[dict]) -> str:
     lines = []
-    for snr in sorted({r["snr_db"] for r in rows}, reverse=True):
-        by = {r["mode"]: r for r in rows if r["snr_db"] == snr}
+    for key in sorted({volume_key(r) for r in rows}, key=lambda k: (-k[0], *k[1:])):
+        snr, size, split, slices = key
+        by = {r["mode"]: r for r in rows if volume_key(r) == key}
         if "cold" not in by:
             continue
         cold = by["cold"]
-        lines += [f"\n### {snr:g} dB\n", "| slice | cold PSNR | warm PSNR | diff | cold it | warm it | "
+        title = f"\n### {snr:g} dB, {size} px, {split} slices {slices[0]}-{slices[-1]}\n"
+        lines += [title, "| slice | cold PSNR | warm PSNR | diff | cold it | warm it | "
                   "rho(unc, err) cold | rho(unc, err) warm | rho(zf local std, err) |", "|" + "---|" * 9]  # fmt: skip
         warm = by.get("warm")
         for i, c in enumerate(cold["slices"]):
@@ -185,9 +192,11 @@ def main(argv=None):
             indices = write_volume(volume, args.size, args.slices, snr, args.split)
             for mode in args.modes:
                 fraction = args.fraction or WARM_START if MODES[mode] is None else MODES[mode]
-                if any(r["snr_db"] == snr and r["mode"] == mode and r["size"] == args.size for r in rows):
-                    continue
                 row = {"snr_db": snr, "size": args.size, "split": args.split, "template_slices": indices}
+                if any(
+                    volume_key(r) == volume_key(row) and (r["mode"], r["fraction"]) == (mode, fraction) for r in rows
+                ):
+                    continue  # this volume and mode at this fraction is done
                 row |= run_volume(volume, mode, fraction, args.base, args.out / f"{mode}_{snr:g}dB", args.iters)
                 rows.append(row)
                 with path.open("a") as f:
