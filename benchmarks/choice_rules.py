@@ -151,6 +151,9 @@ def main(argv=None):
     parser.add_argument("--cases", nargs="+", default=["shoulder-128-4x30"], help="image-size-{acc}x{snr}")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--base", type=int, default=16, help="U-Net width (the demo's)")
+    parser.add_argument(
+        "--scales", type=float, nargs="+", default=list(CANDIDATES), help="the candidates to run (default: all)"
+    )
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--table", action="store_true", help="print the rules' table of OUT and exit")
     args = parser.parse_args(argv)
@@ -161,11 +164,13 @@ def main(argv=None):
         return
     for name in args.cases:
         parse_case(name)  # fail before any work
+    if not set(args.scales) <= set(CANDIDATES):
+        parser.error(f"--scales: each must be one of {CANDIDATES}")
     args.out.mkdir(parents=True, exist_ok=True)
     done = {(r["case"], r["seed"], r["noise_scale"]) for r in rows}
     for seed in args.seeds:
         for name in args.cases:
-            for scale in CANDIDATES:
+            for scale in args.scales:
                 if (name, seed, scale) in done:
                     continue
                 row = run_curves(name, seed, scale, args.base)
