@@ -184,6 +184,9 @@ def log_outcome(outcome: Outcome) -> None:
         text += f", PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f} (zero-filled {z['psnr']:.2f} dB, {z['ssim']:.4f})"
     if r.selection:
         chosen = "".join(f", {k} {v:g}" for k, v in r.selection.get("chosen", {}).items())
+        first = r.selection.get("first_stop", -1)
+        if 0 <= first < r.selection.get("restart_before", 0):
+            chosen += f" (restarted: the preset's run stopped at iteration {first})"
         text += (
             f"; self-validation: error {r.selection['validation_error']:.4f} on {r.selection['held_out']} held-out "
             f"locations, image of iteration {r.selection['iteration']}{chosen}"

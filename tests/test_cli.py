@@ -139,9 +139,9 @@ def test_case_every_method(files, tmp_path, method):
 
 
 def test_sgdip_records_what_self_validation_chose(files, tmp_path):
-    """metrics.json and the head of config.toml hold the chosen noise scale (inpainting) or the
-    preset (MRI), the stopping iteration and z_init's preset, the validation curve is in history.csv,
-    and config.toml still reruns the requested job."""
+    """metrics.json and the head of config.toml hold the chosen noise scale (inpainting; MRI: the
+    preset, or the scale its restart rule chose), the stopping iteration and z_init's preset, the
+    validation curve is in history.csv, and config.toml still reruns the requested job."""
     out = tmp_path / "out"
     assert run(["reconstruct", files["png"], "--method", "sgdip", "--out", out, *TINY, "--set", "pilot=2"]) == 0
     m, cfg = check_common_outputs(out, "sgdip")
@@ -156,10 +156,13 @@ def test_sgdip_records_what_self_validation_chose(files, tmp_path):
     mri = tmp_path / "mri"
     assert run(["reconstruct", files["case"], "--method", "sgdip", "--out", mri, *TINY]) == 0
     m, cfg = check_common_outputs(mri, "sgdip")
-    assert (
-        cfg["sgdip"]["z_init"] == "auto" and m["chosen"]["z_init"] == "zero_filled" and "chosen" not in m["selection"]
-    )
-    assert m["chosen"]["noise_scale"] == 0.25 and m["chosen"]["iteration"] == m["selection"]["iteration"]
+    assert cfg["sgdip"]["z_init"] == "auto" and m["chosen"]["z_init"] == "zero_filled"
+    # the preset, or the larger scale where self-validation stopped the preset's run early
+    first_stop, selection = m["selection"]["first_stop"], m["selection"]
+    scale = 0.5 if 0 <= first_stop < selection["restart_before"] else 0.25
+    assert m["chosen"]["noise_scale"] == selection["chosen"]["noise_scale"] == scale
+    assert m["chosen"]["iteration"] == selection["iteration"]
+    assert f"noise_scale = {scale:g}" in (mri / "config.toml").read_text()
 
 
 def test_fastmri_volume_against_reconstruction_rss(files, tmp_path):

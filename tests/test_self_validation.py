@@ -14,7 +14,7 @@ from sgdip_jax.early_stopping import ESConfig
 from sgdip_jax.methods import SGDIPConfig, run_method
 from sgdip_jax.methods.common import build_network, fast_key, network_forward, run_dip_batch, setup
 from sgdip_jax.methods.self_validation import calibration_region, holdout_masks, measured_locations, split
-from sgdip_jax.methods.sgdip import AUTO, NOISE_SCALES, sgdip_task
+from sgdip_jax.methods.sgdip import AUTO, LOW_SNR_NOISE_SCALE, NOISE_SCALES, sgdip_task
 from sgdip_jax.metrics import center_crop, psnr
 from sgdip_jax.operators import Inpainting
 from sgdip_jax.operators.masks import bernoulli_pixels
@@ -134,9 +134,53 @@ def test_the_choice_does_not_see_the_reference(case, inpainting, problem):
 
 
 def test_mri_takes_its_preset_noise_scale_and_self_validation_stops_it(case):
-    r = run_method("sgdip", case.operator(), jnp.asarray(case.y), QUICK, 0, progress=False)
+    r = run_method("sgdip", case.operator(), jnp.asarray(case.y), {**QUICK, "restart_before": 0.0}, 0, progress=False)
     assert "chosen" not in r.selection and r.config["noise_scale"] == AUTO["noise_scale"][1]
     assert r.selection["iteration"] == int(np.argmin(r.history["val"]))
+
+
+def test_mri_restarts_with_the_larger_scale_when_self_validation_stops_early(case):
+    """A run whose smallest held-out error comes before ``restart_before * iterations`` is run again
+    from the same start with ``LOW_SNR_NOISE_SCALE``: the same run as that fixed scale's, recorded as
+    chosen; a later stop keeps the preset and its run."""
+    op, y = case.operator(), jnp.asarray(case.y)
+    first = run_method("sgdip", op, y, {**QUICK, "restart_before": 0.0}, 0, progress=False)
+    stop = first.selection["iteration"]
+    assert 0 <= stop < QUICK["iterations"] - 1  # the case stops before the last step
+    kept = run_method("sgdip", op, y, {**QUICK, "restart_before": stop / 30}, 0, progress=False)
+    restarted = run_method("sgdip", op, y, {**QUICK, "restart_before": (stop + 1) / 30}, 0, progress=False)
+    fixed = run_method("sgdip", op, y, {**QUICK, "noise_scale": LOW_SNR_NOISE_SCALE}, 0, progress=False)
+    preset = AUTO["noise_scale"][1]
+    for r, threshold, scale in ((kept, stop, preset), (restarted, stop + 1, LOW_SNR_NOISE_SCALE)):
+        assert r.selection["requested"] == {"noise_scale": "auto"} and r.selection["first_stop"] == stop
+        assert r.selection["candidates"] == {"noise_scale": [preset, LOW_SNR_NOISE_SCALE]}
+        assert r.selection["restart_before"] == threshold and r.selection["chosen"] == {"noise_scale": scale}
+        assert r.config["noise_scale"] == scale and r.warm_start.chosen == {"noise_scale": scale}
+    np.testing.assert_array_equal(kept.image, first.image)
+    np.testing.assert_array_equal(restarted.image, fixed.image)
+    np.testing.assert_array_equal(restarted.history["val"], fixed.history["val"])
+    assert restarted.selection["iteration"] == fixed.selection["iteration"]
+    assert restarted.wall_time > fixed.wall_time  # both runs are counted
+
+
+def test_a_batch_restarts_only_its_early_problems(case):
+    """In a batch each problem restarts or keeps its preset as it would alone."""
+    other = sample_mri(size=32, coils=4, acceleration=4, snr_db=10, seed=1)
+    ops, ys = [case.operator(), other.operator()], [jnp.asarray(case.y), jnp.asarray(other.y)]
+    config = SGDIPConfig(**{**QUICK, "restart_before": 0.0})
+    stops = [
+        run_method("sgdip", o, y, config, s, progress=False).selection["iteration"] for o, y, s in zip(ops, ys, [0, 1])
+    ]
+    assert stops[0] != stops[1], stops
+    config = SGDIPConfig(**{**QUICK, "restart_before": (max(stops) + min(stops)) / 2 / 30 + 1e-3})
+    batch = run_dip_batch([sgdip_task(config)] * 2, ops, ys, [0, 1], progress=False)
+    chosen = [r.selection["chosen"]["noise_scale"] for r in batch]
+    assert sorted(chosen) == [AUTO["noise_scale"][1], LOW_SNR_NOISE_SCALE]
+    for r, op, y, seed in zip(batch, ops, ys, [0, 1]):
+        alone = run_method("sgdip", op, y, config, seed, progress=False)
+        assert r.selection["chosen"] == alone.selection["chosen"]
+        n = min(r.iterations, alone.iterations)
+        np.testing.assert_allclose(r.history["val"][:n], alone.history["val"][:n], rtol=3e-2)
 
 
 def test_fixed_settings_and_no_holdout_still_work(case):
@@ -266,9 +310,10 @@ def test_a_power_of_two_change_of_units_gives_the_same_start_exactly(case):
 @pytest.mark.parametrize("factor", [1e-20, 1e20])
 def test_results_do_not_depend_on_the_units_of_y(case, factor):
     """k-space in other units (a power of ten, not of two) gives the same image in those units, to the
-    rounding differences the iterations amplify, and the same stopping step; no norm underflows or overflows."""
-    op, y = case.operator(), jnp.asarray(case.y)
-    a = run_method("sgdip", op, y, QUICK, 0, progress=False)
-    b = run_method("sgdip", op, y * factor, QUICK, 0, progress=False)
+    rounding differences the iterations amplify, and the same stopping step; no norm underflows or
+    overflows. (One run, no restart: a restarted run is a run at another fixed scale.)"""
+    op, y, config = case.operator(), jnp.asarray(case.y), {**QUICK, "restart_before": 0.0}
+    a = run_method("sgdip", op, y, config, 0, progress=False)
+    b = run_method("sgdip", op, y * factor, config, 0, progress=False)
     assert np.isfinite(b.image).all() and b.selection["iteration"] == a.selection["iteration"]
     assert np.linalg.norm(b.image / factor - a.image) / np.linalg.norm(a.image) < 0.02

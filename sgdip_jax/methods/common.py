@@ -242,8 +242,12 @@ class DIPTask:
     (``config.holdout > 0``): each value runs ``pilot`` steps from the same start, and the most
     regularising one whose pilot error is within one standard error of the smallest goes on
     (:func:`one_standard_error_choice`); ``make_data`` must set ``data[name]`` to the value used
-    without a choice. ``resolve(config, operator) -> config``: the config with its operator-dependent
-    presets (``"auto"`` fields) set, as recorded in :attr:`Result.config`.
+    without a choice. ``restart(operator) -> (before, {name: value})`` or ``None``: when there is
+    nothing to choose, a run (with self-validation) whose smallest validation error came before
+    ``before * iterations`` starts again from its start with ``data[name] = value`` (settings for a
+    fit that reproduces noise early, as at a low SNR; :func:`_restart_early`).
+    ``resolve(config, operator) -> config``: the config with its operator-dependent presets
+    (``"auto"`` fields) set, as recorded in :attr:`Result.config`.
     """
 
     method: str
@@ -255,12 +259,19 @@ class DIPTask:
     candidates: Callable | None = None
     pilot: int = 0
     resolve: Callable | None = None
+    restart: Callable | None = None
 
     def choices(self, operator) -> dict[str, tuple]:
         """The candidate values to choose from (empty: nothing to choose)."""
         if self.candidates is None or not self.config.holdout:
             return {}
         return {k: tuple(v) for k, v in self.candidates(operator).items() if len(v) > 1}
+
+    def restart_rule(self, operator) -> tuple[float, dict] | None:
+        """``(before, settings)`` of :attr:`restart` for ``operator`` (``None``: no restart)."""
+        if self.restart is None or not self.config.holdout:
+            return None
+        return self.restart(operator)
 
 
 @dataclasses.dataclass
@@ -604,14 +615,53 @@ def _extend(run, config, out, planned: int, steps: int, block: int, key, data, g
     return out
 
 
+def _restart_early(task: DIPTask, rule, run, config, out, args, extend) -> tuple[engine.RunOutput, list[dict]]:
+    """:meth:`DIPTask.restart_rule` applied to ``out`` (a run of ``args = (params, net_state, z, key,
+    data)``): every problem whose smallest validation error came before ``before * iterations``
+    starts again from the same start with the rule's settings, and is extended as the first run was
+    (``extend = (steps, block)``). A batch reruns whole; its other problems keep their settings, so
+    their runs repeat exactly. ``(output, per problem {requested, candidates, restart_before,
+    first_stop, chosen})``."""
+    before, settings = rule
+    params, net_state, z, key, data = args
+    step = np.atleast_1d(np.asarray(jax.device_get(out.state.select.step)))
+    threshold = round(before * config.iterations)
+    early = (step >= 0) & (step < threshold)
+    presets = {k: np.atleast_1d(np.asarray(jax.device_get(data[k]), np.float64)) for k in settings}
+    if early.any() and out.diverged is None and out.iterations >= config.iterations:
+        mask = jnp.asarray(early.reshape(np.shape(data["scale"])))
+        data = {**data, **{k: jnp.where(mask, jnp.asarray(v, data[k].dtype), data[k]) for k, v in settings.items()}}
+        label = ", ".join(f"{k}={v:g}" for k, v in settings.items())
+        restarted = dataclasses.replace(config, desc=f"{task.method} restarted, {label}")
+        again = run(restarted, params, net_state, z, key, data)
+        again = _extend(run, config, again, config.iterations, *extend, key, data)
+        out = dataclasses.replace(
+            again, wall_time=out.wall_time + again.wall_time, compile_time=out.compile_time + again.compile_time
+        )
+    else:
+        early[:] = False
+    return out, [
+        {
+            "requested": {k: getattr(task.config, k) for k in settings},
+            "candidates": {k: [float(presets[k][i]), float(v)] for k, v in settings.items()},
+            "restart_before": threshold,
+            "first_stop": int(step[i]),
+            "chosen": {k: float(v) if early[i] else float(presets[k][i]) for k, v in settings.items()},
+        }
+        for i in range(len(step))
+    ]
+
+
 def _run_engine(task: DIPTask, operator, engine_args, *, batched: bool = False, warm: int = 0, **options):
     """:func:`sgdip_jax.engine.run` of ``task`` on ``engine_args`` (:meth:`Setup.engine_args`, maybe
     stacked) -> ``(output, chosen)``. With candidate settings (:meth:`DIPTask.choices`) they are
     chosen per problem by :func:`_choose` (``chosen``: what was chosen and how; else ``None``) and the
     chosen run goes on to the budget. With self-validation the run is then extended, by
     ``extend * iterations`` steps at most, in two blocks, while the validation error still falls at
-    its end. ``warm > 0`` (problems set up from a :class:`WarmStart`, self-validation required): no
-    candidates; ``warm`` steps, then blocks of ``warm`` steps while the last block lowered the
+    its end. Without candidates, a task's restart rule (:meth:`DIPTask.restart_rule`) may then run a
+    problem again with other settings (:func:`_restart_early`; ``chosen`` records it). ``warm > 0``
+    (problems set up from a :class:`WarmStart`, self-validation required): no candidates and no
+    restart; ``warm`` steps, then blocks of ``warm`` steps while the last block lowered the
     validation error by more than one standard error, up to ``iterations``."""
     config = engine_config(task, operator)
     params, net_state, z, key, data, target, opt_state = engine_args
@@ -629,7 +679,13 @@ def _run_engine(task: DIPTask, operator, engine_args, *, batched: bool = False, 
             out = _continue(run, config, out, config.iterations - out.iterations, key, data)
     else:
         out = run(config, params, net_state, z, key, data)
-    return _extend(run, config, out, config.iterations, allowed, max(1, (allowed + 1) // 2), key, data), chosen
+    extend = (allowed, max(1, (allowed + 1) // 2))
+    out = _extend(run, config, out, config.iterations, *extend, key, data)
+    rule = None if choices else task.restart_rule(operator)
+    if rule is not None:
+        out, chosen = _restart_early(task, rule, run, config, out, (params, net_state, z, key, data), extend)
+        chosen = chosen if batched else chosen[0]
+    return out, chosen
 
 
 def run_dip(task: DIPTask, operator, y, key, *, target=None, progress: bool = True, callback=None) -> Result:

@@ -71,7 +71,9 @@ class SGDIPConfig(DIPBaseConfig):
     ``"auto"``: for inpainting chosen per case by self-validation from :data:`NOISE_SCALES`
     (``holdout > 0``: each candidate runs ``pilot`` steps, the most regularising one within one
     standard error of the smallest held-out error continues; :mod:`.self_validation`), otherwise
-    the operator's preset in :data:`AUTO`.
+    the operator's preset in :data:`AUTO`; with self-validation a run with the preset whose
+    smallest held-out error comes before ``restart_before * iterations`` starts again with
+    :data:`LOW_SNR_NOISE_SCALE` (0: never).
     ``z_init``: ``"zero_filled"`` (``A^H y_s``), ``"uniform"`` (``U[0, 1)``, operator channels),
     ``"filled"`` (the operator's ``fill(y_s)``: MRI, early-stopped CG-SENSE,
     :meth:`~.MultiCoilMRI.fill`; inpainting, the missing pixels interpolated, :meth:`~.Inpainting.fill`)
@@ -110,6 +112,7 @@ class SGDIPConfig(DIPBaseConfig):
     holdout: float = HOLDOUT
     pilot: int = 200
     extend: float = 0.4
+    restart_before: float = 0.8
 
     def __post_init__(self):
         super().__post_init__()
@@ -130,6 +133,8 @@ class SGDIPConfig(DIPBaseConfig):
         check_number(self.tv, "tv", inclusive=True)
         check_number(self.data_floor, "data_floor", inclusive=True)
         check_number(self.pilot, "pilot")
+        if not 0.0 <= self.restart_before <= 1.0:
+            raise ValueError(f"restart_before: expected a fraction of iterations in [0, 1], got {self.restart_before}")
 
 
 AUTO = {"z_init": ("filled", "zero_filled"), "noise_scale": (1.0, 0.25)}
@@ -151,6 +156,22 @@ def noise_scale_candidates(config, operator) -> dict[str, tuple]:
     if config.noise_scale != "auto" or not isinstance(operator, Inpainting):
         return {}
     return {"noise_scale": NOISE_SCALES}
+
+
+LOW_SNR_NOISE_SCALE = 0.5
+"""The MRI noise scale for a run that the preset fits to noise early: self-validation stopped the
+preset's run before ``restart_before * iterations``, as at 20 dB on the sweep's tuning images and
+not at 30 dB, and there the larger scale gave the better image (``benchmarks/RESULTS.md``). The
+held-out error decides *when* the fit turns to noise, which the noise level sets, without an
+estimate of that level."""
+
+
+def noise_scale_restart(config, operator) -> tuple[float, dict] | None:
+    """``(restart_before, {"noise_scale": LOW_SNR_NOISE_SCALE})`` for a non-inpainting run with
+    ``noise_scale = "auto"`` (:attr:`.common.DIPTask.restart`), else ``None``."""
+    if config.noise_scale != "auto" or isinstance(operator, Inpainting) or not config.restart_before:
+        return None
+    return config.restart_before, {"noise_scale": LOW_SNR_NOISE_SCALE}
 
 
 def resolve_auto(config, operator):
@@ -264,6 +285,7 @@ def sgdip_task(config: SGDIPConfig = SGDIPConfig()) -> DIPTask:
         candidates=lambda operator: noise_scale_candidates(config, operator),
         pilot=config.pilot,
         resolve=resolve_auto,
+        restart=lambda operator: noise_scale_restart(config, operator),
     )
 
 
