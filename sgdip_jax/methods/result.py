@@ -30,7 +30,10 @@ class Result:
     are then those of the last finite chunk (``iterations`` steps).
     ``selection``: how ``image`` and any ``"auto"`` settings were chosen by self-validation (the
     held-out fraction and count, the chosen iteration and its validation error, the candidates and
-    their pilots' errors, the values chosen; :mod:`.self_validation`), ``None`` without it.
+    their pilots' errors, the values chosen; for a run restarted with other settings, the first
+    run's stop and the threshold, :func:`~.common._restart_early`; :mod:`.self_validation`),
+    ``None`` without it. ``iterations`` and ``history`` are those of the run reported (a restarted
+    run's), ``wall_time`` counts every run.
     ``uncertainty``: for DIP methods, the per-pixel standard deviation (in the image's units) of the
     network outputs averaged into the moving average (the one self-validation selected, else the
     final one): across the noise draws of each step and the steps under the average's weights
