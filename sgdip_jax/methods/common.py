@@ -615,31 +615,27 @@ def _extend(run, config, out, planned: int, steps: int, block: int, key, data, g
     return out
 
 
-def _restart_early(task: DIPTask, rule, run, config, out, args, extend) -> tuple[engine.RunOutput, list[dict]]:
-    """:meth:`DIPTask.restart_rule` applied to ``out`` (a run of ``args = (params, net_state, z, key,
-    data)``): every problem whose smallest validation error came before ``before * iterations``
-    starts again from the same start with the rule's settings, and is extended as the first run was
-    (``extend = (steps, block)``). A batch reruns whole; its other problems keep their settings, so
-    their runs repeat exactly. ``(output, per problem {requested, candidates, restart_before,
-    first_stop, chosen})``."""
+def _restart_early(task: DIPTask, rule, fit, iterations: int, out, data) -> tuple[engine.RunOutput, list[dict]]:
+    """:meth:`DIPTask.restart_rule` applied to ``out``, the output of ``fit(data, desc)`` (a run of
+    ``iterations`` steps from the problems' start, extended as self-validation asks): every problem
+    whose smallest validation error came before ``before * iterations`` is fitted again with the
+    rule's settings. A batch reruns whole; its other problems keep their settings, so their runs
+    repeat exactly. ``(output, per problem {requested, candidates, restart_before, first_stop,
+    chosen})``."""
     before, settings = rule
-    params, net_state, z, key, data = args
     step = np.atleast_1d(np.asarray(jax.device_get(out.state.select.step)))
-    threshold = round(before * config.iterations)
-    early = (step >= 0) & (step < threshold)
+    threshold = round(before * iterations)
+    # a run cut short (callback, early stopping, divergence) is reported as it is
+    early = (step >= 0) & (step < threshold) & (out.diverged is None and out.iterations >= iterations)
     presets = {k: np.atleast_1d(np.asarray(jax.device_get(data[k]), np.float64)) for k in settings}
-    if early.any() and out.diverged is None and out.iterations >= config.iterations:
+    if early.any():
         mask = jnp.asarray(early.reshape(np.shape(data["scale"])))
         data = {**data, **{k: jnp.where(mask, jnp.asarray(v, data[k].dtype), data[k]) for k, v in settings.items()}}
         label = ", ".join(f"{k}={v:g}" for k, v in settings.items())
-        restarted = dataclasses.replace(config, desc=f"{task.method} restarted, {label}")
-        again = run(restarted, params, net_state, z, key, data)
-        again = _extend(run, config, again, config.iterations, *extend, key, data)
+        again = fit(data, f"{task.method} restarted, {label}")
         out = dataclasses.replace(
             again, wall_time=out.wall_time + again.wall_time, compile_time=out.compile_time + again.compile_time
         )
-    else:
-        early[:] = False
     return out, [
         {
             "requested": {k: getattr(task.config, k) for k in settings},
@@ -673,19 +669,22 @@ def _run_engine(task: DIPTask, operator, engine_args, *, batched: bool = False, 
         out = run(dataclasses.replace(config, iterations=first, desc=f"{task.method} warm-started"),
                   params, net_state, z, key, data, opt_state=opt_state)  # fmt: skip
         return _extend(run, config, out, first, config.iterations - first, first, key, data, gain=True), None
+    block = max(1, (allowed + 1) // 2)
     if choices:
         out, data, chosen = _choose(task, config, choices, run, params, net_state, z, key, data)
         if out.iterations == task.pilot < config.iterations:
             out = _continue(run, config, out, config.iterations - out.iterations, key, data)
-    else:
-        out = run(config, params, net_state, z, key, data)
-    extend = (allowed, max(1, (allowed + 1) // 2))
-    out = _extend(run, config, out, config.iterations, *extend, key, data)
-    rule = None if choices else task.restart_rule(operator)
-    if rule is not None:
-        out, chosen = _restart_early(task, rule, run, config, out, (params, net_state, z, key, data), extend)
-        chosen = chosen if batched else chosen[0]
-    return out, chosen
+        return _extend(run, config, out, config.iterations, allowed, block, key, data), chosen
+
+    def fit(data, desc=task.method):
+        out = run(dataclasses.replace(config, desc=desc), params, net_state, z, key, data)
+        return _extend(run, config, out, config.iterations, allowed, block, key, data)
+
+    out, rule = fit(data), task.restart_rule(operator)
+    if rule is None:
+        return out, None
+    out, chosen = _restart_early(task, rule, fit, config.iterations, out, data)
+    return out, chosen if batched else chosen[0]
 
 
 def run_dip(task: DIPTask, operator, y, key, *, target=None, progress: bool = True, callback=None) -> Result:
