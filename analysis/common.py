@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 from sgdip_jax import metrics  # noqa: E402
 from sgdip_jax.channels import channels_to_complex, complex_to_channels  # noqa: E402
 from sgdip_jax.config import NetworkConfig  # noqa: E402
-from sgdip_jax.data.samples import sample_mri  # noqa: E402
+from sgdip_jax.data.samples import sample_mri, simulate_measurements  # noqa: E402
 from sgdip_jax.files import atomic_write  # noqa: E402
 from sgdip_jax.metrics import missing_kspace_recovered  # noqa: E402
 from sgdip_jax.networks import (  # noqa: E402
@@ -126,12 +126,28 @@ def make_problem(
     smaps = np.ones((1, size, size), np.complex64) if coils == 1 else case.smaps
     op = MultiCoilMRI.create(smaps, case.mask)
     y_kspace = np.asarray(op(jnp.asarray(case.x))) if snr_db is None else np.asarray(case.y)
+    return _problem(label, np.asarray(case.x), op, y_kspace)
+
+
+def denoising_problem(label: str, size: int, snr_db: float, seed: int = 0, name: str = "shoulder") -> Problem:
+    """The ``A = I`` control: the image of :func:`make_problem`, fully sampled single-coil k-space
+    (``A = F``, unitary, so fitting ``y = F x + n`` is denoising ``x + F^H n``), complex Gaussian noise
+    with the same SNR definition (:func:`~sgdip_jax.data.samples.simulate_measurements`)."""
+    x = sample_mri(name=name, size=size, coils=1, snr_db=snr_db, seed=seed).x
+    ones = jnp.ones((1, size, size), jnp.complex64)
+    op = MultiCoilMRI.create(ones, jnp.ones((size, size), jnp.float32))
+    y, _, _ = simulate_measurements(jnp.asarray(x), ones, op.mask, snr_db, jax.random.PRNGKey(seed))
+    return _problem(label, np.asarray(x), op, np.asarray(y))
+
+
+def _problem(label: str, x: np.ndarray, op, y_kspace: np.ndarray) -> Problem:
+    size = x.shape[-1]
     amap = operator_map(op, (1, size, size, 2))
     keep = np.flatnonzero(measured_entries(op, y_kspace.shape))
     kept = y_kspace.reshape(-1)[keep]
-    x_flat = np.asarray(complex_to_channels(jnp.asarray(case.x)), np.float64).ravel()
+    x_flat = np.asarray(complex_to_channels(jnp.asarray(x)), np.float64).ravel()
     y = np.concatenate([kept.real, kept.imag]).astype(np.float64)
-    return Problem(label, np.asarray(case.x), op, amap, x_flat, y, y_kspace)
+    return Problem(label, x, op, amap, x_flat, y, y_kspace)
 
 
 @dataclasses.dataclass

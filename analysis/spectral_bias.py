@@ -77,6 +77,28 @@ def band_errors(images: np.ndarray, x: np.ndarray) -> np.ndarray:
     return np.stack([np.linalg.norm(diff[:, b], axis=-1) / np.linalg.norm(ref[b]) for b in bands], axis=1)
 
 
+def measured_band_errors(images: np.ndarray, problem: common.Problem) -> np.ndarray:
+    """Relative error of ``A f`` against the noiseless ``A x`` on the *measured* entries only, per
+    radial band: ``(T, bands)``. Unlike :func:`band_errors` it does not mix fitting with the mask (the
+    centre is fully sampled, the outer bands mostly not)."""
+    forward = jax.jit(problem.operator.__call__)
+    clean = np.asarray(forward(jnp.asarray(problem.x, jnp.complex64)))
+    measured = measured_entries(problem.operator, clean.shape).reshape(clean.shape)
+    selections = [measured & band for band in common.radial_bands(problem.hw, BAND_EDGES)]
+    errors = np.empty((len(images), len(selections)))
+    for t, image in enumerate(images):
+        diff = np.asarray(forward(jnp.asarray(image, jnp.complex64))) - clean
+        errors[t] = [np.linalg.norm(diff[sel]) / np.linalg.norm(clean[sel]) for sel in selections]
+    return errors
+
+
+def halfway_iterations(steps: np.ndarray, errors: np.ndarray) -> list[int]:
+    """Per band, the first iteration whose error is halfway (or further) from the first recorded value
+    to the run's smallest: which bands the fit reaches first."""
+    target = 0.5 * (errors[0] + errors.min(axis=0))
+    return [int(steps[np.argmax(errors[:, b] <= target[b])]) for b in range(errors.shape[1])]
+
+
 # %%
 def spectra(problem: common.Problem, net: common.DipNet, k: int, num_iter: int, dense: bool, cache=None) -> dict:
     """Lanczos top-k of ``K`` and ``A K A^T`` from NTK-vector products (and dense references)."""
@@ -134,6 +156,7 @@ def dip_runs(problem: common.Problem, key, iterations: int, budget: int, network
     for method, config in configs.items():
         (result, steps, images), seconds = common.timed(common.run_tracked, method, problem, config, key)
         curve = np.asarray(result.history["psnr"])
+        measured = measured_band_errors(images, problem)
         runs[method] = {
             "network": f"{config.network.name}/{config.network.base}",
             "iterations": steps,
@@ -144,6 +167,8 @@ def dip_runs(problem: common.Problem, key, iterations: int, budget: int, network
             "psnr_argmax_iteration": int(curve.argmax()) + 1,  # history[i]: after i + 1 iterations
             "psnr_drop_after_peak": curve.max() - curve[-1],
             "band_errors": band_errors(images, problem.x),
+            "measured_band_errors": measured,
+            "measured_halfway_iteration": halfway_iterations(steps, measured),
             "seconds": seconds,
         }
     return runs
@@ -208,6 +233,29 @@ def figures(out: Path, spec: dict, radii: dict, predicted: dict, runs: dict) -> 
         ax.set(xlabel="iteration", ylabel="PSNR (dB)", title=f"PSNR vs iteration ({snr:g} dB SNR)", xscale="log")
         ax.legend(fontsize=7)
         names.append(common.save_figure(fig, out / f"bands_and_psnr_{snr:g}dB.png"))
+    return names
+
+
+def measured_figures(out: Path, runs: dict, controls: dict) -> list[str]:
+    """Per SNR: the band errors on measured entries of each DIP run, beside the ``A = I`` control."""
+    import matplotlib.pyplot as plt
+
+    labels = [f"|k| in [{lo}, {hi})" for lo, hi in zip(BAND_EDGES[:-1], BAND_EDGES[1:])]
+    names = []
+    for snr in runs:
+        panels = [(f"{m}, 4x (measured entries)", r) for m, r in runs[snr].items()]
+        panels += [(f"{m}, A = I control", r) for m, r in controls[snr].items()]
+        if not panels:
+            continue
+        fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+        for ax, (title, r) in zip(axes[0], panels):
+            for b, label in enumerate(labels):
+                line = ax.plot(r["iterations"], r["measured_band_errors"][:, b], label=label)[0]
+                ax.axvline(r["measured_halfway_iteration"][b], color=line.get_color(), ls=":", lw=0.8)
+            ax.set(title=title, xlabel="iteration", ylabel="relative error per band", xscale="log", yscale="log")
+            ax.legend(fontsize=6)
+        fig.suptitle(f"{snr:g} dB: error on measured k-space per band (dotted: halfway to the minimum)")
+        names.append(common.save_figure(fig, out / f"measured_bands_{snr:g}dB.png"))
     return names
 
 
@@ -286,32 +334,38 @@ def main(argv=None) -> dict:
         flush=True,
     )
     network = NetworkConfig(name="unet1", base=8) if args.quick else DIP_NETWORK
-    radii, predicted, eigen_summary, runs, per_snr = {}, {}, {}, {}, {}
+    radii, predicted, eigen_summary, runs, controls, per_snr = {}, {}, {}, {}, {}, {}
     for snr, problem in problems.items():
         predicted[snr] = None
         if "_K" in spec:
             radii, predicted[snr], eigen_summary[snr] = kernel_analysis(problem, net, spec)
+        control = common.denoising_problem(f"A = I (1 coil, full sampling), {snr:g} dB", size, snr, seed=args.seed)
         runs[snr] = {} if args.no_dip else dip_runs(problem, key, iterations, budget, network)
-        zero_filled = np.asarray(problem.operator.adjoint(jnp.asarray(problem.y_kspace)))
-        per_snr[snr] = {"zero_filled_psnr": float(common.psnr(zero_filled[None], ref=problem.x)[0])}
-        print(f"{snr:g} dB: zero-filled PSNR {per_snr[snr]['zero_filled_psnr']:.2f}", flush=True)
-        for method, r in runs[snr].items():
-            print(
-                f"{snr:g} dB {method:6s} PSNR @{budget} {r['psnr_at_budget']:.2f} @{iterations} {r['psnr_final']:.2f} "
-                f"max {r['psnr_max']:.2f} at {r['psnr_argmax_iteration']} (drop {r['psnr_drop_after_peak']:.2f} dB) "
-                f"band errors final {np.round(r['band_errors'][-1], 3)} {r['seconds']:.0f}s",
-                flush=True,
-            )
-        per_snr[snr]["kernel"] = eigen_summary.get(snr, {})
-        per_snr[snr]["dip"] = {
-            m: {k2: v for k2, v in r.items() if k2 not in ("psnr_history", "band_errors", "iterations")}
-            | {
-                "band_errors_final": r["band_errors"][-1],
-                "band_errors_min": r["band_errors"].min(axis=0),
-                "psnr_every_10": r["psnr_history"][9::10],
+        controls[snr] = {} if args.no_dip else dip_runs(control, key, iterations, budget, network)
+        per_snr[snr] = {"kernel": eigen_summary.get(snr, {})}
+        for part, prob, by_method in (("dip", problem, runs[snr]), ("control", control, controls[snr])):
+            zero_filled = np.asarray(prob.operator.adjoint(jnp.asarray(prob.y_kspace)))
+            psnr_zf = float(common.psnr(zero_filled[None], ref=prob.x)[0])
+            print(f"{snr:g} dB {prob.label}: zero-filled PSNR {psnr_zf:.2f}", flush=True)
+            for method, r in by_method.items():
+                print(
+                    f"{snr:g} dB {part:7s} {method:6s} PSNR @{budget} {r['psnr_at_budget']:.2f} @{iterations} "
+                    f"{r['psnr_final']:.2f} max {r['psnr_max']:.2f} at {r['psnr_argmax_iteration']} "
+                    f"(drop {r['psnr_drop_after_peak']:.2f} dB) band errors final {np.round(r['band_errors'][-1], 3)}, "
+                    f"measured entries: halfway at {r['measured_halfway_iteration']} {r['seconds']:.0f}s",
+                    flush=True,
+                )
+            per_snr[snr][f"{part}_zero_filled_psnr"] = psnr_zf
+            per_snr[snr][part] = {
+                m: {k2: v for k2, v in r.items() if k2 not in ("psnr_history", "iterations") and "errors" not in k2}
+                | {
+                    f"{name}_{at}": fn(r[name])
+                    for name in ("band_errors", "measured_band_errors")
+                    for at, fn in (("final", lambda e: e[-1]), ("min", lambda e: e.min(axis=0)))
+                }
+                | {"psnr_every_10": r["psnr_history"][9::10]}
+                for m, r in by_method.items()
             }
-            for m, r in runs[snr].items()
-        }
     summary = {
         "size": size,
         "coils": COILS,
@@ -326,7 +380,7 @@ def main(argv=None) -> dict:
         },
         "memory": {k2: spec[k2] for k2 in ("n", "m", "k", "num_iter", "lanczos_basis_bytes", "dense_kernel_bytes")},
         "snr": {f"{snr:g}": v for snr, v in per_snr.items()},
-        "figures": figures(out, spec, radii, predicted, runs),
+        "figures": figures(out, spec, radii, predicted, runs) + measured_figures(out, runs, controls),
     }
     path = common.write_summary(out, summary)
     print(f"wrote {path}")

@@ -66,5 +66,29 @@ def test_spectral_bias(tmp_path):
     for name in ("K", "AKAt"):
         assert max(written["spectra"][name]["lanczos_rel_error"]) < 1e-2
     (snr,) = written["snr"].values()  # --quick: the first SNR only
-    assert set(snr["dip"]) == {"dip", "sgdip"}
+    assert set(snr["dip"]) == set(snr["control"]) == {"dip", "sgdip"}
     assert len(written["spectra"]["AKAt"]["lanczos_mean_radius"]) == 3
+    # A = I measures every entry, so its measured-entry errors are the errors over all of k-space.
+    for r in snr["control"].values():
+        np.testing.assert_allclose(r["measured_band_errors_final"], r["band_errors_final"], rtol=1e-4)
+    assert "measured_bands_20dB.png" in written["figures"]
+
+
+def test_measured_band_errors_and_halfway_iterations():
+    script = load_script("spectral_bias")
+    common = script.common
+    problem = common.make_problem("8 coils, 4x", 16, 8, snr_db=20.0)
+    x = problem.x
+    errors = script.measured_band_errors(np.stack([np.zeros_like(x), 0.5 * x, x]), problem)
+    np.testing.assert_allclose(errors, [[1.0] * 4, [0.5] * 4, [0.0] * 4], atol=1e-5)
+    # Only the measured entries count: with one coil (A = M F) changing an unmeasured k-space location
+    # changes nothing.
+    problem = common.make_problem("1 coil, 4x", 16, 1)
+    kspace = np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(x), norm="ortho"))
+    unmeasured = np.argwhere(problem.mask == 0)[0]
+    kspace[tuple(unmeasured)] += 10.0
+    changed = np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(kspace), norm="ortho"))
+    np.testing.assert_allclose(script.measured_band_errors(changed[None], problem), 0.0, atol=1e-4)
+    steps = np.array([10, 20, 30, 40])
+    band_errors = np.array([[1.0, 1.0], [0.2, 0.9], [0.1, 0.5], [0.1, 0.2]])
+    assert script.halfway_iterations(steps, band_errors) == [20, 30]  # targets 0.55 and 0.6
