@@ -14,7 +14,7 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -192,17 +192,29 @@ def network_config(label: str, overrides: dict | None = None) -> NetworkConfig:
     return NetworkConfig(name=name, norm="group", options=tuple({**base_overrides, **(overrides or {})}.items()))
 
 
-def run_tracked(method: str, problem: Problem, config, key) -> tuple[Any, np.ndarray, np.ndarray]:
-    """Run a DIP method of :mod:`sgdip_jax.methods` on ``problem`` with the ground truth as target;
-    returns ``(result, iterations, ema_images)``, the moving-average image after every chunk of
-    ``config.chunk`` iterations in the units of ``x`` (complex ``(T, H, W)``)."""
+class Tracked(NamedTuple):
+    """A run of :func:`run_tracked`: the result, and after every chunk of ``config.chunk`` iterations
+    the iteration count and the moving-average and raw images in the units of ``x`` (complex
+    ``(T, H, W)``)."""
+
+    result: Any
+    iterations: np.ndarray
+    ema: np.ndarray
+    raw: np.ndarray
+
+
+def run_tracked(method: str, problem: Problem, config, key) -> Tracked:
+    """Run a DIP method of :mod:`sgdip_jax.methods` on ``problem`` with the ground truth as target,
+    recording the images along the reported run (a run that restarts keeps the frames of its last
+    start only)."""
     from sgdip_jax.methods import run_method
 
-    frames, steps = [], []
+    frames = []
 
     def record(info):
-        steps.append(info.iteration)
-        frames.append(np.asarray(info.state.ema))
+        if frames and info.iteration <= frames[-1][0]:
+            frames.clear()  # the run started again: its earlier frames are not the reported run's
+        frames.append((info.iteration, np.asarray(info.state.ema), np.asarray(info.state.image)))
 
     result = run_method(
         method,
@@ -214,10 +226,11 @@ def run_tracked(method: str, problem: Problem, config, key) -> tuple[Any, np.nda
         progress=False,
         callback=record,
     )
-    images = np.asarray(channels_to_complex(jnp.asarray(np.stack(frames))))
+    steps, ema, raw = (np.stack(column) for column in zip(*frames))
+    ema, raw = (np.asarray(channels_to_complex(jnp.asarray(a))) for a in (ema, raw))
     # The engine works on rescaled measurements; the final frame is the result's EMA image times the scale.
-    scale = np.linalg.norm(images[-1]) / np.linalg.norm(result.ema_image)
-    return result, np.asarray(steps), images / scale
+    scale = np.linalg.norm(ema[-1]) / np.linalg.norm(result.ema_image)
+    return Tracked(result, steps, ema / scale, raw / scale)
 
 
 def kernel(net: DipNet, cache: Path | None = None, block_size: int = 128) -> np.ndarray:

@@ -139,7 +139,7 @@ def product_dip(problem: common.Problem, base: int, iterations: int, key) -> dic
     network = common.network_config(WIDTH_NET, {"base": base})
     chunk = max(1, iterations // 10)
     config = DIPConfig(network=network, iterations=iterations, chunk=chunk, input_channels=in_channels)
-    (_, steps, images), seconds = common.timed(common.run_tracked, "dip", problem, config, key)
+    (_, steps, images, _), seconds = common.timed(common.run_tracked, "dip", problem, config, key)
     return {"base": base, "iterations": steps, "psnr": common.psnr(images, ref=problem.x), "seconds": seconds}
 
 

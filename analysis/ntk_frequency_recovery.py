@@ -66,7 +66,7 @@ def trained_recovery(problem: common.Problem, label: str, method: str, iteration
         )
     else:
         config = SGDIPConfig(network=common.network_config(label), iterations=iterations, chunk=chunk)
-    (_, steps, images), seconds = common.timed(common.run_tracked, method, problem, config, key)
+    (_, steps, images, _), seconds = common.timed(common.run_tracked, method, problem, config, key)
     bands = common.radial_bands(problem.hw, BAND_EDGES)
     overall = np.asarray(missing_kspace_recovered(images, problem.x, problem.mask), np.float64)
     per_band = np.stack([missing_kspace_recovered(images, problem.x, problem.mask, b) for b in bands], -1)

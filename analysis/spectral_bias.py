@@ -154,7 +154,7 @@ def dip_runs(problem: common.Problem, key, iterations: int, budget: int, network
     }
     runs = {}
     for method, config in configs.items():
-        (result, steps, images), seconds = common.timed(common.run_tracked, method, problem, config, key)
+        (result, steps, images, _), seconds = common.timed(common.run_tracked, method, problem, config, key)
         curve = np.asarray(result.history["psnr"])
         measured = measured_band_errors(images, problem)
         runs[method] = {
