@@ -347,22 +347,23 @@ def save_figure(fig, path: Path) -> str:
     return path.name
 
 
+def plain(v):
+    """``v`` with numpy scalars and arrays (in dicts, lists and tuples) as plain JSON values."""
+    if isinstance(v, dict):
+        return {str(k): plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [plain(x) for x in v]
+    if isinstance(v, (np.ndarray, jnp.ndarray)):
+        return plain(np.asarray(v).tolist())
+    if isinstance(v, (np.floating, float)):
+        return float(v) if np.isfinite(v) else None
+    if isinstance(v, np.integer):
+        return int(v)
+    return v
+
+
 def write_summary(out: Path, summary: dict) -> Path:
-    """``summary.json`` written atomically; numpy scalars/arrays become plain JSON."""
-
-    def plain(v):
-        if isinstance(v, dict):
-            return {str(k): plain(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [plain(x) for x in v]
-        if isinstance(v, (np.ndarray, jnp.ndarray)):
-            return plain(np.asarray(v).tolist())
-        if isinstance(v, (np.floating, float)):
-            return float(v) if np.isfinite(v) else None
-        if isinstance(v, np.integer):
-            return int(v)
-        return v
-
+    """``summary.json`` written atomically (:func:`plain` values)."""
     path = Path(out) / "summary.json"
     text = json.dumps(plain(summary), indent=2)
     atomic_write(os.fspath(path), lambda fobj: fobj.write(text.encode()))

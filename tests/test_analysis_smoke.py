@@ -92,3 +92,26 @@ def test_measured_band_errors_and_halfway_iterations():
     steps = np.array([10, 20, 30, 40])
     band_errors = np.array([[1.0, 1.0], [0.2, 0.9], [0.1, 0.5], [0.1, 0.2]])
     assert script.halfway_iterations(steps, band_errors) == [20, 30]  # targets 0.55 and 0.6
+
+
+@pytest.mark.slow
+def test_overfitting(tmp_path):
+    variants = ["paper", "+ema0.95", "+selfval", "dip"]
+    argv = ["--quick", "--out", str(tmp_path), "--variants", *variants]
+    summary = load_script("overfitting").main(argv)
+    written = json.loads((tmp_path / "summary.json").read_text())
+    assert written["figures"] == summary["figures"] == ["overfitting.png"]
+    runs = {r["variant"]: r for r in written["runs"]}
+    assert list(runs) == variants
+    for r in runs.values():
+        assert r["ema"]["drop"] == pytest.approx(r["ema"]["peak"] - r["ema"]["at_5x"])
+        assert r["ema"]["drop"] >= 0 and r["raw"]["drop"] >= 0
+    assert "reported" in runs["+selfval"] and "reported" not in runs["paper"]
+    # The moving average is a read-out: the iterates do not depend on its weight (up to the rounding of
+    # the rescaling, which the script reads off the moving average).
+    lines = [json.loads(line) for line in (tmp_path / "runs.jsonl").read_text().splitlines()]
+    raw = {r["variant"]: r["raw_curve"] for r in lines}
+    np.testing.assert_allclose(raw["paper"], raw["+ema0.95"], rtol=1e-6)
+    assert raw["paper"] != raw["+selfval"]
+    # A second call reuses the stored runs instead of running them again.
+    assert load_script("overfitting").main(argv)["runs"] == written["runs"]
