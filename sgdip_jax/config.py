@@ -35,9 +35,8 @@ class NetworkConfig:
     scale, a decoder's features; 1 to :data:`MAX_WIDTH`) and ``norm`` (``"batch"``, ``"group"``,
     ``"none"``) override the network's own default when not ``None``. ``weight_init``:
     ``"normal002"`` (weights N(0, 0.02^2), the reference code's choice and the default) or
-    ``"default"`` (Flax's LeCun-normal). With Flax's init the first output of a small U-Net can
-    carry a large constant offset that Adam removes only slowly (on a small shoulder case DIP ended
-    some dB lower, and far lower for an unlucky seed, than with ``"normal002"``). ``options`` holds
+    ``"default"`` (Flax's LeCun-normal; with it the first output of a small U-Net can carry a large
+    constant offset that Adam removes only slowly: ``benchmarks/RESULTS.md``). ``options`` holds
     any other attribute as ``(name, value)`` pairs, e.g. ``(("bilinear", False),)``. Input and
     output channels are set by the method from the operator.
     """

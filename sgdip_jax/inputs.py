@@ -160,7 +160,9 @@ def _finite(name: str, a: np.ndarray) -> None:
 
 
 def _center_fraction(options: InputOptions) -> float:
-    return 0.32 / options.acceleration if options.center_fraction is None else options.center_fraction
+    if options.center_fraction is None:
+        return masks.default_center_fraction(options.acceleration)
+    return options.center_fraction
 
 
 def load_mask_file(path: str | Path, shape: tuple[int, ...]) -> np.ndarray:

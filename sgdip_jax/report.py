@@ -273,7 +273,7 @@ def write_demo(out, outcomes: dict[str, Outcome], configs: dict, reference, desc
     panel = comparison_figure(images, reference, metrics, f"demo: {describe}", uncertainty=spreads)
     out.write_bytes("panel.png", panel)
     dip = {m: o for m, o in outcomes.items() if METHODS[m].is_dip}
-    write_curves(out, "", dip, {m: o.metrics for m, o in outcomes.items() if m not in dip}, "shoulder, 4x")
+    write_curves(out, "", dip, {m: o.metrics for m, o in outcomes.items() if m not in dip}, describe)
     for m, o in outcomes.items():
         if METHODS[m].is_dip:
             out.write_history(f"history_{m}.csv", o.result.history)

@@ -100,11 +100,11 @@ def _merged(base: dict, top: dict) -> dict:
 def mask_bank(config: TrainConfig) -> np.ndarray:
     """``(len(accelerations) * masks_per_acceleration, 1, size)`` VDRS line masks (centre
     ``0.32 / acceleration``, as the samples)."""
-    from .operators.masks import vdrs
+    from .operators.masks import default_center_fraction, vdrs
 
     shape = (config.size, config.size)
     masks = [
-        vdrs(shape, acceleration=a, center_fraction=0.32 / a, seed=MASK_SEED0 + i)[0][:1]
+        vdrs(shape, acceleration=a, center_fraction=default_center_fraction(a), seed=MASK_SEED0 + i)[0][:1]
         for a in config.accelerations
         for i in range(config.masks_per_acceleration)
     ]

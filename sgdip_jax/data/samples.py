@@ -149,7 +149,7 @@ def simulate_case(magnitude, coils=8, acceleration=4.0, snr_db=30.0, seed=0, cen
         raise ValueError(f"simulate_case: unknown mask_type {mask_type!r}; expected one of {sorted(masks.MASK_TYPES)}")
     magnitude = jnp.asarray(magnitude, jnp.float32)
     shape = magnitude.shape
-    center_fraction = 0.32 / acceleration if center_fraction is None else center_fraction
+    center_fraction = masks.default_center_fraction(acceleration) if center_fraction is None else center_fraction
     phase_key, noise_key = jax.random.split(jax.random.PRNGKey(seed))
     x = (magnitude * jnp.exp(1j * smooth_phase(shape, phase_key))).astype(jnp.complex64)
     smaps = birdcage_maps(coils, shape)

@@ -27,7 +27,7 @@ INPUTS = ("uniform", "gaussian")
 
 @dataclasses.dataclass(frozen=True)
 class DIPConfig(DIPBaseConfig):
-    """Vanilla DIP (common fields: :class:`~.common.DIPBaseConfig`; Adam lr 1e-3 per PAPER.md).
+    """Vanilla DIP (Ulyanov, Vedaldi, Lempitsky 2018; common fields: :class:`~.common.DIPBaseConfig`).
 
     ``input``: ``"uniform"`` (``z ~ U[0, input_scale)``) or ``"gaussian"`` (``z ~ N(0, input_scale^2)``).
     ``input_channels``: channels of ``z`` (``None``: the operator's, 2 for MRI; e.g. 32 for a skip net).

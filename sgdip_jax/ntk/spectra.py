@@ -37,7 +37,6 @@ __all__ = [
     "fourier_real",
     "fourier_real_t",
     "fourier_kernel",
-    "frequency_block_norms",
     "coupling",
     "coupling_vp",
 ]
@@ -153,13 +152,6 @@ def fourier_kernel(K, image_hw: tuple[int, int], channels: int = 2) -> jnp.ndarr
         raise ValueError(f"K: expected shape {expected} for image {image_hw} x {channels} channels, got {K.shape}")
     half = fourier_real(K, image_hw, channels)  # K F_r^T (rows transformed)
     return fourier_real(half.T, image_hw, channels).T
-
-
-def frequency_block_norms(K_hat, image_hw: tuple[int, int]) -> jnp.ndarray:
-    """``|K_hat|`` per pair of k-space locations: Frobenius norm of each 2 x 2 (Re/Im) block, ``(H W, H W)``."""
-    h, w = image_hw
-    blocks = jnp.asarray(K_hat).reshape(h * w, 2, h * w, 2)
-    return jnp.sqrt(jnp.sum(blocks**2, axis=(1, 3)))
 
 
 def coupling(K_hat, mask) -> float:
