@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import h5py
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -38,7 +37,6 @@ from .data import fastmri, images, samples
 from .data.arrays import load_array
 from .metrics import center_crop
 from .operators import masks
-from .operators.coils import birdcage_maps
 from .operators.fft import fft2c, ifft2c
 from .operators.inpainting import Inpainting
 from .operators.mri import MultiCoilMRI
@@ -457,12 +455,8 @@ def problem_from_case(case: case_io.Case, options: InputOptions = InputOptions()
 def simulate_from_magnitude(magnitude: np.ndarray, options: InputOptions):
     """``(x, smaps, mask, y, sigma, acceleration)``: the bundled samples' acquisition simulation
     (smooth phase, birdcage maps, seeded line mask, noise at ``snr_db``) for any magnitude image."""
-    shape = magnitude.shape
-    phase_key, noise_key = jax.random.split(jax.random.PRNGKey(options.seed))
-    x = (magnitude * jnp.exp(1j * samples.smooth_phase(shape, phase_key))).astype(jnp.complex64)
-    smaps = birdcage_maps(options.coils, shape)
-    mask, acceleration = line_mask(shape, options)
-    y, _, sigma = samples.simulate_measurements(x, smaps, mask, options.snr_db, noise_key)
+    mask, acceleration = line_mask(magnitude.shape, options)
+    x, smaps, y, _, sigma = samples.simulate_acquisition(magnitude, options.coils, mask, options.snr_db, options.seed)
     return np.asarray(x), smaps, mask, np.asarray(y), float(sigma), acceleration
 
 

@@ -142,21 +142,29 @@ def sample_mri(
     return (case, np.asarray(noise)) if return_noise else case
 
 
+def simulate_acquisition(magnitude, coils, mask, snr_db, seed):
+    """``(x, smaps, y, noise, sigma)``: a smooth phase on the real ``magnitude`` ``(H, W)``,
+    ``coils`` birdcage maps and the sampled k-space ``y`` with noise at ``snr_db``
+    (:func:`simulate_measurements`), the phase and the noise from ``seed``."""
+    magnitude = jnp.asarray(magnitude, jnp.float32)
+    phase_key, noise_key = jax.random.split(jax.random.PRNGKey(seed))
+    x = (magnitude * jnp.exp(1j * smooth_phase(magnitude.shape, phase_key))).astype(jnp.complex64)
+    smaps = birdcage_maps(coils, magnitude.shape)
+    y, noise, sigma = simulate_measurements(x, smaps, mask, snr_db, noise_key)
+    return x, smaps, y, noise, sigma
+
+
 def simulate_case(magnitude, coils=8, acceleration=4.0, snr_db=30.0, seed=0, center_fraction=None, mask_type="vdrs"):
     """``(case, noise)``: the multi-coil simulation of :func:`sample_mri` from any real ``magnitude``
     image ``(H, W)`` (keys and mask from ``seed`` as there)."""
     if mask_type not in masks.MASK_TYPES:
         raise ValueError(f"simulate_case: unknown mask_type {mask_type!r}; expected one of {sorted(masks.MASK_TYPES)}")
-    magnitude = jnp.asarray(magnitude, jnp.float32)
-    shape = magnitude.shape
+    shape = np.shape(magnitude)
     center_fraction = masks.default_center_fraction(acceleration) if center_fraction is None else center_fraction
-    phase_key, noise_key = jax.random.split(jax.random.PRNGKey(seed))
-    x = (magnitude * jnp.exp(1j * smooth_phase(shape, phase_key))).astype(jnp.complex64)
-    smaps = birdcage_maps(coils, shape)
     mask, actual = masks.MASK_TYPES[mask_type](
         shape, acceleration=acceleration, center_fraction=center_fraction, seed=seed
     )
-    y, noise, sigma = simulate_measurements(x, smaps, mask, snr_db, noise_key)
+    x, smaps, y, noise, sigma = simulate_acquisition(magnitude, coils, mask, snr_db, seed)
     meta = {
         "size": list(shape),
         "coils": int(coils),
