@@ -408,9 +408,8 @@ def run(
     ``loop``: ``"scan"`` runs each chunk as one compiled ``lax.scan``; ``"python"`` dispatches one
     compiled step per iteration (asynchronously; the host syncs once per chunk as well). ``"auto"``
     picks ``"python"`` on CPU because XLA:CPU leaves the gradient convolutions inside a while loop in
-    a non-canonical layout that runs about 4x slower than the same step outside a loop (jax issue
-    #12868), and ``"scan"`` on accelerators. Both trace the step once per run and give the same
-    iterates.
+    a non-canonical layout that runs slower than the same step outside a loop (jax issue #12868),
+    and ``"scan"`` on accelerators. Both trace the step once per run and give the same iterates.
 
     ``batched``: ``params``, ``net_state``, ``z``, ``key``, ``data`` and ``target`` have a leading batch
     axis (module docstring); ``sharding`` places them (and the state) on devices along that axis.

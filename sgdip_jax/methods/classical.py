@@ -411,7 +411,7 @@ def _tv_steps(operator, y, lam, n_axes):
     ratio ``rho = tau / sigma`` balances the primal and dual terms of the method's error bound
     ``||x_0 - x*||^2 / tau + ||q_0 - q*||^2 / sigma`` with ``||x*|| ~ ||A^H y||`` and
     ``||q*|| <= lam sqrt(size(G x))``, kept within ``[1e-2, 1e4]`` (``rho = 1`` when ``lam = 0``).
-    On undersampled MRI at small ``lam`` this converges about ten times faster than ``rho = 1``.
+    On undersampled MRI at small ``lam`` this converges faster than ``rho = 1``.
     """
     b = _adjoint(operator, y)
     rho = jnp.float32(1.0)

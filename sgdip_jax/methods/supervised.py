@@ -155,7 +155,7 @@ def model_forward(model: ModelConfig):
         b0 = x0  # A^H (y / s)
 
         x = x0
-        for _ in range(model.unrolls):  # a Python loop: a lax.scan here trained 9x slower on CPU (64 px)
+        for _ in range(model.unrolls):  # a Python loop: a lax.scan here trained slower on CPU
             rhs = b0 + lam * denoise(params, x)
             x = conjugate_gradient(lambda v: operator.normal(v) + lam * v, rhs, x, model.cg_iterations)
         return x * s

@@ -88,7 +88,7 @@ def _power_iteration(g, max_iter):
     semi-definite ``g[:, :, p]`` after ``max_iter`` power iterations from ones.
 
     The product ``G x`` is unrolled over the coil axis so XLA compiles it to one elementwise loop
-    over pixels (a reduction over a middle axis, or a batched ``dot``, is several times slower on CPU).
+    over pixels (a reduction over a middle axis, or a batched ``dot``, is slower on CPU).
     """
     coils, _, pixels = g.shape
 
