@@ -47,6 +47,7 @@ from tqdm.auto import tqdm
 from ..engine import drive
 from ..metrics import psnr
 from ..operators import restrict_to_support, wavelets
+from ..operators.base import cg_step
 from . import parameter_choice
 from .common import _power_of_two, as_key, check_image, check_measurements
 from .result import Result
@@ -318,23 +319,13 @@ CG_TOLERANCE = 1e-6
 
 
 def _cg_step(_, consts, state):
-    """One conjugate-gradient step on ``(A^H A + lam I) x = b``; the objective
-    ``1/2||A x - y||^2 + lam/2||x||^2 = 1/2||y||^2 - 1/2 Re<x, b + r>`` uses the residual ``r``."""
+    """One conjugate-gradient step on ``(A^H A + lam I) x = b`` (:func:`~sgdip_jax.operators.base.cg_step`);
+    the objective ``1/2||A x - y||^2 + lam/2||x||^2 = 1/2||y||^2 - 1/2 Re<x, b + r>`` uses the residual ``r``."""
     op, lam, b = consts["operator"], consts["lam"], consts["b"]
-    x, r, p, rz = state
-    ap = op.normal(p) + lam * p
-    pap = jnp.real(jnp.vdot(p.ravel(), ap.ravel()))
-    # once the residual is at float32 round-off of b, further steps only amplify rounding: stay put
-    active = (pap > 0) & (rz > CG_TOLERANCE**2 * consts["b_sqnorm"])
-    alpha = jnp.where(active, rz / jnp.where(active, pap, 1.0), 0.0)
-    x = x + alpha * p
-    r = r - alpha * ap
-    rz_new = _sqnorm(r)
-    beta = jnp.where(active, rz_new / jnp.where(active, rz, 1.0), 0.0)
-    p = jnp.where(active, r + beta * p, p)
-    rz_new = jnp.where(active, rz_new, rz)
+    state = cg_step(lambda v: op.normal(v) + lam * v, state, CG_TOLERANCE**2 * consts["b_sqnorm"])
+    x, r = state[:2]
     objective = 0.5 * consts["y_sqnorm"] - 0.5 * jnp.real(jnp.vdot(x.ravel(), (b + r).ravel()))
-    return (x, r, p, rz_new), _metrics(consts, x, objective)
+    return state, _metrics(consts, x, objective)
 
 
 def cg_sense(operator, y, config=CGSenseConfig(), key=None, *, target=None, progress=False, sigma=None, callback=None):

@@ -72,19 +72,29 @@ class LinearOperatorMixin:
         return jnp.sqrt(jnp.abs(_vdot(x, self.normal(x))))
 
 
+def cg_step(normal, state, floor=0.0):
+    """One conjugate-gradient step on ``normal(x) = b`` (Hermitian positive definite ``normal``) for
+    ``state = (x, r, p, ||r||^2)``; once ``||r||^2 <= floor`` (round-off of ``b``) or ``p^H normal(p)``
+    is not positive, the state stays put (further steps would only amplify rounding)."""
+    x, r, p, rr = state
+    ap = normal(p)
+    pap = jnp.real(_vdot(p, ap))
+    active = (pap > 0) & (rr > floor)
+    alpha = jnp.where(active, rr / jnp.where(active, pap, 1.0), 0.0)
+    x, r = x + alpha * p, r - alpha * ap
+    rr_new = jnp.real(_vdot(r, r))
+    beta = jnp.where(active, rr_new / jnp.where(active, rr, 1.0), 0.0)
+    return x, r, jnp.where(active, r + beta * p, p), jnp.where(active, rr_new, rr)
+
+
+def cg_start(normal, b, x):
+    """The state of :func:`cg_step` at ``x``."""
+    r = b - normal(x)
+    return x, r, r, jnp.real(_vdot(r, r))
+
+
 def conjugate_gradient(normal, b, x, iterations: int):
     """``iterations`` CG steps on ``normal(x) = b`` from ``x`` (a Hermitian positive definite
     ``normal``); a fixed count, so it compiles to one loop and can be differentiated through."""
-
-    def step(_, state):
-        x, r, p, rr = state
-        ap = normal(p)
-        pap = jnp.real(jnp.vdot(p, ap))
-        alpha = jnp.where(pap > 0, rr / jnp.where(pap > 0, pap, 1.0), 0.0)
-        x, r = x + alpha * p, r - alpha * ap
-        rr_new = jnp.real(jnp.vdot(r, r))
-        beta = jnp.where(rr > 0, rr_new / jnp.where(rr > 0, rr, 1.0), 0.0)
-        return x, r, r + beta * p, rr_new
-
-    r = b - normal(x)
-    return jax.lax.fori_loop(0, iterations, step, (x, r, r, jnp.real(jnp.vdot(r, r))))[0]
+    state = cg_start(normal, b, x)
+    return jax.lax.fori_loop(0, iterations, lambda _, s: cg_step(normal, s), state)[0]
