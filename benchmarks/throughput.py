@@ -16,8 +16,10 @@ pilot's start), so
 the steps of a default run of ``--iterations`` iterations (default: the method's, read from
 :func:`sgdip_jax.methods.method_config`): each candidate's pilot (without candidates one run,
 ``steps = iterations``), then the chosen one to the budget (its extension by self-validation, at
-most ``extend * iterations`` more steps while the held-out error still falls, not counted), and
-the ratio to the first batch size measured in the same run.
+most ``extend * iterations`` more steps while the held-out error still falls, not counted; nor
+the second run of a slice whose preset run stops early and restarts with a larger noise scale,
+``SGDIPConfig.restart_before``, which about doubles that slice's steps: the rates are for slices
+that do not restart), and the ratio to the first batch size measured in the same run.
 Volumes per hour of a ``--volume S``-slice volume at the batch-1 costs (every slice paying the fixed
 cost, as above), every slice from scratch against ``--warm-start`` (the centre slice a default run,
 each other slice ``--warm-steps`` steps from its neighbour's weights):
