@@ -42,6 +42,7 @@ from sgdip_jax.metrics import evaluate
 
 METHODS = ("tv", "l1-wavelet", "dip", "sgdip")
 CLASSICAL = ("tv", "l1-wavelet")
+REF_DIP = "ref-dip"  # needs --prior-offset: its input is an adjacent slice of the same MNI volume
 
 
 def _unit(image) -> np.ndarray:
@@ -71,16 +72,16 @@ def _head_low(size):
     return _unit(spectral_resample(_read_sample("head")[90:250, 48:208], size))
 
 
-def _mni(orientation, which):
+def _mni(orientation, which, offset=0):
+    """The middle slice of the held-out slab ``which``, or the slice ``offset`` mm (voxels) from it."""
+
     def load(size):
         from sgdip_jax.data import brain
 
         volume = brain.read_volume()
         split = "val" if which == "a" else "test"
         held = brain.split_indices(brain.usable_slices(volume, orientation), split)
-        index = held[len(held) // 2]
-        images, where = brain.brain_slices(split, size, (orientation,), volume=volume)
-        return images[[w["slice"] for w in where].index(int(index))]
+        return brain.slice_image(volume, orientation, held[len(held) // 2] + offset, size).astype(np.float32)
 
     return load
 
@@ -120,15 +121,30 @@ def _commit() -> str | None:
         return None
 
 
-def run_case(image_name, size, acceleration, snr, seed, method, base=16, overrides=None, tag="", cache={}):  # noqa: B006 (image cache)
+def prior_slice(image_name, offset, size) -> np.ndarray:
+    """Reference-guided DIP's input for an MNI case: the slice ``offset`` mm away in the template
+    (a neighbour of the target, never the target itself)."""
+    if not image_name.startswith("mni-") or offset == 0:
+        raise ValueError(f"{REF_DIP}: needs an mni-* image and a non-zero --prior-offset, got {image_name}, {offset}")
+    _, orientation, which = image_name.split("-")
+    return _mni(orientation, which, offset)(size)
+
+
+_IMAGES_READ: dict = {}  # (image, size) -> magnitude, read once per process
+
+
+def run_case(image_name, size, acceleration, snr, seed, method, base=16, overrides=None, tag="", prior_offset=0):
     key = (image_name, size)
-    if key not in cache:
-        cache[key] = IMAGES[image_name](size)
-    case, _ = simulate_case(cache[key], 8, acceleration, snr, seed)
+    if key not in _IMAGES_READ:
+        _IMAGES_READ[key] = IMAGES[image_name](size)
+    case, _ = simulate_case(_IMAGES_READ[key], 8, acceleration, snr, seed)
     ref = np.abs(np.asarray(case.x))
     t0 = time.perf_counter()
-    config = {"network": {"base": base}, **(overrides or {})} if method in ("dip", "sgdip") else {}
-    result = run_method(method, case.operator(), case.y, config, key=seed, target=case.x, progress=False)
+    config = {"network": {"base": base}, **(overrides or {})} if method in ("dip", "sgdip", REF_DIP) else {}
+    extra = {"prior_image": prior_slice(image_name, prior_offset, size)} if method == REF_DIP else {}
+    result = run_method(method, case.operator(), case.y, config, key=seed, target=case.x, progress=False, **extra)
+    if method == REF_DIP:
+        tag = f"+{prior_offset:g}mm{tag}"
     row = {
         "case": f"{image_name}-{size}-{acceleration:g}x{snr:g}",
         "image": image_name,
@@ -212,6 +228,31 @@ def table(rows) -> str:
     return "\n".join(lines)
 
 
+def ref_table(rows) -> str:
+    """Reference-guided DIP (input: a neighbouring slice) beside self-guided DIP and TV, per case and
+    seed, and the mean margin of self-guided DIP over each reference offset."""
+    by_case: dict = {}
+    for r in rows:
+        by_case.setdefault((r["case"], r["seed"]), {})[r["method"]] = r
+    refs = sorted({m for ms in by_case.values() for m in ms if m.startswith(REF_DIP)})
+    lines = ["| case | seed | TV | self-guided DIP | " + " | ".join(refs) + " |", "|---" * (4 + len(refs)) + "|"]
+    margins = {m: [] for m in refs}
+    for (case, seed), m in sorted(by_case.items()):
+        if not all(k in m for k in ("tv", "sgdip", *refs)):
+            continue
+        for ref in refs:
+            margins[ref].append(m["sgdip"]["psnr"] - m[ref]["psnr"])
+        cells = " | ".join(f"{m[ref]['psnr']:.2f}" for ref in refs)
+        lines.append(f"| {case} | {seed} | {m['tv']['psnr']:.2f} | {m['sgdip']['psnr']:.2f} | {cells} |")
+    for ref, values in margins.items():
+        if values:
+            lines.append(
+                f"\nself-guided DIP over {ref}: mean {np.mean(values):+.2f} dB, worst {min(values):+.2f}, "
+                f"best {max(values):+.2f} ({len(values)} cases)"
+            )
+    return "\n".join(lines)
+
+
 def figure(rows, path) -> None:
     """PSNR of every method per case (bars), self-guided DIP's chosen image marked; cases sorted by
     self-guided DIP's margin over the better classical method."""
@@ -270,7 +311,14 @@ def main(argv=None):
     parser.add_argument("--accelerations", type=float, nargs="+", default=[4.0])
     parser.add_argument("--snrs", type=float, nargs="+", default=[30.0, 20.0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=[*METHODS, REF_DIP])
+    parser.add_argument(
+        "--prior-offsets",
+        type=int,
+        nargs="+",
+        default=[1, 3],
+        help=f"{REF_DIP}: its input is the MNI slice this many mm (slices) from the target (default 1 3)",
+    )
     parser.add_argument("--base", type=int, default=16, help="U-Net width of the DIP methods (the demo's)")
     parser.add_argument(
         "--sgdip", type=json.loads, default=None, help="JSON overrides of the sgdip defaults (a variant)"
@@ -290,6 +338,8 @@ def main(argv=None):
     rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
     if args.table:
         print(table(rows))
+        if any(r["method"].startswith(REF_DIP) for r in rows):
+            print("\n" + ref_table(rows))
         if args.figure:
             figure(rows, args.figure)
         return
@@ -300,16 +350,20 @@ def main(argv=None):
             for acceleration in args.accelerations:
                 for size in args.size:
                     for image in args.images:
-                        for method in args.methods:
+                        runs = [(m, 0) for m in args.methods if m != REF_DIP]
+                        runs += [(REF_DIP, o) for o in args.prior_offsets if REF_DIP in args.methods]
+                        for method, offset in runs:
                             name = f"{image}-{size}-{acceleration:g}x{snr:g}"
                             tag = args.tag if method == "sgdip" else ""
-                            if (name, seed, method + tag) in done:
+                            label = method + (f"+{offset:g}mm" if method == REF_DIP else tag)
+                            if (name, seed, label) in done:
                                 continue
                             overrides = args.sgdip if method == "sgdip" else None
-                            row = run_case(image, size, acceleration, snr, seed, method, args.base, overrides, tag)
+                            case = (image, size, acceleration, snr, seed, method, args.base, overrides, tag)
+                            row = run_case(*case, prior_offset=offset)
                             with path.open("a") as f:
                                 f.write(json.dumps(row) + "\n")
-                            print(f"{name} seed {seed} {method}: {row['psnr']:.2f} dB ({row['wall_s']} s)", flush=True)
+                            print(f"{name} seed {seed} {label}: {row['psnr']:.2f} dB ({row['wall_s']} s)", flush=True)
 
 
 if __name__ == "__main__":

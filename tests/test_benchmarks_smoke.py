@@ -389,3 +389,23 @@ def test_noise_weighted_data_consistency_interpolates_between_none_and_the_hard_
     middle = float(np.sqrt(np.median(r[..., np.broadcast_to(np.asarray(op.mask) != 0, r.shape[-2:])])))
     out = fc.weighted_data_consistency(op, x, y, middle)
     assert 0 < np.linalg.norm(out - x) < np.linalg.norm(fc.data_consistency(op, x, y) - x)
+
+
+def test_validation_set_reference_is_a_neighbouring_slice_never_the_target():
+    from sgdip_jax.data.brain import brain_slices, read_volume, split_indices, usable_slices
+
+    v = load_script(ROOT / "benchmarks" / "validation_set.py", "benchmark_validation_set")
+    volume = read_volume()
+    held = split_indices(usable_slices(volume, "axial"), "val")
+    images, where = brain_slices("val", 24, ("axial",), volume=volume)
+    middle = [w["slice"] for w in where].index(int(held[len(held) // 2]))
+    target = v.IMAGES["mni-axial-a"](24)
+    np.testing.assert_array_equal(target, images[middle])  # the open set's image, as before
+    np.testing.assert_array_equal(v.prior_slice("mni-axial-a", 1, 24), images[middle + 1])
+    for image, offset in (("abdomen", 1), ("mni-axial-a", 0)):
+        with pytest.raises(ValueError, match="ref-dip"):
+            v.prior_slice(image, offset, 24)
+    row = v.run_case("mni-axial-a", 24, 4.0, 30.0, 0, "ref-dip", base=4, prior_offset=3)
+    assert row["method"] == "ref-dip+3mm" and math.isfinite(row["psnr"])
+    rows = [row, *({**row, "method": m, "psnr": p} for m, p in (("tv", 20.0), ("sgdip", 22.0)))]
+    assert f"self-guided DIP over ref-dip+3mm: mean {22.0 - row['psnr']:+.2f} dB" in v.ref_table(rows)

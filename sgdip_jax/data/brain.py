@@ -97,6 +97,14 @@ def _square(image: np.ndarray) -> np.ndarray:
     return out
 
 
+def slice_image(volume: np.ndarray, orientation: str, index: int, size: int) -> np.ndarray:
+    """Slice ``index`` of ``volume`` across ``orientation`` (superior / anterior up), zero-padded to a
+    square, spectrally resampled to ``size``, ``|.|`` and scaled to maximum 1."""
+    plane = np.rot90(np.take(volume, int(index), axis=ORIENTATIONS[orientation]))
+    image = np.abs(spectral_resample(_square(plane), (size, size)))
+    return image / image.max()
+
+
 def brain_slices(
     split: str = "train",
     size: int = 128,
@@ -112,11 +120,8 @@ def brain_slices(
     volume = read_volume() if volume is None else np.asarray(volume, np.float32)
     images, where = [], []
     for orientation in orientations:
-        axis = ORIENTATIONS[orientation]
         for index in split_indices(usable_slices(volume, orientation, min_fill), split):
-            plane = np.rot90(np.take(volume, int(index), axis=axis))  # superior / anterior up
-            image = np.abs(spectral_resample(_square(plane), (size, size)))
-            images.append(image / image.max())
+            images.append(slice_image(volume, orientation, index, size))
             where.append({"source": TEMPLATE_FILE, "orientation": orientation, "slice": int(index)})
     if not images:
         raise ValueError(f"no {split} slices with at least {min_fill:.0%} brain in {list(orientations)}")
