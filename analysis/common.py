@@ -206,15 +206,20 @@ class Tracked(NamedTuple):
 def run_tracked(method: str, problem: Problem, config, key) -> Tracked:
     """Run a DIP method of :mod:`sgdip_jax.methods` on ``problem`` with the ground truth as target,
     recording the images along the reported run (a run that restarts keeps the frames of its last
-    start only)."""
+    start only). The final data-consistency step is switched off: the frames and the result are the
+    network's images (and the result's moving average gives the frames' units exactly)."""
     from sgdip_jax.methods import run_method
+
+    config = dataclasses.replace(config, data_consistency=False)
 
     frames = []
 
     def record(info):
-        if frames and info.iteration <= frames[-1][0]:
+        # the state's step counts on through an extension and starts again with a restarted run
+        step = int(np.asarray(info.state.step).reshape(-1)[0])
+        if frames and step <= frames[-1][0]:
             frames.clear()  # the run started again: its earlier frames are not the reported run's
-        frames.append((info.iteration, np.asarray(info.state.ema), np.asarray(info.state.image)))
+        frames.append((step, np.asarray(info.state.ema), np.asarray(info.state.image)))
 
     result = run_method(
         method,

@@ -145,15 +145,17 @@ def spectra(problem: common.Problem, net: common.DipNet, k: int, num_iter: int, 
 
 
 # %%
-def dip_runs(problem: common.Problem, key, iterations: int, budget: int, network: NetworkConfig) -> dict:
-    """Vanilla DIP and self-guided DIP with the library defaults on ``network``."""
+def dip_runs(problem: common.Problem, key, iterations: int, budget: int, network: NetworkConfig, methods) -> dict:
+    """Vanilla DIP (``"dip"``) and self-guided DIP (``"sgdip"``) of ``methods`` with the library
+    defaults on ``network``."""
     chunk = max(1, iterations // 60)
     configs = {
         "dip": DIPConfig(network=network, iterations=iterations, chunk=chunk),
         "sgdip": SGDIPConfig(network=network, iterations=iterations, chunk=chunk),
     }
     runs = {}
-    for method, config in configs.items():
+    for method in methods:
+        config = configs[method]
         (result, steps, images, _), seconds = common.timed(common.run_tracked, method, problem, config, key)
         curve = np.asarray(result.history["psnr"])
         measured = measured_band_errors(images, problem)
@@ -311,6 +313,9 @@ def main(argv=None) -> dict:
         "--iters", type=int, default=3 * BUDGET, help=f"DIP iterations (default {3 * BUDGET}, 3x the budget)"
     )
     p.add_argument("--no-dip", action="store_true", help="spectra only, no DIP / self-guided DIP runs")
+    p.add_argument(
+        "--methods", nargs="+", choices=("dip", "sgdip"), default=["dip", "sgdip"], help="the DIP runs (default both)"
+    )
     args = p.parse_args(argv)
     out = common.prepare_out(args.out)
     size = 16 if args.quick else args.size
@@ -340,8 +345,8 @@ def main(argv=None) -> dict:
         if "_K" in spec:
             radii, predicted[snr], eigen_summary[snr] = kernel_analysis(problem, net, spec)
         control = common.denoising_problem(f"A = I (1 coil, full sampling), {snr:g} dB", size, snr, seed=args.seed)
-        runs[snr] = {} if args.no_dip else dip_runs(problem, key, iterations, budget, network)
-        controls[snr] = {} if args.no_dip else dip_runs(control, key, iterations, budget, network)
+        runs[snr] = {} if args.no_dip else dip_runs(problem, key, iterations, budget, network, args.methods)
+        controls[snr] = {} if args.no_dip else dip_runs(control, key, iterations, budget, network, args.methods)
         per_snr[snr] = {"kernel": eigen_summary.get(snr, {})}
         for part, prob, by_method in (("dip", problem, runs[snr]), ("control", control, controls[snr])):
             zero_filled = np.asarray(prob.operator.adjoint(jnp.asarray(prob.y_kspace)))

@@ -5,6 +5,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import jax
 import matplotlib.image
 import numpy as np
 import pytest
@@ -115,3 +116,22 @@ def test_overfitting(tmp_path):
     assert raw["paper"] != raw["+selfval"]
     # A second call reuses the stored runs instead of running them again.
     assert load_script("overfitting").main(argv)["runs"] == written["runs"]
+
+
+def test_tracked_frames_are_the_reported_run_s():
+    """Through an extension the frames count on; a restart keeps only the restarted run's frames."""
+    common = load_script("spectral_bias").common
+    from sgdip_jax.config import NetworkConfig
+    from sgdip_jax.methods import SGDIPConfig
+
+    problem = common.make_problem("8 coils, 20 dB", 16, 8, snr_db=20.0)
+    network = NetworkConfig(name="unet1", base=4)
+    for restart_before in (0.0, 1.0):  # never / whenever the smallest held-out error is not the last step
+        config = SGDIPConfig(network=network, iterations=20, chunk=5, extend=1.0, restart_before=restart_before)
+        tracked = common.run_tracked("sgdip", problem, config, jax.random.PRNGKey(0))
+        result = tracked.result
+        np.testing.assert_array_equal(tracked.iterations, np.arange(5, result.iterations + 1, 5))
+        assert len(result.history["psnr"]) == result.iterations
+        np.testing.assert_allclose(
+            common.psnr(tracked.ema[-1:], ref=problem.x)[0], result.history["psnr"][-1], atol=1e-3
+        )
