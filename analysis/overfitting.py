@@ -90,7 +90,7 @@ def run(variant: str, snr: float, seed: int, size: int, quick: bool) -> dict:
     ema = np.asarray(tracked.result.history["psnr"], np.float64)
     raw = common.psnr(tracked.raw, ref=problem.x)
     row = {"variant": variant, "snr": snr, "seed": seed, "size": size, "method": method, "budget": budget}
-    row |= {"config": {k: v for k, v in VARIANTS[variant][1].items()}, "seconds": seconds}
+    row |= {"config": tracked.result.config, "seconds": seconds}  # every resolved setting of the run
     for name, curve, steps in (("ema", ema, np.arange(1, ema.size + 1)), ("raw", raw, tracked.iterations)):
         at = {f"at_{m}x": float(curve[np.searchsorted(steps, m * budget)]) for m in (1, 3, FACTOR)}
         peak = int(curve.argmax())
